@@ -19,7 +19,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True)
         for name, module_name in SUBCOMMANDS.items():
-            module = importlib.import_module(module_name)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name:
+                    raise
+                continue  # a subcommand not shipped in this build
             module.add_arguments(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0]))
 
     def handle(self, *args, **options):

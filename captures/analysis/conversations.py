@@ -1,0 +1,636 @@
+"""Conversations: TCP connections, UDP flows and DNS exchanges, built from logical messages.
+
+Theory of operation (TCP, as an observer between the endpoints, never an endpoint itself):
+
+    state         entered when                               leaves on
+    SYN_SENT      the client's SYN is seen                   SYN-ACK → SYN_RECEIVED, RST → CLOSED
+    SYN_RECEIVED  the server's SYN-ACK is seen               client ACK or data → ESTABLISHED
+    ESTABLISHED   handshake done, or data (mid-stream start)  FIN → CLOSING, RST → CLOSED
+    CLOSING       one side sent FIN                          the other FIN → CLOSED, RST → CLOSED
+    CLOSED        FIN both ways, or RST either way           a SYN with a new ISN: new connection
+
+A connection is found by its address 4-tuple in either orientation, and also by the tuple as
+rewritten by NAT (learnt from the hops of a message), so a reply seen first on the pod side of
+a DNAT still lands on the client's connection. A capture may start mid-connection: then the
+client is guessed from the first payload (a request or a ClientHello is the client's) and from
+the ports (the well-known or lower one is the server's).
+
+Each direction keeps the highest sequence number seen (relative to the first one), which tells
+a retransmission (no new bytes) and a keep-alive (one byte behind) from new data, and feeds
+only new in-order bytes to the TLS and HTTP/2 readers.
+"""
+
+from __future__ import annotations
+
+from .dns import qtype_name, rcode_name
+from .http import (
+    H2_FRAME_NAMES,
+    H2_PREFACE,
+    H2Direction,
+    http_requests,
+    http_responses,
+    plausible_h2_frames,
+    upgrade_to_h2c,
+)
+from .records import ACK, FIN, RST, SYN, endpoint
+from .tls import (
+    HANDSHAKE_NAMES,
+    HS_CERTIFICATE,
+    HS_CERTIFICATE_REQUEST,
+    HS_CLIENT_HELLO,
+    HS_SERVER_HELLO,
+    TlsDirection,
+    certificate_count,
+    looks_like_tls,
+    parse_hello,
+    version_name,
+)
+
+SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = range(5)
+SEQ_MOD = 1 << 32
+WELL_KNOWN_SERVER_PORTS = frozenset(
+    {
+        53,
+        80,
+        443,
+        8080,
+        8443,
+        8000,
+        9090,
+        3000,
+        5000,
+        6379,
+        5432,
+        3306,
+        2379,
+        6443,
+        10250,
+        15001,
+        15006,
+        15012,
+        15008,
+        15443,
+        4140,
+        4143,
+        9080,
+        50051,
+    }
+)
+
+
+def server_side(port_a: int, port_b: int) -> int:
+    """0 when the first port looks like the server's, else 1 (mid-stream connections)."""
+    a_known, b_known = port_a in WELL_KNOWN_SERVER_PORTS, port_b in WELL_KNOWN_SERVER_PORTS
+    if a_known != b_known:
+        return 0 if a_known else 1
+    return 0 if port_a <= port_b else 1
+
+
+class Connection:
+    __slots__ = (
+        "annotations",
+        "answered",
+        "app",
+        "client",
+        "end",
+        "fin_by",
+        "first_request_t",
+        "first_response_t",
+        "h2",
+        "h2_streams",
+        "handshake_ack",
+        "id",
+        "isn",
+        "keepalives",
+        "lost",
+        "max_end",
+        "midstream",
+        "packets",
+        "phase",
+        "requests",
+        "retransmissions",
+        "rst_by",
+        "server",
+        "server_after_nat",
+        "sniff_left",
+        "start",
+        "state",
+        "syn_t",
+        "synack_t",
+        "tls",
+        "tls_dirs",
+        "tls_events",
+        "version",
+    )
+
+    def __init__(self, ident, client, server, version, start, midstream):
+        self.id = ident
+        self.client = client  # (ip, port)
+        self.server = server
+        self.version = version
+        self.start = self.end = start
+        self.state = SYN_SENT
+        self.midstream = midstream
+        self.syn_t = self.synack_t = self.handshake_ack = None
+        self.isn = [None, None]  # first sequence number per direction (0: client → server)
+        self.max_end = [0, 0]  # relative end of the highest byte seen per direction
+        self.fin_by: list[int] = []
+        self.rst_by = None
+        self.retransmissions = 0
+        self.keepalives = 0
+        self.packets = 0
+        self.app = None  # "http/1.1", "h2", "tls", "dns"
+        self.sniff_left = [4, 4]  # payload segments per direction still looked at for the app
+        self.tls = None
+        self.tls_dirs = None
+        self.tls_events: dict[str, float] = {}
+        self.h2 = None
+        self.h2_streams: dict[int, dict] = {}
+        self.requests: list[dict] = []
+        self.answered = 0  # HTTP/1.x requests that have their response
+        self.lost = [False, False]  # bytes went missing in this direction since last looked
+        self.first_request_t = self.first_response_t = None
+        self.phase = "handshake"
+        self.server_after_nat = None
+        self.annotations: list[int] = []
+
+    def endpoint(self, side: int) -> str:
+        ip, port = self.client if side == 0 else self.server
+        return endpoint(ip, port, self.version)
+
+    def closed(self) -> str:
+        if self.rst_by is not None:
+            return "rst"
+        if self.fin_by:
+            return "fin"
+        return "open"
+
+    def handshake(self) -> str:
+        if self.midstream:
+            return "midstream"
+        if self.synack_t is not None:
+            return "complete" if self.state >= ESTABLISHED else "incomplete"
+        if self.rst_by == 1:
+            return "refused"
+        return "no-answer"
+
+    def summary(self) -> dict:
+        def ms(a, b):
+            return round((b - a) * 1000, 3) if a is not None and b is not None else None
+
+        tls_start = self.tls_events.get("client_hello")
+        return {
+            "id": self.id,
+            "client": self.endpoint(0),
+            "server": self.endpoint(1),
+            "server_after_nat": self.server_after_nat,
+            "requests": len(self.requests),
+            "closed": self.closed(),
+            "state": ("syn-sent", "syn-received", "established", "closing", "closed")[self.state],
+            "handshake": self.handshake(),
+            "retransmissions": self.retransmissions,
+            "keepalives": self.keepalives,
+            "packets": self.packets,
+            "app": self.app,
+            "tls": self.tls,
+            "timing": {
+                "start": self.start,
+                "connect_ms": ms(self.syn_t, self.synack_t),
+                "tls_ms": ms(tls_start, self.tls_events.get("client_appdata")),
+                "ttfb_ms": ms(self.first_request_t, self.first_response_t),
+                "total_ms": ms(self.start, self.end),
+            },
+            "annotations": self.annotations,
+        }
+
+
+class TcpTracker:
+    """Finds and updates the connection of each TCP message; returns (connection, direction,
+    label, phase)."""
+
+    def __init__(self, max_flows: int, warnings) -> None:
+        self.table: dict[tuple, tuple[Connection, int]] = {}
+        self.connections: list[Connection] = []
+        self.max_flows = max_flows
+        self.warnings = warnings
+        self.http: list[dict] = []
+
+    # -- finding the connection ------------------------------------------------------------
+
+    def lookup(self, record) -> tuple[Connection | None, int]:
+        key = (record.src, record.sport, record.dst, record.dport)
+        found = self.table.get(key)
+        flags = record.tcp_flags
+        if found is not None:
+            conn, direction = found
+            if (
+                flags & SYN
+                and not flags & ACK
+                and direction == 0
+                and (
+                    conn.state == CLOSED or (conn.isn[0] is not None and conn.isn[0] != record.seq)
+                )
+            ):
+                found = None  # the 4-tuple is reused by a new connection
+            elif flags & SYN and not flags & ACK and direction == 1:
+                found = None  # a SYN from the old server side: the roles have swapped
+        if found is not None:
+            return found
+        if len(self.connections) >= self.max_flows:
+            self.warnings.add(
+                f"more than {self.max_flows} TCP connections: later ones are not tracked"
+            )
+            return None, 0
+        if flags & SYN and flags & ACK:
+            client, server, direction = (record.dst, record.dport), (record.src, record.sport), 1
+        elif flags & SYN:
+            client, server, direction = (record.src, record.sport), (record.dst, record.dport), 0
+        else:
+            direction = self._guess_direction(record)
+            if direction == 0:
+                client, server = (record.src, record.sport), (record.dst, record.dport)
+            else:
+                client, server = (record.dst, record.dport), (record.src, record.sport)
+        conn = Connection(
+            len(self.connections),
+            client,
+            server,
+            record.ip_version,
+            record.time,
+            midstream=not flags & SYN,
+        )
+        if conn.midstream:
+            conn.state = ESTABLISHED
+            conn.phase = "data"
+        self.connections.append(conn)
+        self.alias(conn, client, server)
+        return conn, direction
+
+    @staticmethod
+    def _guess_direction(record) -> int:
+        payload = record.payload
+        if payload:
+            if http_requests(payload) or payload.startswith(H2_PREFACE):
+                return 0
+            if http_responses(payload):
+                return 1
+            if looks_like_tls(payload) and len(payload) > 5 and payload[0] == 22:
+                hs_type = payload[5]
+                if hs_type == HS_CLIENT_HELLO:
+                    return 0
+                if hs_type == HS_SERVER_HELLO:
+                    return 1
+        return 0 if server_side(record.dport, record.sport) == 0 else 1
+
+    def alias(self, conn: Connection, client: tuple, server: tuple) -> None:
+        self.table[(client[0], client[1], server[0], server[1])] = (conn, 0)
+        self.table[(server[0], server[1], client[0], client[1])] = (conn, 1)
+
+    # -- updating it -----------------------------------------------------------------------
+
+    def update(self, conn: Connection, direction: int, record) -> tuple[str, str]:
+        """Advance the connection with one message; returns (label, phase)."""
+        flags = record.tcp_flags
+        now = record.time
+        conn.end = now
+        conn.packets += 1
+        notes = []
+
+        seq_len = record.payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        if conn.isn[direction] is None:
+            conn.isn[direction] = record.seq
+        rel = (record.seq - conn.isn[direction]) % SEQ_MOD
+        if rel > SEQ_MOD // 2:  # before the first byte we saw: an old retransmission
+            rel_end = 0
+            new_data = False
+        else:
+            rel_end = rel + seq_len
+            new_data = rel_end > conn.max_end[direction]
+        if seq_len and not new_data:
+            if (
+                record.payload_len <= 1
+                and not flags & (SYN | FIN | RST)
+                and rel_end == conn.max_end[direction]
+            ):
+                conn.keepalives += 1
+                notes.append("keep-alive")
+            else:
+                conn.retransmissions += 1
+                notes.append("retransmission")
+
+        # Payload: feed the new in-order bytes to the stream readers, label what starts here.
+        label = None
+        phase = None
+        if record.payload and new_data:
+            start = max(conn.max_end[direction] - rel, 0)
+            if rel > conn.max_end[direction] and conn.max_end[direction] and not flags & SYN:
+                self._gap(conn, direction)
+            label, phase = self._payload(conn, direction, record, record.payload[start:], now)
+        if new_data:
+            conn.max_end[direction] = rel_end
+
+        label, phase = self._flags(conn, direction, record, label, phase, now)
+        if notes:
+            label = f"{label} ({', '.join(notes)})"
+        return label, phase
+
+    def _flags(self, conn, direction, record, label, phase, now):
+        flags = record.tcp_flags
+        if flags & SYN and not flags & ACK:
+            if conn.syn_t is None:
+                conn.syn_t = now
+            return label or "SYN", "handshake"
+        if flags & SYN:
+            if conn.synack_t is None:
+                conn.synack_t = now
+            if conn.state < SYN_RECEIVED:
+                conn.state = SYN_RECEIVED
+            return label or "SYN-ACK", "handshake"
+        if flags & RST:
+            conn.rst_by = direction
+            conn.state = CLOSED
+            conn.phase = "teardown"
+            return (f"{label} + RST" if label else "RST"), "teardown"
+        if conn.state == SYN_RECEIVED and direction == 0:
+            conn.state = ESTABLISHED
+            if not record.payload_len:
+                conn.handshake_ack = now
+                return "ACK", "handshake"
+        if flags & FIN:
+            if direction not in conn.fin_by:
+                conn.fin_by.append(direction)
+            conn.state = CLOSED if len(conn.fin_by) == 2 else CLOSING
+            conn.phase = "teardown"
+            return (f"{label} + FIN" if label else "FIN"), "teardown"
+        if label is None:
+            return ("ACK" if record.payload_len == 0 else f"data {record.payload_len} B"), (
+                conn.phase if record.payload_len == 0 else ("request", "response")[direction]
+            )
+        return label, phase
+
+    def _gap(self, conn, direction):
+        conn.lost[direction] = True
+        if conn.tls_dirs:
+            conn.tls_dirs[direction].gap()
+        if conn.h2:
+            conn.h2[direction].gap()
+
+    # -- application layer -----------------------------------------------------------------
+
+    def _payload(self, conn, direction, record, data, now):
+        if conn.app is None and conn.sniff_left[direction]:
+            conn.sniff_left[direction] -= 1
+            self._sniff(conn, direction, data, record)
+        app = conn.app
+        label = phase = None
+        if app == "tls":
+            label, phase = self._tls(conn, direction, data, now)
+        elif app == "http/1.1":
+            label, phase = self._http1(conn, direction, data, now, record)
+        elif app == "h2":
+            label, phase = self._h2(conn, direction, data, now)
+        elif app == "dns" and record.dns:
+            label, phase = dns_label(record.dns), "dns"
+        if direction == 0 and phase not in ("tls", "handshake") and conn.first_request_t is None:
+            conn.first_request_t = now
+        elif (
+            direction == 1
+            and conn.first_request_t is not None
+            and conn.first_response_t is None
+            and phase != "tls"
+        ):
+            conn.first_response_t = now
+        if label is None:
+            label = f"data {record.payload_len} B"
+            phase = ("request", "response")[direction]
+        conn.phase = phase
+        return label, phase
+
+    def _sniff(self, conn, direction, data, record):
+        if record.dns:
+            conn.app = "dns"
+        elif data.startswith(H2_PREFACE):
+            conn.app = "h2"
+            conn.h2 = [H2Direction(expect_preface=True), H2Direction(expect_preface=False)]
+        elif looks_like_tls(data) and data[0] == 22:
+            conn.app = "tls"
+            conn.tls = {
+                "version": None,
+                "sni": None,
+                "alpn_offered": [],
+                "alpn": None,
+                "certificate_request": False,
+                "client_certificate": False,
+            }
+            conn.tls_dirs = [TlsDirection(True), TlsDirection(False)]
+        elif http_requests(data) or http_responses(data):
+            conn.app = "http/1.1"
+        elif plausible_h2_frames(data):
+            conn.app = "h2"
+            conn.h2 = [H2Direction(expect_preface=False), H2Direction(expect_preface=False)]
+
+    def _tls(self, conn, direction, data, now):
+        names = []
+        tls = conn.tls
+        for kind, value in conn.tls_dirs[direction].feed(data):
+            if kind == "hs":
+                hs_type, body = value
+                names.append(HANDSHAKE_NAMES.get(hs_type, f"handshake {hs_type}"))
+                if hs_type == HS_CLIENT_HELLO and direction == 0:
+                    hello = parse_hello(body, client=True)
+                    tls["sni"] = hello.sni
+                    tls["alpn_offered"] = hello.alpn
+                    conn.tls_events.setdefault("client_hello", now)
+                elif hs_type == HS_SERVER_HELLO and direction == 1:
+                    hello = parse_hello(body, client=False)
+                    version = (hello.supported_versions or [hello.version])[0]
+                    tls["version"] = version_name(version)
+                    tls["alpn"] = hello.alpn[0] if hello.alpn else None
+                elif hs_type == HS_CERTIFICATE_REQUEST and direction == 1:
+                    tls["certificate_request"] = True
+                elif hs_type == HS_CERTIFICATE and direction == 0 and certificate_count(body):
+                    tls["client_certificate"] = True
+            elif kind == "ccs":
+                names.append("ChangeCipherSpec")
+            elif kind == "appdata":
+                if direction == 0:
+                    conn.tls_events.setdefault("client_appdata", now)
+                names.append("application data")
+            elif kind == "alert":
+                names.append("Alert")
+        if not names:
+            if conn.tls_dirs[direction].done:
+                return "TLS application data", ("request", "response")[direction]
+            return "TLS (continued)", "tls"
+        if names == ["ClientHello"]:
+            detail = [f"SNI {tls['sni']}"] if tls["sni"] else []
+            if tls["alpn_offered"]:
+                detail.append("ALPN " + ",".join(tls["alpn_offered"]))
+            return f"TLS ClientHello ({'; '.join(detail)})" if detail else "TLS ClientHello", "tls"
+        if names[-1] == "application data" and len(names) == 1:
+            return "TLS application data", ("request", "response")[direction]
+        return "TLS " + ", ".join(names), "tls"
+
+    def _http1(self, conn, direction, data, now, record):
+        if direction == 0:
+            found = http_requests(data)
+            if not found:
+                return None, None
+            labels = []
+            for method, target, host in found:
+                request = {
+                    "connection": conn.id,
+                    "n": len(conn.requests) + 1,
+                    "method": method,
+                    "target": target,
+                    "host": host,
+                    "t": now,
+                    "status": None,
+                    "response_t": None,
+                    "protocol": "http/1.1",
+                    "_end": (record.seq - conn.isn[0] + record.payload_len) % SEQ_MOD,
+                }
+                conn.requests.append(request)
+                self.http.append(request)
+                labels.append(f"{method} {target}")
+            return "; ".join(labels), "request"
+        found = http_responses(data)
+        if not found:
+            return None, None
+        labels = []
+        for status, reason in found:
+            labels.append(f"HTTP {status} {reason}".rstrip())
+            if 100 <= status < 200 and status != 101:
+                continue  # interim response: the final one still follows
+            # Responses come back in request order (RFC 9112 §9.3.2), pipelined or not. But
+            # when server bytes went missing, the lost bytes may have held responses: then
+            # this one answers the newest request the server had read (its ACK covers it).
+            index = conn.answered
+            if conn.lost[1] and conn.isn[0] is not None:
+                acked = (record.ack - conn.isn[0]) % SEQ_MOD
+                for later in range(len(conn.requests) - 1, index, -1):
+                    if conn.requests[later]["_end"] <= acked:
+                        index = later
+                        break
+            conn.lost[1] = False
+            if index < len(conn.requests):
+                request = conn.requests[index]
+                request["status"] = status
+                request["response_t"] = now
+                conn.answered = index + 1
+        offset = upgrade_to_h2c(data)
+        if offset is not None:
+            conn.app = "h2"
+            conn.h2 = [H2Direction(expect_preface=True), H2Direction(expect_preface=False)]
+            conn.h2[1].feed(data[offset:])
+        return "; ".join(labels), "response"
+
+    def _h2(self, conn, direction, data, now):
+        frames = conn.h2[direction].feed(data)
+        if not frames:
+            return None, None
+        names = []
+        for frame_type, _flags, stream in frames:
+            name = H2_FRAME_NAMES.get(frame_type, f"frame {frame_type}")
+            names.append(f"{name} s{stream}" if stream else name)
+            if frame_type != 1 or not stream:
+                continue
+            if direction == 0 and stream % 2 == 1 and stream not in conn.h2_streams:
+                request = {
+                    "connection": conn.id,
+                    "n": len(conn.requests) + 1,
+                    "method": None,
+                    "target": None,
+                    "host": None,
+                    "t": now,
+                    "status": None,
+                    "response_t": None,
+                    "protocol": "h2",
+                    "stream": stream,
+                }
+                conn.h2_streams[stream] = request
+                conn.requests.append(request)
+                self.http.append(request)
+            elif direction == 1 and stream in conn.h2_streams:
+                conn.h2_streams[stream]["response_t"] = conn.h2_streams[stream]["response_t"] or now
+        shown = names[:4] + ([f"+{len(names) - 4} frames"] if len(names) > 4 else [])
+        return "HTTP/2 " + ", ".join(shown), ("request", "response")[direction]
+
+
+def dns_label(infos) -> str:
+    parts = []
+    for info in infos[:2]:
+        qtype = qtype_name(info.qtype)
+        if not info.is_response:
+            parts.append(f"DNS query {qtype} {info.name}")
+            continue
+        values = [v for _n, t, v in info.answers if t in (1, 28)] or [
+            v for _n, _t, v in info.answers
+        ]
+        shown = ", ".join(values[:3]) + (" …" if len(values) > 3 else "")
+        if info.rcode:
+            parts.append(f"DNS {rcode_name(info.rcode)} {qtype} {info.name}")
+        else:
+            parts.append(f"DNS answer {qtype} {info.name} → {shown or 'no records'}")
+    return "; ".join(parts)
+
+
+class DnsTracker:
+    """Pairs each DNS answer with its query by (id, client endpoint, name, type)."""
+
+    def __init__(self, max_pending: int) -> None:
+        self.exchanges: list[dict] = []
+        self.pending: dict[tuple, dict] = {}
+        self.max_pending = max_pending
+
+    def observe(self, record, src: str, dst: str, transport: str) -> None:
+        for info in record.dns:
+            name = info.name
+            if not info.is_response:
+                key = (info.id, src, name.lower(), info.qtype)
+                existing = self.pending.get(key)
+                if existing is not None and existing["rcode"] is None:
+                    existing["retries"] += 1
+                    continue
+                exchange = {
+                    "id": info.id,
+                    "name": name,
+                    "type": qtype_name(info.qtype),
+                    "answers": [],
+                    "rcode": None,
+                    "client": src,
+                    "server": dst,
+                    "t": record.time,
+                    "latency_ms": None,
+                    "transport": transport,
+                    "retries": 0,
+                }
+                self.exchanges.append(exchange)
+                if len(self.pending) < self.max_pending:
+                    self.pending[key] = exchange
+                continue
+            key = (info.id, dst, name.lower(), info.qtype)
+            exchange = self.pending.get(key)
+            if exchange is None or exchange["rcode"] is not None:
+                exchange = {
+                    "id": info.id,
+                    "name": name,
+                    "type": qtype_name(info.qtype),
+                    "answers": [],
+                    "rcode": None,
+                    "client": dst,
+                    "server": src,
+                    "t": None,
+                    "latency_ms": None,
+                    "transport": transport,
+                    "retries": 0,
+                }
+                self.exchanges.append(exchange)
+            else:
+                exchange["latency_ms"] = round((record.time - exchange["t"]) * 1000, 3)
+                del self.pending[key]
+            exchange["rcode"] = rcode_name(info.rcode)
+            exchange["answers"] = [value for _n, _t, value in info.answers]
+            exchange["answer_records"] = [
+                {"name": n, "type": qtype_name(t), "value": v} for n, t, v in info.answers
+            ]

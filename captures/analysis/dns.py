@@ -1,0 +1,147 @@
+"""DNS message parsing (RFC 1035), enough to pair queries with answers and name addresses."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from .records import DnsInfo
+
+DNS_PORTS = frozenset({53, 5353, 5355})  # DNS, mDNS, LLMNR share the wire format
+
+QTYPE_NAMES = {
+    1: "A",
+    2: "NS",
+    5: "CNAME",
+    6: "SOA",
+    12: "PTR",
+    15: "MX",
+    16: "TXT",
+    28: "AAAA",
+    33: "SRV",
+    35: "NAPTR",
+    41: "OPT",
+    43: "DS",
+    46: "RRSIG",
+    47: "NSEC",
+    48: "DNSKEY",
+    64: "SVCB",
+    65: "HTTPS",
+    255: "ANY",
+}
+RCODE_NAMES = {
+    0: "NOERROR",
+    1: "FORMERR",
+    2: "SERVFAIL",
+    3: "NXDOMAIN",
+    4: "NOTIMP",
+    5: "REFUSED",
+}
+
+
+def qtype_name(qtype: int) -> str:
+    return QTYPE_NAMES.get(qtype, f"TYPE{qtype}")
+
+
+def rcode_name(rcode: int) -> str:
+    return RCODE_NAMES.get(rcode, f"RCODE{rcode}")
+
+
+def _name(msg: bytes, offset: int) -> tuple[str, int]:
+    """Decode a possibly compressed name; returns (name, offset after it in the record)."""
+    labels = []
+    end = None
+    jumps = 0
+    while True:
+        if offset >= len(msg):
+            raise ValueError("name runs past the message")
+        length = msg[offset]
+        if length & 0xC0 == 0xC0:
+            if offset + 1 >= len(msg):
+                raise ValueError("cut-off compression pointer")
+            if end is None:
+                end = offset + 2
+            offset = ((length & 0x3F) << 8) | msg[offset + 1]
+            jumps += 1
+            if jumps > 64:
+                raise ValueError("compression loop")
+            continue
+        if length == 0:
+            offset += 1
+            break
+        labels.append(msg[offset + 1 : offset + 1 + length].decode("ascii", "backslashreplace"))
+        offset += 1 + length
+    return ".".join(labels), (end if end is not None else offset)
+
+
+def _rdata(msg: bytes, rtype: int, start: int, length: int) -> str:
+    data = msg[start : start + length]
+    if rtype == 1 and length == 4:
+        return socket.inet_ntoa(data)
+    if rtype == 28 and length == 16:
+        return socket.inet_ntop(socket.AF_INET6, data)
+    if rtype in (2, 5, 12):
+        return _name(msg, start)[0]
+    if rtype == 33 and length >= 7:
+        prio, weight, port = struct.unpack_from("!HHH", msg, start)
+        return f"{prio} {weight} {port} {_name(msg, start + 6)[0]}"
+    if rtype == 15 and length >= 3:
+        return f"{struct.unpack_from('!H', msg, start)[0]} {_name(msg, start + 2)[0]}"
+    if rtype == 6:
+        return _name(msg, start)[0]
+    if rtype == 16:
+        return data[1 : 1 + data[0]].decode("utf-8", "replace") if data else ""
+    return data.hex()
+
+
+def parse_dns(msg: bytes) -> DnsInfo | None:
+    """One DNS message, or None when the bytes are not a well-formed DNS message."""
+    if len(msg) < 12:
+        return None
+    ident, flags, qdcount, ancount, _ns, _ar = struct.unpack_from("!HHHHHH", msg)
+    if qdcount > 16 or ancount > 512:
+        return None
+    try:
+        offset = 12
+        name, qtype = "", 0
+        for index in range(qdcount):
+            qname, offset = _name(msg, offset)
+            if offset + 4 > len(msg):
+                return None
+            if index == 0:
+                name = qname
+                qtype = struct.unpack_from("!H", msg, offset)[0]
+            offset += 4
+        answers = []
+        for _ in range(ancount):
+            rname, offset = _name(msg, offset)
+            if offset + 10 > len(msg):
+                break
+            rtype, _class, _ttl, rdlength = struct.unpack_from("!HHIH", msg, offset)
+            offset += 10
+            if offset + rdlength > len(msg):
+                break
+            answers.append((rname, rtype, _rdata(msg, rtype, offset, rdlength)))
+            offset += rdlength
+    except (ValueError, struct.error):
+        return None
+    if not qdcount and answers:  # mDNS announcements carry answers without a question
+        name, qtype = answers[0][0], answers[0][1]
+    return DnsInfo(ident, bool(flags & 0x8000), flags & 0x000F, name, qtype, answers)
+
+
+def parse_dns_tcp(payload: bytes) -> list[DnsInfo]:
+    """DNS over TCP: each message carries a two-byte length prefix; a segment may hold several."""
+    messages = []
+    offset = 0
+    while offset + 2 <= len(payload) and len(messages) < 32:
+        (length,) = struct.unpack_from("!H", payload, offset)
+        body = payload[offset + 2 : offset + 2 + length]
+        if length < 12 or len(body) < length:
+            break
+        info = parse_dns(body)
+        if info is None:
+            break
+        messages.append(info)
+        offset += 2 + length
+    return messages

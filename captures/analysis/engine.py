@@ -1,0 +1,431 @@
+"""The analysis pipeline: capture files → logical messages → conversations → SequenceModel.
+
+1. Each file is read as a stream of frames; several files are merged by time.
+2. Frames decode to PacketRecords; copies of one packet fold into one logical message (hops).
+3. Each logical message updates its TCP connection or UDP flow and its DNS exchange, and
+   becomes one message of the model, labelled, with NAT rewrites between its hops annotated.
+4. At the end, connection-level findings (pooling, kept open, sidecars, mTLS) are annotated and
+   names are given to the participants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+from dataclasses import dataclass, field
+from operator import attrgetter
+from pathlib import Path
+
+from .conversations import DnsTracker, TcpTracker, dns_label
+from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
+from .identity import Identity
+from .mesh import sidecar_findings
+from .model import MessageSpool, SequenceModel
+from .packets import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode_frame
+from .pcapfile import Warnings, read_frames
+from .records import ACK, FIN, IPPROTO_NAMES, PSH, RST, SYN, URG, CaptureError, endpoint
+
+META_SCHEMA = "kviz.capture-meta/1"
+DEFAULT_MAX_FLOWS = 200_000
+FLAG_LETTERS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"))
+
+
+@dataclass
+class CaptureFile:
+    """One capture file and where it was taken (see docs/model.md)."""
+
+    path: str | Path
+    vantage: str | None = None
+    interfaces: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> CaptureFile:
+        path = Path(path)
+        meta_path = path.with_name(path.name + ".meta.json")
+        if not meta_path.exists():
+            return cls(path)
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("schema") != META_SCHEMA:
+                raise ValueError(f"schema is {meta.get('schema')!r}, expected {META_SCHEMA!r}")
+            interfaces = {int(k): str(v) for k, v in (meta.get("interfaces") or {}).items()}
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise CaptureError(f"{meta_path}: not a valid capture metadata file ({exc})") from exc
+        return cls(path, meta.get("vantage"), interfaces)
+
+
+def analyze_files(
+    files,
+    inventory: dict | None = None,
+    *,
+    window: float = DEFAULT_WINDOW,
+    max_flows: int = DEFAULT_MAX_FLOWS,
+) -> SequenceModel:
+    files = [f if isinstance(f, CaptureFile) else CaptureFile.from_path(f) for f in files]
+    if not files:
+        raise CaptureError("no capture files given")
+    return _Analysis(files, inventory, window, max_flows).run()
+
+
+def _flag_string(flags: int) -> str:
+    return "".join(letter for bit, letter in FLAG_LETTERS if flags & bit)
+
+
+class _Analysis:
+    def __init__(self, files, inventory, window, max_flows):
+        self.files = files
+        self.identity = Identity(inventory)
+        self.warnings = Warnings()
+        self.folder = CopyFolder(window)
+        self.tcp = TcpTracker(max_flows, self.warnings)
+        self.dns = DnsTracker(max_flows)
+        self.udp_flows: dict[tuple, tuple[int, int]] = {}
+        self.max_flows = max_flows
+        self.messages = MessageSpool()
+        self.annotations: list[dict] = []
+        self.annotation_index: dict[tuple, int] = {}
+        self.participants: dict[str, set] = {}
+        self.t0 = None
+        self.multi = len(files) > 1
+        self.vantages = [f.vantage or Path(f.path).stem for f in files]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def run(self) -> SequenceModel:
+        file_facts = []
+        with contextlib.ExitStack() as stack:
+            streams = []
+            for index, capture_file in enumerate(self.files):
+                name = str(capture_file.path)
+                try:
+                    fp = stack.enter_context(open(capture_file.path, "rb"))
+                except OSError as exc:
+                    raise CaptureError(f"{name}: {exc.strerror or exc}") from exc
+                linktypes, frames = read_frames(fp, index, self.warnings, name)
+                unsupported = [lt for lt in linktypes if lt not in SUPPORTED_LINKTYPES]
+                if unsupported:
+                    raise CaptureError(
+                        f"{name}: link type {unsupported[0]} is not supported (supported: "
+                        + ", ".join(sorted(set(LINKTYPE_NAMES.values())))
+                        + ")"
+                    )
+                facts = {
+                    "path": name,
+                    "vantage": self.vantages[index],
+                    "packets": 0,
+                    "linktypes": [],
+                }
+                file_facts.append(facts)
+                streams.append(self._decoded(frames, capture_file, facts))
+            records = (
+                streams[0] if len(streams) == 1 else heapq.merge(*streams, key=attrgetter("time"))
+            )
+            process = self._process
+            push = self.folder.push
+            labels = self._labels()
+            for record in records:
+                for message in push(record, labels(record)):
+                    process(message)
+            for message in self.folder.flush():
+                process(message)
+        return self._finish(file_facts)
+
+    def _decoded(self, frames, capture_file, facts):
+        names = capture_file.interfaces
+        seen_linktypes = facts["linktypes"]
+        skipped: dict[int, int] = {}
+        count = 0
+        first = last = 0.0
+        try:
+            for frame in frames:
+                count += 1
+                if count == 1:
+                    first = last = frame.time
+                    # Every file's first frame is read before any message is processed
+                    # (heapq.merge primes each stream), so t0 is final when it is used.
+                    if self.t0 is None or first < self.t0:
+                        self.t0 = first
+                elif frame.time > last:
+                    last = frame.time
+                linktype = frame.linktype
+                if linktype not in SUPPORTED_LINKTYPES:
+                    skipped[linktype] = skipped.get(linktype, 0) + 1
+                    continue
+                if linktype not in seen_linktypes:
+                    seen_linktypes.append(linktype)
+                record = decode_frame(frame, names)
+                if record is not None:
+                    yield record
+        finally:
+            if count:
+                facts["first"], facts["last"] = first, last
+            facts["packets"] = count
+            facts["linktypes"] = [LINKTYPE_NAMES.get(lt, str(lt)) for lt in seen_linktypes]
+            for linktype, n in skipped.items():
+                self.warnings.add(
+                    f"{capture_file.path}: {n} frames of unsupported link type {linktype} skipped"
+                )
+
+    def _labels(self):
+        if not self.multi:
+            return attrgetter("interface")
+        vantages = self.vantages
+
+        def qualified(record):
+            return f"{vantages[record.file_index]}:{record.interface or '?'}"
+
+        return qualified
+
+    # -- one logical message ---------------------------------------------------------------
+
+    def _process(self, message) -> None:
+        record = message.record
+        version = record.ip_version
+        proto = record.proto
+        has_ports = proto in (6, 17)
+        src = endpoint(record.src, record.sport, version) if has_ports else record.src
+        dst = endpoint(record.dst, record.dport, version) if has_ports else record.dst
+        conn = None
+        direction = 0
+        flow = None
+        if proto == 6:
+            conn, direction = self.tcp.lookup(record)
+            if conn is not None:
+                label, phase = self.tcp.update(conn, direction, record)
+                flow = ("tcp", conn.id)
+            else:
+                label, phase = _flag_string(record.tcp_flags) or "TCP", "other"
+        elif proto == 17:
+            flow, direction = self._udp_flow(record)
+            if record.dns:
+                label, phase = dns_label(record.dns), "dns"
+            else:
+                label = f"UDP {record.payload_len} B"
+                if record.tunnel:
+                    label += f" (in {record.tunnel})"
+                phase = "other"
+        else:
+            label, phase = f"{IPPROTO_NAMES.get(proto, f'IP proto {proto}').upper()}", "other"
+        if record.dns:
+            self._dns(record, src, dst, "tcp" if proto == 6 else "udp")
+            if conn is not None:
+                phase = "dns"
+
+        hops = message.hops
+        notes = []
+        if len(hops) > 1 and flow is not None:
+            notes = self._nat(hops, direction, flow, conn, version, has_ports)
+        participants = self.participants
+        if record.src not in participants:
+            participants[record.src] = set()
+        if record.dst not in participants:
+            participants[record.dst] = set()
+        t0 = self.t0
+        self.messages.append(
+            {
+                "id": len(self.messages),
+                "t": round(record.time - t0, 6),
+                "src": src,
+                "dst": dst,
+                "proto": IPPROTO_NAMES.get(proto, str(proto)),
+                "label": label,
+                "flags": _flag_string(record.tcp_flags) if proto == 6 else None,
+                "len": record.payload_len,
+                "connection": conn.id if conn is not None else None,
+                "phase": phase,
+                "hops": [
+                    {
+                        "interface": h[0],
+                        "direction": h[1],
+                        "src": endpoint(h[2], h[3], version) if has_ports else h[2],
+                        "dst": endpoint(h[4], h[5], version) if has_ports else h[4],
+                        "t": round(h[6] - t0, 6),
+                    }
+                    for h in hops
+                ],
+                "frame": [record.file_index, record.frame_number],
+                "annotations": notes,
+            }
+        )
+
+    def _udp_flow(self, record):
+        key = (record.src, record.sport, record.dst, record.dport)
+        found = self.udp_flows.get(key)
+        if found is not None:
+            return ("udp", found[0]), found[1]
+        if len(self.udp_flows) >= 2 * self.max_flows:
+            return None, 0
+        flow_id = len(self.udp_flows) // 2
+        self.udp_flows[key] = (flow_id, 0)
+        self.udp_flows[(record.dst, record.dport, record.src, record.sport)] = (flow_id, 1)
+        return ("udp", flow_id), 0
+
+    def _dns(self, record, src, dst, transport):
+        self.dns.observe(record, src, dst, transport)
+        for info in record.dns:
+            if info.is_response and not info.rcode:
+                for _name, rtype, value in info.answers:
+                    if rtype in (1, 28):
+                        self.identity.learn_dns(info.name, value)
+
+    def _nat(self, hops, direction, flow, conn, version, has_ports) -> list[int]:
+        """Annotate each address rewrite between hops; a reply's rewrite mirrors the NAT of
+        the request (conntrack undoing it), so it names the same annotation."""
+        notes = []
+        changes = rewrites(hops)
+        if not changes:
+            return notes
+
+        def ep(ip, port):
+            return endpoint(ip, port, version) if has_ports else ip
+
+        def hop_ref(hop):
+            return {"interface": hop[0], "direction": hop[1]}
+
+        for before, after, src_changed, dst_changed in changes:
+            found = []
+            if direction == 0:
+                if dst_changed:
+                    found.append(("dnat", ep(before[4], before[5]), ep(after[4], after[5])))
+                if src_changed:
+                    found.append(("snat", ep(before[2], before[3]), ep(after[2], after[3])))
+            else:
+                if src_changed:
+                    found.append(("dnat", ep(after[2], after[3]), ep(before[2], before[3])))
+                if dst_changed:
+                    found.append(("snat", ep(after[4], after[5]), ep(before[4], before[5])))
+            for kind, old, new in found:
+                key = (kind, flow, old, new)
+                index = self.annotation_index.get(key)
+                if index is None:
+                    where = (
+                        f"{before[0]} ({before[1]} → {after[1]})"
+                        if before[0] == after[0]
+                        else f"{before[0]} → {after[0]}"
+                    )
+                    annotation = {
+                        "kind": kind,
+                        "before": old,
+                        "after": new,
+                        "where": where if before[0] and after[0] else "unknown",
+                        "from_hop": hop_ref(before),
+                        "to_hop": hop_ref(after),
+                        "seen_on": "request" if direction == 0 else "reply",
+                        "connection": conn.id if conn is not None else None,
+                        "flow": f"{flow[0]}/{flow[1]}",
+                    }
+                    index = self._annotate(annotation, key)
+                    if conn is not None:
+                        conn.annotations.append(index)
+                        if kind == "dnat":
+                            conn.server_after_nat = new
+                notes.append(index)
+        if conn is not None:
+            # The rewritten tuples name the same connection from now on.
+            for hop in hops[1:]:
+                client, server = ((hop[2], hop[3]), (hop[4], hop[5]))
+                if direction == 1:
+                    client, server = server, client
+                self.tcp.alias(conn, client, server)
+        return sorted(set(notes))
+
+    def _annotate(self, annotation: dict, key=None) -> int:
+        index = len(self.annotations)
+        self.annotations.append(annotation)
+        if key is not None:
+            self.annotation_index[key] = index
+        return index
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def _finish(self, file_facts) -> SequenceModel:
+        t0 = self.t0 or 0.0
+        connections = []
+        for conn in self.tcp.connections:
+            for finding in sidecar_findings(conn):
+                conn.annotations.append(self._annotate(finding))
+            requests = len(conn.requests)
+            if requests >= 2:
+                conn.annotations.append(
+                    self._annotate({"kind": "pooled", "connection": conn.id, "requests": requests})
+                )
+            closed = conn.closed()
+            if closed == "open":
+                conn.annotations.append(
+                    self._annotate({"kind": "kept_open", "connection": conn.id})
+                )
+            elif closed == "rst":
+                conn.annotations.append(
+                    self._annotate(
+                        {"kind": "rst", "connection": conn.id, "by": conn.endpoint(conn.rst_by)}
+                    )
+                )
+            if conn.retransmissions:
+                conn.annotations.append(
+                    self._annotate(
+                        {
+                            "kind": "retransmission",
+                            "connection": conn.id,
+                            "count": conn.retransmissions,
+                        }
+                    )
+                )
+            summary = conn.summary()
+            summary["timing"]["start"] = round(conn.start - t0, 6)
+            connections.append(summary)
+            for port_holder in (conn.server,):
+                self.participants.setdefault(port_holder[0], set()).add(port_holder[1])
+
+        dns = []
+        for exchange in self.dns.exchanges:
+            if exchange["t"] is not None:
+                exchange["t"] = round(exchange["t"] - t0, 6)
+            if exchange["rcode"] == "NXDOMAIN":
+                self._annotate({"kind": "nxdomain", "name": exchange["name"]})
+            elif exchange["rcode"] is None:
+                self._annotate({"kind": "dns_unanswered", "name": exchange["name"]})
+            dns.append(exchange)
+
+        http = []
+        for request in self.tcp.http:
+            ttfb = None
+            if request["response_t"] is not None:
+                ttfb = round((request["response_t"] - request["t"]) * 1000, 3)
+            request.pop("_end", None)
+            http.append(
+                {
+                    **request,
+                    "t": round(request["t"] - t0, 6),
+                    "ttfb_ms": ttfb,
+                    "response_t": None
+                    if request["response_t"] is None
+                    else round(request["response_t"] - t0, 6),
+                }
+            )
+
+        participants = []
+        for ip, ports in self.participants.items():
+            described = self.identity.describe(ip)
+            described["ports"] = sorted(ports)
+            participants.append(described)
+
+        capture = {
+            "files": file_facts,
+            "packets": sum(f["packets"] for f in file_facts),
+            "messages": len(self.messages),
+            "start": self.t0,
+            "duration": round(
+                max((f["last"] for f in file_facts if f["packets"]), default=t0) - t0, 6
+            ),
+            "partial": self.warnings.partial,
+            "warnings": list(self.warnings.messages),
+        }
+        for facts in file_facts:
+            facts.pop("first", None)
+            facts.pop("last", None)
+        if capture["packets"] == 0:
+            capture["warnings"].append("the capture holds no packets")
+        return SequenceModel(
+            capture, participants, self.messages, connections, dns, http, self.annotations
+        )

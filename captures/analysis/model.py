@@ -1,0 +1,102 @@
+"""SequenceModel: the versioned document the analysis produces (see docs/model.md).
+
+Messages are the one part that grows with packets, so they are kept in a spool that moves to
+a temporary file past a threshold; everything else grows with flows. `write_json` streams the
+document without building it in memory; `to_dict` builds it for small captures and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from typing import TextIO
+
+SCHEMA = "kviz.sequence/1"
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class MessageSpool:
+    def __init__(self, in_memory: int = 50_000) -> None:
+        self.in_memory = in_memory
+        self.items: list[dict] = []
+        self.file = None
+        self.count = 0
+
+    def append(self, message: dict) -> None:
+        self.count += 1
+        self.items.append(message)
+        if len(self.items) >= self.in_memory:
+            if self.file is None:
+                # Closed by close(); it must outlive this call, so no `with` here.
+                self.file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+            self.file.write("\n".join(map(_dumps, self.items)))
+            self.file.write("\n")
+            self.items.clear()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def encoded(self) -> Iterator[str]:
+        """Each message as JSON text, in order."""
+        if self.file is not None:
+            self.file.flush()
+            self.file.seek(0)
+            for line in self.file:
+                yield line.rstrip("\n")
+            self.file.seek(0, 2)
+        for item in self.items:
+            yield _dumps(item)
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.file is not None:
+            for text in self.encoded():
+                yield json.loads(text)
+            return
+        yield from self.items
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class SequenceModel:
+    def __init__(
+        self, capture, participants, messages: MessageSpool, connections, dns, http, annotations
+    ) -> None:
+        self.capture = capture
+        self.participants = participants
+        self.messages = messages
+        self.connections = connections
+        self.dns = dns
+        self.http = http
+        self.annotations = annotations
+
+    def _parts(self) -> list[tuple[str, object]]:
+        return [
+            ("participants", self.participants),
+            ("connections", self.connections),
+            ("dns", self.dns),
+            ("http", self.http),
+            ("annotations", self.annotations),
+        ]
+
+    def to_dict(self) -> dict:
+        doc = {"schema": SCHEMA, "capture": self.capture, "messages": list(self.messages)}
+        doc.update(self._parts())
+        return doc
+
+    def write_json(self, fp: TextIO) -> None:
+        fp.write('{"schema":' + _dumps(SCHEMA) + ',"capture":' + _dumps(self.capture))
+        for key, value in self._parts():
+            fp.write(f',"{key}":' + _dumps(value))
+        fp.write(',"messages":[')
+        first = True
+        for text in self.messages.encoded():
+            fp.write(text if first else "," + text)
+            first = False
+        fp.write("]}\n")
+
+    def close(self) -> None:
+        self.messages.close()

@@ -1,0 +1,160 @@
+"""The model as an expert would tell it after an hour with tcpdump: one line per step, in time
+order (DNS answers with latency, each connection with its NAT and how it ended, each request
+with its status and time, what the mesh did)."""
+
+from __future__ import annotations
+
+from .records import split_endpoint
+
+
+def _ms(value) -> str:
+    return "?" if value is None else f"{value:.1f} ms" if value >= 1 else f"{value:.3f} ms"
+
+
+class _Names:
+    def __init__(self, participants):
+        self.by_ip = {p["ip"]: p for p in participants}
+
+    def __call__(self, ep: str | None) -> str:
+        if not ep:
+            return "?"
+        ip, _port = split_endpoint(ep)
+        found = self.by_ip.get(ip)
+        if found is None or found["name"] == ip:
+            return ep
+        kind = found.get("kind")
+        suffix = f" {kind}" if kind in ("service", "node") else ""
+        return f"{found['name']}{suffix} ({ep})"
+
+
+def narrate(model) -> list[str]:
+    name = _Names(model.participants)
+    capture = model.capture
+    lines = [
+        f"capture: {len(capture['files'])} file(s), {capture['packets']} packets, "
+        f"{capture['messages']} logical messages, {capture['duration']:.3f} s"
+        + (" (PARTIAL)" if capture["partial"] else "")
+    ]
+    lines += [f"warning: {w}" for w in capture["warnings"]]
+    events: list[tuple[float, int, str]] = []
+    annotations = model.annotations
+
+    for exchange in model.dns:
+        t = exchange["t"] if exchange["t"] is not None else 0.0
+        who = f"{name(exchange['client'])} asked {name(exchange['server'])}"
+        query = f"{exchange['type']} {exchange['name']}"
+        if exchange["rcode"] is None:
+            text = f"DNS  {who}: {query}: no answer in the capture"
+        elif exchange["rcode"] != "NOERROR":
+            text = f"DNS  {who}: {query} → {exchange['rcode']} in {_ms(exchange['latency_ms'])}"
+        else:
+            answers = ", ".join(exchange["answers"][:4]) or "no records"
+            text = f"DNS  {who}: {query} → {answers} in {_ms(exchange['latency_ms'])}"
+        if exchange.get("retries"):
+            text += f" (asked {exchange['retries'] + 1} times)"
+        events.append((t, 0, text))
+
+    for conn in model.connections:
+        timing = conn["timing"]
+        start = timing["start"]
+        notes = [annotations[i] for i in conn["annotations"]]
+        text = f"TCP  #{conn['id']} {name(conn['client'])} → {name(conn['server'])}"
+        for note in notes:
+            if note["kind"] in ("dnat", "snat"):
+                text += (
+                    f"; {note['kind'].upper()} {note['before']} → {name(note['after'])}"
+                    f" at {note['where']}"
+                )
+        handshake = conn["handshake"]
+        if handshake == "complete":
+            text += f"; handshake {_ms(timing['connect_ms'])}"
+        elif handshake == "midstream":
+            text += "; already open when the capture began"
+        else:
+            text += f"; handshake {handshake}"
+        tls = conn["tls"]
+        if tls:
+            text += f"; {tls['version'] or 'TLS'}"
+            if tls["sni"]:
+                text += f" SNI {tls['sni']}"
+            if tls["alpn"]:
+                text += f" ALPN {tls['alpn']}"
+            if timing["tls_ms"] is not None:
+                text += f" in {_ms(timing['tls_ms'])}"
+        events.append((start, 1, text))
+        for note in notes:
+            kind = note["kind"]
+            if kind == "sidecar":
+                events.append(
+                    (
+                        start,
+                        2,
+                        f"MESH #{conn['id']} {note['mesh']} sidecar "
+                        f"{note['direction']} interception on port {note['port']} "
+                        f"for app {name(note['app'])}",
+                    )
+                )
+            elif kind == "mtls":
+                events.append(
+                    (
+                        start,
+                        2,
+                        f"MESH #{conn['id']} mutual TLS (evidence: {', '.join(note['evidence'])})",
+                    )
+                )
+            elif kind == "control_plane":
+                events.append(
+                    (
+                        start,
+                        2,
+                        f"MESH #{conn['id']} {note['mesh']} control plane "
+                        f"traffic to {note['server']}",
+                    )
+                )
+        end = start + (timing["total_ms"] or 0) / 1000
+        closed = conn["closed"]
+        if closed == "open":
+            tail = "no FIN: kept open at the end of the capture"
+        elif closed == "rst":
+            rst = next((n for n in notes if n["kind"] == "rst"), None)
+            tail = f"reset by {name(rst['by'])}" if rst else "reset"
+        else:
+            tail = "closed by FIN"
+        extras = []
+        if conn["requests"] > 1:
+            extras.append(f"{conn['requests']} requests on this connection (pooled)")
+        if conn["retransmissions"]:
+            extras.append(f"{conn['retransmissions']} retransmissions")
+        events.append(
+            (
+                end,
+                4,
+                f"TCP  #{conn['id']} {tail} after {_ms(timing['total_ms'])}"
+                + (f"; {'; '.join(extras)}" if extras else ""),
+            )
+        )
+
+    for request in model.http:
+        what = (
+            f"{request['method']} {request['target']}"
+            if request["method"]
+            else f"HTTP/2 stream {request.get('stream')}"
+        )
+        host = f" (Host {request['host']})" if request.get("host") else ""
+        if request["status"] is not None:
+            outcome = f"{request['status']} in {_ms(request['ttfb_ms'])}"
+        elif request["response_t"] is not None:
+            outcome = f"response in {_ms(request['ttfb_ms'])}"
+        else:
+            outcome = "no response in the capture"
+        events.append(
+            (
+                request["t"],
+                3,
+                f"HTTP #{request['connection']} request {request['n']}: {what}{host} → {outcome}",
+            )
+        )
+
+    events.sort(key=lambda e: (e[0], e[1]))
+    lines += [f"{t * 1000:10.3f} ms  {text}" for t, _order, text in events]
+    return lines

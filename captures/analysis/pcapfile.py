@@ -1,0 +1,234 @@
+"""Reading pcap and pcapng files into RawFrames, streaming, with bounded memory.
+
+Damage is reported, not raised, once the file has proved to be a capture: a cut-off last
+record or a corrupt block ends the reading with a warning, and everything before it is kept.
+Only input that is not a capture at all (wrong magic, empty) raises CaptureError.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .records import CaptureError, RawFrame
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+# No real link layer frame comes near this; a record that claims more is corruption.
+MAX_RECORD = 262_144 * 4
+MAX_BLOCK = 16 * 1024 * 1024
+
+
+class Warnings:
+    """Collects what went wrong while reading, so the result can be flagged partial."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.partial = False
+
+    def add(self, message: str, partial: bool = True) -> None:
+        if message not in self.messages and len(self.messages) < 100:
+            self.messages.append(message)
+        self.partial = self.partial or partial
+
+
+def read_frames(
+    fp: BinaryIO, file_index: int, warnings: Warnings, name: str = "capture"
+) -> tuple[list[int], Iterator[RawFrame]]:
+    """Open a capture: returns (link types seen in its header(s), frame iterator)."""
+    head = fp.read(4)
+    if not head:
+        raise CaptureError(f"{name}: the file is empty")
+    if head in PCAP_MAGICS:
+        return _open_pcap(fp, head, file_index, warnings, name)
+    if head == PCAPNG_SHB:
+        return _open_pcapng(fp, file_index, warnings, name)
+    if head[:2] == b"\x1f\x8b":
+        raise CaptureError(f"{name}: this is a gzip file; decompress it first (gunzip)")
+    raise CaptureError(f"{name}: not a pcap or pcapng capture (starts with bytes {head.hex()})")
+
+
+def _open_pcap(fp, magic, file_index, warnings, name):
+    endian, unit = PCAP_MAGICS[magic]
+    header = fp.read(20)
+    if len(header) < 20:
+        raise CaptureError(f"{name}: the pcap header is cut off")
+    _major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack(endian + "HHiIII", header)
+    linktype = network & 0x0FFFFFFF  # upper bits carry FCS info on some writers
+    if snaplen == 0 or snaplen > MAX_RECORD:
+        warnings.add(
+            f"{name}: header snaplen {snaplen} is implausible; "
+            "reading records by their own lengths",
+            partial=False,
+        )
+    record = struct.Struct(endian + "IIII")
+
+    def frames() -> Iterator[RawFrame]:
+        number = 0
+        read = fp.read
+        unpack = record.unpack
+        while True:
+            rec = read(16)
+            if not rec:
+                return
+            if len(rec) < 16:
+                warnings.add(f"{name}: file ends inside a record header after frame {number}")
+                return
+            sec, frac, caplen, _wirelen = unpack(rec)
+            if caplen > MAX_RECORD:
+                warnings.add(
+                    f"{name}: record after frame {number} claims {caplen} bytes; "
+                    "the rest of the file is unreadable"
+                )
+                return
+            data = read(caplen)
+            if len(data) < caplen:
+                warnings.add(f"{name}: file ends inside frame {number + 1} (cut off)")
+                return
+            number += 1
+            yield RawFrame(file_index, number, sec + frac * unit, linktype, data)
+
+    return [linktype], frames()
+
+
+def _open_pcapng(fp, file_index, warnings, name):
+    # Read the first section header now: a broken one means this is no capture at all.
+    probe = Warnings()
+    endian = _read_shb(fp, PCAPNG_SHB + fp.read(4), name, probe)
+    if endian is None:
+        raise CaptureError(f"{name}: pcapng section header is damaged ({probe.messages[0]})")
+    return [], _pcapng_frames(fp, file_index, warnings, name, endian)
+
+
+def _options(body: bytes, offset: int, endian: str) -> Iterator[tuple[int, bytes]]:
+    unpack = struct.unpack_from
+    while offset + 4 <= len(body):
+        code, length = unpack(endian + "HH", body, offset)
+        if code == 0:
+            return
+        value = body[offset + 4 : offset + 4 + length]
+        yield code, value
+        offset += 4 + ((length + 3) & ~3)
+
+
+def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]:
+    # Per section: interfaces are (linktype, name, seconds-per-tick).
+    interfaces: list[tuple[int, str | None, float]] = []
+    number = 0
+    read = fp.read
+    while endian:
+        head = read(8)
+        if not head:
+            return
+        if len(head) < 8:
+            warnings.add(f"{name}: file ends inside a block header after frame {number}")
+            return
+        if head[:4] == PCAPNG_SHB:
+            endian = _read_shb(fp, head, name, warnings)
+            interfaces = []
+            continue
+        btype, total = struct.unpack(endian + "II", head)
+        if total < 12 or total % 4 or total > MAX_BLOCK:
+            warnings.add(f"{name}: corrupt block after frame {number}; the rest is unreadable")
+            return
+        body = read(total - 8)
+        if len(body) < total - 8:
+            warnings.add(f"{name}: file ends inside a block after frame {number} (cut off)")
+            return
+        body = body[:-4]
+        if btype == 6:  # Enhanced Packet Block
+            if len(body) < 20:
+                warnings.add(f"{name}: short packet block after frame {number}")
+                continue
+            iface, ts_high, ts_low, caplen, _wirelen = struct.unpack_from(endian + "IIIII", body)
+            data = body[20 : 20 + caplen]
+            direction = None
+            opts_at = 20 + ((caplen + 3) & ~3)
+            if opts_at < len(body):
+                for code, value in _options(body, opts_at, endian):
+                    if code == 2 and len(value) == 4:  # epb_flags
+                        bits = struct.unpack(endian + "I", value)[0] & 3
+                        direction = {1: "in", 2: "out"}.get(bits)
+            number += 1
+            if iface >= len(interfaces):
+                warnings.add(f"{name}: frame {number} names interface {iface}, not described")
+                continue
+            linktype, if_name, tick = interfaces[iface]
+            yield RawFrame(
+                file_index,
+                number,
+                ((ts_high << 32) | ts_low) * tick,
+                linktype,
+                data,
+                if_name,
+                direction,
+            )
+        elif btype == 1:  # Interface Description Block
+            if len(body) < 8:
+                warnings.add(f"{name}: short interface block")
+                continue
+            linktype, _reserved, _snaplen = struct.unpack_from(endian + "HHI", body)
+            if_name, tick, offset = None, 1e-6, 0.0
+            for code, value in _options(body, 8, endian):
+                if code == 2:
+                    if_name = value.rstrip(b"\0").decode("utf-8", "replace") or None
+                elif code == 9 and value:
+                    resol = value[0]
+                    tick = 2.0 ** -(resol & 0x7F) if resol & 0x80 else 10.0**-resol
+                elif code == 14 and len(value) == 8:
+                    offset = float(struct.unpack(endian + "q", value)[0])
+            if offset:
+                warnings.add(f"{name}: interface time offsets are ignored", partial=False)
+            interfaces.append((linktype, if_name, tick))
+        elif btype == 3:  # Simple Packet Block: interface 0, no timestamp
+            number += 1
+            if not interfaces:
+                continue
+            linktype, if_name, _tick = interfaces[0]
+            yield RawFrame(file_index, number, 0.0, linktype, body[4:], if_name)
+        elif btype == 2:  # obsolete Packet Block
+            iface, _drops, ts_high, ts_low, caplen, _wirelen = struct.unpack_from(
+                endian + "HHIIII", body
+            )
+            number += 1
+            if iface < len(interfaces):
+                linktype, if_name, tick = interfaces[iface]
+                yield RawFrame(
+                    file_index,
+                    number,
+                    ((ts_high << 32) | ts_low) * tick,
+                    linktype,
+                    body[20 : 20 + caplen],
+                    if_name,
+                )
+        # other blocks (name resolution, statistics, custom) carry nothing we use
+
+
+def _read_shb(fp, head, name, warnings):
+    """The rest of a section header whose type and length are in `head`: its byte order."""
+    rest = fp.read(4)
+    if len(head) < 8 or len(rest) < 4:
+        warnings.add(f"{name}: file ends inside a section header")
+        return None
+    if rest == b"\x4d\x3c\x2b\x1a":
+        endian = "<"
+    elif rest == b"\x1a\x2b\x3c\x4d":
+        endian = ">"
+    else:
+        warnings.add(f"{name}: corrupt pcapng section header")
+        return None
+    (total,) = struct.unpack(endian + "I", head[4:8])
+    if total < 28 or total > MAX_BLOCK or total % 4:
+        warnings.add(f"{name}: corrupt pcapng section header")
+        return None
+    body = fp.read(total - 12)
+    if len(body) < total - 12:
+        warnings.add(f"{name}: file ends inside a section header")
+        return None
+    return endian
