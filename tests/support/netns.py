@@ -1,0 +1,89 @@
+"""Throwaway network namespaces for tests that need real traffic.
+
+Everything runs inside namespaces this module creates, named with the test's own prefix, and
+is removed on exit even when the test fails. Nothing touches the host's own namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+
+def require_netns() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    for tool in ("ip", "dumpcap", "iptables", "curl"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+    probe = f"kvizprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, timeout=10)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create network namespaces: {made.stderr.decode().strip()}")
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
+
+
+def run(*argv: str, ns: str | None = None, timeout: float = 20) -> str:
+    command = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def interface_indexes(ns: str) -> dict[str, str]:
+    links = json.loads(run("ip", "-j", "link", "show", ns=ns))
+    return {str(link["ifindex"]): link["ifname"] for link in links}
+
+
+@contextmanager
+def namespaces(*names: str):
+    created = []
+    try:
+        for name in names:
+            run("ip", "netns", "add", name)
+            created.append(name)
+            run("ip", "link", "set", "lo", "up", ns=name)
+        yield
+    finally:
+        for name in reversed(created):
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                  text=True, timeout=10).stdout.split()
+            for pid in pids:
+                with suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+@contextmanager
+def capture(ns: str, interface: str, path: Path, linktype: str | None = None):
+    """dumpcap in `ns`, promiscuous mode off, until the block ends (then flushed and closed)."""
+    argv = ["ip", "netns", "exec", ns, "dumpcap", "-q", "-p", "-i", interface, "-w", str(path)]
+    if linktype:
+        argv[-2:-2] = ["-y", linktype]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        # dumpcap writes the pcapng header once it is capturing.
+        while time.monotonic() < deadline and (not path.exists() or path.stat().st_size == 0):
+            if process.poll() is not None:
+                raise RuntimeError(f"dumpcap exited: {process.stderr.read().decode()}")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        yield path
+        time.sleep(0.3)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
