@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import heapq
 import json
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from .conversations import DnsTracker, TcpTracker, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
 from .identity import Identity
 from .mesh import sidecar_findings
-from .model import MessageSpool, SequenceModel
+from .model import MessageSpool, SequenceModel, encode_hop, encode_message
 from .packets import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode_frame
 from .pcapfile import Warnings, read_frames
 from .records import ACK, FIN, IPPROTO_NAMES, PSH, RST, SYN, URG, CaptureError, endpoint
@@ -65,11 +66,20 @@ def analyze_files(
     files = [f if isinstance(f, CaptureFile) else CaptureFile.from_path(f) for f in files]
     if not files:
         raise CaptureError("no capture files given")
-    return _Analysis(files, inventory, window, max_flows).run()
+    # The analysis makes millions of short-lived objects and no reference cycles; the cyclic
+    # collector would rescan the long-lived connection tables over and over for nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _Analysis(files, inventory, window, max_flows).run()
+    finally:
+        if collecting:
+            gc.enable()
 
 
-def _flag_string(flags: int) -> str:
-    return "".join(letter for bit, letter in FLAG_LETTERS if flags & bit)
+FLAG_STRINGS = [
+    "".join(letter for bit, letter in FLAG_LETTERS if flags & bit) for flags in range(256)
+]
 
 
 class _Analysis:
@@ -123,10 +133,14 @@ class _Analysis:
             )
             process = self._process
             push = self.folder.push
+            ready = self.folder.ready
             labels = self._labels()
             for record in records:
-                for message in push(record, labels(record)):
-                    process(message)
+                push(record, labels(record))
+                if ready:
+                    for message in ready:
+                        process(message)
+                    ready.clear()
             for message in self.folder.flush():
                 process(message)
         return self._finish(file_facts)
@@ -184,8 +198,11 @@ class _Analysis:
         version = record.ip_version
         proto = record.proto
         has_ports = proto in (6, 17)
-        src = endpoint(record.src, record.sport, version) if has_ports else record.src
-        dst = endpoint(record.dst, record.dport, version) if has_ports else record.dst
+        if has_ports:
+            src = endpoint(record.src, record.sport, version)
+            dst = endpoint(record.dst, record.dport, version)
+        else:
+            src, dst = record.src, record.dst
         conn = None
         direction = 0
         flow = None
@@ -195,7 +212,7 @@ class _Analysis:
                 label, phase = self.tcp.update(conn, direction, record)
                 flow = ("tcp", conn.id)
             else:
-                label, phase = _flag_string(record.tcp_flags) or "TCP", "other"
+                label, phase = FLAG_STRINGS[record.tcp_flags] or "TCP", "other"
         elif proto == 17:
             flow, direction = self._udp_flow(record)
             if record.dns:
@@ -213,40 +230,46 @@ class _Analysis:
                 phase = "dns"
 
         hops = message.hops
-        notes = []
-        if len(hops) > 1 and flow is not None:
-            notes = self._nat(hops, direction, flow, conn, version, has_ports)
         participants = self.participants
         if record.src not in participants:
             participants[record.src] = set()
         if record.dst not in participants:
             participants[record.dst] = set()
         t0 = self.t0
+        t = round(record.time - t0, 6)
+        first = hops[0]
+        hop_list = [encode_hop(first[0], first[1], src, dst, t)]
+        notes = ()
+        if len(hops) > 1:
+            if flow is not None:
+                notes = self._nat(hops, direction, flow, conn, version, has_ports)
+            hop_list.extend(
+                encode_hop(
+                    h[0],
+                    h[1],
+                    endpoint(h[2], h[3], version) if has_ports else h[2],
+                    endpoint(h[4], h[5], version) if has_ports else h[4],
+                    round(h[6] - t0, 6),
+                )
+                for h in hops[1:]
+            )
         self.messages.append(
-            {
-                "id": len(self.messages),
-                "t": round(record.time - t0, 6),
-                "src": src,
-                "dst": dst,
-                "proto": IPPROTO_NAMES.get(proto, str(proto)),
-                "label": label,
-                "flags": _flag_string(record.tcp_flags) if proto == 6 else None,
-                "len": record.payload_len,
-                "connection": conn.id if conn is not None else None,
-                "phase": phase,
-                "hops": [
-                    {
-                        "interface": h[0],
-                        "direction": h[1],
-                        "src": endpoint(h[2], h[3], version) if has_ports else h[2],
-                        "dst": endpoint(h[4], h[5], version) if has_ports else h[4],
-                        "t": round(h[6] - t0, 6),
-                    }
-                    for h in hops
-                ],
-                "frame": [record.file_index, record.frame_number],
-                "annotations": notes,
-            }
+            encode_message(
+                len(self.messages),
+                t,
+                src,
+                dst,
+                IPPROTO_NAMES.get(proto) or str(proto),
+                label,
+                FLAG_STRINGS[record.tcp_flags] if proto == 6 else None,
+                record.payload_len,
+                conn.id if conn is not None else None,
+                phase,
+                hop_list,
+                record.file_index,
+                record.frame_number,
+                notes,
+            )
         )
 
     def _udp_flow(self, record):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Iterator
 
 from .records import PacketRecord
 
@@ -26,20 +25,19 @@ SAME_PACKET_SECONDS = 0.001
 
 
 class LogicalMessage:
-    __slots__ = ("hops", "key", "record", "vantages")
+    __slots__ = ("hops", "key", "record")
 
-    def __init__(self, record: PacketRecord, key: tuple, vantage: tuple, hop: tuple) -> None:
+    def __init__(self, record: PacketRecord, key: tuple, hop: tuple) -> None:
         self.record = record  # the first copy
         self.key = key
-        self.vantages = {vantage}
-        # hop: (interface label, direction, src ip, sport, dst ip, dport, time)
+        # hop: (interface label, direction, src ip, sport, dst ip, dport, time); the first two
+        # name the vantage point (labels carry the file's vantage when there are several).
         self.hops = [hop]
 
 
 def copy_key(record: PacketRecord) -> tuple:
     if record.proto == 6:
         return (
-            6,
             record.ip_id,
             record.seq,
             record.ack,
@@ -51,45 +49,55 @@ def copy_key(record: PacketRecord) -> tuple:
 
 
 class CopyFolder:
+    """push() packets in time order; released messages collect in `ready` for the caller."""
+
     def __init__(self, window: float = DEFAULT_WINDOW) -> None:
         self.window = window
         self.pending: deque[LogicalMessage] = deque()
         self.newest: dict[tuple, LogicalMessage] = {}
+        self.ready: list[LogicalMessage] = []
+        self.deadline = float("inf")  # when the oldest pending message leaves the window
 
-    def push(self, record: PacketRecord, interface: str) -> Iterator[LogicalMessage]:
-        """Add one decoded packet; yields the messages whose window has closed."""
+    def push(self, record: PacketRecord, interface: str | None) -> None:
         now = record.time
-        pending = self.pending
-        while pending and now - pending[0].record.time > self.window:
-            yield self._release()
+        if now > self.deadline:
+            self._release_until(now)
         key = copy_key(record)
-        vantage = (record.file_index, interface, record.direction)
-        hop = (interface, record.direction, record.src, record.sport, record.dst, record.dport, now)
+        direction = record.direction
+        hop = (interface, direction, record.src, record.sport, record.dst, record.dport, now)
         message = self.newest.get(key)
         if message is not None:
-            if vantage not in message.vantages:
-                message.vantages.add(vantage)
-                message.hops.append(hop)
+            hops = message.hops
+            for seen in hops:
+                if seen[0] == interface and seen[1] == direction:
+                    break
+            else:
+                hops.append(hop)
                 return
             # The same nonzero IPv4 ID at the same vantage point within a millisecond is one
             # packet recorded twice (an NFLOG rule in two chains, an interface captured
             # twice): no sender retransmits that fast, and senders give a retransmission a
             # new ID. Zero IDs (Linux SYN-ACKs) and IPv6 prove nothing.
-            if record.ip_id and now - message.hops[-1][6] <= SAME_PACKET_SECONDS:
+            if record.ip_id and now - hops[-1][6] <= SAME_PACKET_SECONDS:
                 return
-        message = LogicalMessage(record, key, vantage, hop)
+        message = LogicalMessage(record, key, hop)
         self.newest[key] = message
-        pending.append(message)
+        if not self.pending:
+            self.deadline = now + self.window
+        self.pending.append(message)
 
-    def flush(self) -> Iterator[LogicalMessage]:
-        while self.pending:
-            yield self._release()
+    def flush(self) -> list[LogicalMessage]:
+        self._release_until(float("inf"))
+        return self.ready
 
-    def _release(self) -> LogicalMessage:
-        message = self.pending.popleft()
-        if self.newest.get(message.key) is message:
-            del self.newest[message.key]
-        return message
+    def _release_until(self, now: float) -> None:
+        pending, newest, ready, window = self.pending, self.newest, self.ready, self.window
+        while pending and now - pending[0].record.time > window:
+            message = pending.popleft()
+            if newest.get(message.key) is message:
+                del newest[message.key]
+            ready.append(message)
+        self.deadline = pending[0].record.time + window if pending else float("inf")
 
 
 def rewrites(hops: list[tuple]) -> list[tuple[tuple, tuple, bool, bool]]:
