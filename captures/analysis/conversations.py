@@ -578,12 +578,18 @@ def dns_label(infos) -> str:
 class DnsTracker:
     """Pairs each DNS answer with its query by (id, client endpoint, name, type)."""
 
-    def __init__(self, max_pending: int) -> None:
+    def __init__(self, max_exchanges: int, warnings) -> None:
         self.exchanges: list[dict] = []
         self.pending: dict[tuple, dict] = {}
-        self.max_pending = max_pending
+        self.max_exchanges = max_exchanges
+        self.warnings = warnings
 
     def observe(self, record, src: str, dst: str, transport: str) -> None:
+        if len(self.exchanges) >= self.max_exchanges:
+            self.warnings.add(
+                f"more than {self.max_exchanges} DNS exchanges: later ones are not listed"
+            )
+            return
         for info in record.dns:
             name = info.name
             if not info.is_response:
@@ -606,8 +612,7 @@ class DnsTracker:
                     "retries": 0,
                 }
                 self.exchanges.append(exchange)
-                if len(self.pending) < self.max_pending:
-                    self.pending[key] = exchange
+                self.pending[key] = exchange
                 continue
             key = (info.id, dst, name.lower(), info.qtype)
             exchange = self.pending.get(key)

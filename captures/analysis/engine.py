@@ -89,7 +89,7 @@ class _Analysis:
         self.warnings = Warnings()
         self.folder = CopyFolder(window)
         self.tcp = TcpTracker(max_flows, self.warnings)
-        self.dns = DnsTracker(max_flows)
+        self.dns = DnsTracker(max_flows, self.warnings)
         self.udp_flows: dict[tuple, tuple[int, int]] = {}
         self.max_flows = max_flows
         self.messages = MessageSpool()
@@ -278,6 +278,7 @@ class _Analysis:
         if found is not None:
             return ("udp", found[0]), found[1]
         if len(self.udp_flows) >= 2 * self.max_flows:
+            self.warnings.add(f"more than {self.max_flows} UDP flows: later ones are not tracked")
             return None, 0
         flow_id = len(self.udp_flows) // 2
         self.udp_flows[key] = (flow_id, 0)
