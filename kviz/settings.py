@@ -101,11 +101,14 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Channels and Celery both ride on Redis when REDIS_URL is set. Without it kviz runs embedded:
+# an in-memory channel layer, and captures run in a thread of the web process (captures.tasks
+# .enqueue), because an eager Celery task would hold the request open for the whole capture.
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env("KVIZ_CHANNELS_PREFIX", "kviz")},
         }
     }
 else:
@@ -113,6 +116,18 @@ else:
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL and envbool("CELERY_EAGER_WITHOUT_REDIS", True)
+CELERY_TASK_DEFAULT_QUEUE = env("KVIZ_QUEUE", "kviz")
+# A capture task is acknowledged only when it ends, and a worker takes one task at a time: a
+# worker killed mid-capture leaves its message to be redelivered, and the runner's race-safe
+# claim (queued -> running) turns that redelivery into a no-op.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+LOGIN_URL = "/admin/login/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -126,3 +141,16 @@ STATIC_ROOT = DATA_DIR / "static"
 # partial, so a hostile or huge file cannot exhaust the worker.
 KVIZ_MAX_FLOWS = envint("KVIZ_MAX_FLOWS", 200_000)
 KVIZ_LAB_PREFIX = env("KVIZ_LAB_PREFIX", "kviz")
+
+# Capture limits: what a user may ask for at most, and what a capture gets when it asks nothing.
+KVIZ_MAX_SECONDS = envint("KVIZ_MAX_SECONDS", 3600)
+KVIZ_MAX_PACKETS = envint("KVIZ_MAX_PACKETS", 1_000_000)
+KVIZ_MAX_BYTES = envint("KVIZ_MAX_BYTES", 1024 * 1024 * 1024)
+KVIZ_MAX_UPLOAD_BYTES = envint("KVIZ_MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
+# A running capture whose worker has not written a heartbeat for this long is `interrupted`.
+KVIZ_HEARTBEAT_TIMEOUT = envint("KVIZ_HEARTBEAT_TIMEOUT", 30)
+KVIZ_SHARE_DAYS = envint("KVIZ_SHARE_DAYS", 7)
+# Live view: batches kept per running capture for reconnecting browsers, rows per batch before
+# a batch is thinned.
+KVIZ_LIVE_RETAIN = envint("KVIZ_LIVE_RETAIN", 3000)
+KVIZ_LIVE_MAX_ROWS = envint("KVIZ_LIVE_MAX_ROWS", 200)

@@ -1,0 +1,222 @@
+"""What users and workers do to captures: each action validates everything first, changes state
+in one transaction, and queues work only once that transaction has committed.
+
+Views call these and translate ActionError into a 4xx; nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from captures import sniffer
+from captures.auth import new_token, token_hash
+from captures.models import ACTIVE, Capture, ShareLink, Status, TargetKind, append_log
+from captures.sources import base as sources
+from captures.sources import upload as uploads
+
+MAX_FILTER_LENGTH = 1024
+
+
+class ActionError(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _enqueue(task_name: str, capture_id) -> None:
+    from captures import tasks  # tasks import the runner; keep actions importable without it
+
+    transaction.on_commit(lambda: tasks.enqueue(task_name, capture_id))
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def validate_name(name) -> str:
+    if not sources.is_dns1123_label(name):
+        raise ActionError("name must be a DNS-1123 label: at most 63 lowercase letters, digits "
+                          "and '-', starting and ending with a letter or digit")
+    return name
+
+
+def validate_limits(limits) -> tuple[int, int, int]:
+    """(seconds, packets, bytes); what is not asked for gets the server's maximum."""
+    if limits is None:
+        limits = {}
+    if not isinstance(limits, dict):
+        raise ActionError("limits must be an object with seconds, packets and bytes")
+    unknown = set(limits) - {"seconds", "packets", "bytes"}
+    if unknown:
+        raise ActionError(f"unknown limit {sorted(unknown)[0]!r}")
+    maxima = {"seconds": settings.KVIZ_MAX_SECONDS, "packets": settings.KVIZ_MAX_PACKETS,
+              "bytes": settings.KVIZ_MAX_BYTES}
+    chosen = []
+    for key, maximum in maxima.items():
+        value = limits.get(key, maximum)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ActionError(f"limits.{key} must be a positive integer")
+        if value > maximum:
+            raise ActionError(f"limits.{key} may be at most {maximum}")
+        chosen.append(value)
+    return tuple(chosen)
+
+
+def validate_filter(expression, linktype: str) -> str:
+    if expression is None or expression == "":
+        return ""
+    if not isinstance(expression, str):
+        raise ActionError("filter must be a string (a BPF expression)")
+    if len(expression) > MAX_FILTER_LENGTH:
+        raise ActionError(f"filter is longer than {MAX_FILTER_LENGTH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in expression):
+        raise ActionError("filter must be one line of printable characters")
+    try:
+        sniffer.compile_filter(expression, linktype)
+    except sniffer.FilterError as exc:
+        raise ActionError(str(exc)) from None
+    return expression
+
+
+# -- starting and stopping ---------------------------------------------------------------------
+
+
+def start_capture(user, data) -> Capture:
+    """Start a live capture from the API's JSON body (see docs/api.md)."""
+    if not isinstance(data, dict):
+        raise ActionError("the body must be a JSON object")
+    unknown = set(data) - {"name", "target", "filter", "limits"}
+    if unknown:
+        raise ActionError(f"unknown field {sorted(unknown)[0]!r}")
+    name = validate_name(data.get("name"))
+    try:
+        target = sources.resolve_target(data.get("target"))
+    except sources.TargetError as exc:
+        raise ActionError(str(exc)) from None
+    seconds, packets, nbytes = validate_limits(data.get("limits"))
+    bpf = validate_filter(data.get("filter"), target.linktype)
+    with transaction.atomic():
+        capture = Capture.objects.create(
+            name=name, owner=user, target_kind=target.kind, target_spec=target.spec,
+            bpf_filter=bpf, limit_seconds=seconds, limit_packets=packets, limit_bytes=nbytes,
+            log=append_log([], f"queued by {user.get_username()}"),
+        )
+        _enqueue("run_capture", capture.id)
+    return capture
+
+
+def upload_capture(user, name, uploaded) -> Capture:
+    """Store an uploaded pcap/pcapng byte for byte and queue its analysis."""
+    name = validate_name(name)
+    if uploaded is None:
+        raise ActionError("send the capture as multipart/form-data in a field named `file`")
+    if uploaded.size is not None and uploaded.size > settings.KVIZ_MAX_UPLOAD_BYTES:
+        raise ActionError(f"the file is larger than {settings.KVIZ_MAX_UPLOAD_BYTES} bytes", 413)
+    capture_id = uuid.uuid4()
+    directory = settings.DATA_DIR / "captures" / str(capture_id)
+    try:
+        stored = uploads.store(uploaded, directory, settings.KVIZ_MAX_UPLOAD_BYTES)
+    except uploads.UploadError as exc:
+        raise ActionError(str(exc), exc.status) from None
+    try:
+        with transaction.atomic():
+            capture = Capture.objects.create(
+                id=capture_id, name=name, owner=user, target_kind=TargetKind.UPLOAD,
+                target_spec={"file_name": (uploaded.name or "")[:200]},
+                limit_seconds=settings.KVIZ_MAX_SECONDS, limit_packets=settings.KVIZ_MAX_PACKETS,
+                limit_bytes=settings.KVIZ_MAX_UPLOAD_BYTES,
+                pcap_path=str(stored.relative_to(settings.DATA_DIR)), bytes=stored.stat().st_size,
+                log=append_log([], f"uploaded by {user.get_username()}"),
+            )
+            _enqueue("run_capture", capture.id)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return capture
+
+
+def stop_capture(capture: Capture) -> Capture:
+    """Ask a capture to stop. The runner sees `stopping` within a second and drains.
+
+    A capture still queued never starts: it fails at once with "stopped before it started".
+    """
+    rows = Capture.objects.filter(id=capture.id)
+    if not rows.filter(status=Status.RUNNING).update(status=Status.STOPPING):
+        stopped_early = rows.filter(status=Status.QUEUED).update(
+            status=Status.FAILED, finished=timezone.now(), error="stopped before it started")
+        if not stopped_early and rows.values_list("status", flat=True).first() != Status.STOPPING:
+            capture.refresh_from_db()
+            raise ActionError(f"the capture is {capture.status}; nothing to stop", 409)
+    capture.refresh_from_db()
+    return capture
+
+
+# -- sharing ------------------------------------------------------------------------------------
+
+
+def share_capture(user, capture: Capture, redacted: bool = False,
+                  days: int | None = None) -> tuple[ShareLink, str]:
+    days = settings.KVIZ_SHARE_DAYS if days is None else days
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
+        raise ActionError("days must be an integer from 1 to 365")
+    if not isinstance(redacted, bool):
+        raise ActionError("redacted must be true or false")
+    token = new_token()
+    link = ShareLink.objects.create(
+        capture=capture, token_hash=token_hash(token), created_by=user, redacted=redacted,
+        expires=timezone.now() + datetime.timedelta(days=days),
+    )
+    return link, token
+
+
+def find_share(token: str) -> ShareLink | None:
+    """The valid (unexpired, unrevoked) link for `token`, or None."""
+    if not token or len(token) > 200:
+        return None
+    link = ShareLink.objects.select_related("capture").filter(token_hash=token_hash(token)).first()
+    return link if link and link.is_valid() else None
+
+
+def revoke_share(capture: Capture, token: str) -> None:
+    revoked = ShareLink.objects.filter(capture=capture, token_hash=token_hash(token),
+                                       revoked=False).update(revoked=True)
+    if not revoked:
+        raise ActionError("no such share link for this capture", 404)
+
+
+# -- crash recovery -----------------------------------------------------------------------------
+
+
+def reap_stale(restarted_worker: str | None = None) -> list:
+    """Mark captures whose runner is gone as interrupted; queue analysis of what they stored.
+
+    Gone means: no heartbeat for KVIZ_HEARTBEAT_TIMEOUT seconds, or (at worker start) the
+    capture belongs to the worker that is starting, which therefore cannot be running it.
+    """
+    cutoff = timezone.now() - datetime.timedelta(seconds=settings.KVIZ_HEARTBEAT_TIMEOUT)
+    candidates = Capture.objects.filter(status__in=ACTIVE, heartbeat__lt=cutoff)
+    if restarted_worker:
+        candidates = candidates | Capture.objects.filter(
+            status__in=ACTIVE, worker_id__startswith=f"{restarted_worker}:")
+    reaped = []
+    for capture in candidates:
+        why = ("its worker restarted" if restarted_worker and
+               capture.worker_id.startswith(f"{restarted_worker}:") else "its worker went silent")
+        with transaction.atomic():
+            won = Capture.objects.filter(id=capture.id, status=capture.status,
+                                         worker_id=capture.worker_id).update(
+                status=Status.INTERRUPTED, finished=timezone.now(),
+                error=f"interrupted: {why} mid-capture; the packets stored so far are kept",
+                log=append_log(capture.log, f"interrupted: {why}"),
+            )
+            if won and capture.pcap_path:
+                _enqueue("analyze_capture", capture.id)
+        if won:
+            reaped.append(capture.id)
+    return reaped

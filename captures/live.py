@@ -1,0 +1,139 @@
+"""Live events of a running capture: numbered, kept for replay, sent to the capture's group.
+
+Every event has `seq` (1, 2, 3, ... per capture) and `kind`:
+- `batch`: `rows` (one per packet: n, t, src, dst, proto, len, info), `thinned` (packets left
+  out of this batch so a browser keeps up; the stored pcap has them all), `counters`;
+- `status`: `status`, `counters`, `error` (on every status change, and at the end).
+
+Why a replay store: a browser that reconnects says `{"resume_after": seq}` and must get every
+event after it, with no gap. The channel layer forgets (and drops messages for slow consumers),
+so each event is first appended to a capped Redis stream `kviz:live:<id>` whose entry ids are
+`<seq>-1`, then sent to the group `capture.<id>`. Without Redis (the embedded default) the
+store is an in-process dict, which works because captures then run in the web process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections import deque
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+STREAM_TTL = 24 * 3600  # replay stays available for a day after the capture ends
+
+
+def group_name(capture_id) -> str:
+    return f"capture.{capture_id}"
+
+
+def stream_key(capture_id) -> str:
+    return f"kviz:live:{capture_id}"
+
+
+class RedisStore:
+    def __init__(self, url: str):
+        self.url = url
+        self._sync = None
+
+    def _client(self):
+        if self._sync is None:
+            import redis
+
+            self._sync = redis.Redis.from_url(self.url)
+        return self._sync
+
+    def append(self, capture_id, event: dict) -> None:
+        key = stream_key(capture_id)
+        client = self._client()
+        client.xadd(key, {"e": json.dumps(event)}, id=f"{event['seq']}-1",
+                    maxlen=settings.KVIZ_LIVE_RETAIN, approximate=True)
+        client.expire(key, STREAM_TTL)
+
+    def last_seq(self, capture_id) -> int:
+        entries = self._client().xrevrange(stream_key(capture_id), count=1)
+        return int(entries[0][0].split(b"-")[0]) if entries else 0
+
+    def clear(self, capture_id) -> None:
+        self._client().delete(stream_key(capture_id))
+
+    async def after(self, capture_id, seq: int) -> list[dict]:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(self.url)
+        try:
+            entries = await client.xrange(stream_key(capture_id), min=f"{seq + 1}-0")
+        finally:
+            await client.aclose()
+        return [json.loads(fields[b"e"]) for _id, fields in entries]
+
+
+class MemoryStore:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.events: dict[str, deque] = {}
+
+    def append(self, capture_id, event: dict) -> None:
+        with self.lock:
+            kept = self.events.setdefault(str(capture_id),
+                                          deque(maxlen=settings.KVIZ_LIVE_RETAIN))
+            kept.append(event)
+
+    def last_seq(self, capture_id) -> int:
+        with self.lock:
+            kept = self.events.get(str(capture_id))
+            return kept[-1]["seq"] if kept else 0
+
+    def clear(self, capture_id) -> None:
+        with self.lock:
+            self.events.pop(str(capture_id), None)
+
+    async def after(self, capture_id, seq: int) -> list[dict]:
+        with self.lock:
+            return [e for e in self.events.get(str(capture_id), ()) if e["seq"] > seq]
+
+
+_memory = MemoryStore()
+
+
+def store():
+    return RedisStore(settings.REDIS_URL) if settings.REDIS_URL else _memory
+
+
+class LivePublisher:
+    """Numbers, keeps and sends one capture's events. Used from the runner's (sync) thread."""
+
+    def __init__(self, capture_id):
+        self.capture_id = capture_id
+        self.store = store()
+        # A fresh run starts at 1; a rerun (never expected) continues after what is stored.
+        self.seq = self.store.last_seq(capture_id)
+        self.layer = get_channel_layer()
+
+    def _publish(self, kind: str, payload: dict) -> dict:
+        self.seq += 1
+        event = {"seq": self.seq, "kind": kind, **payload}
+        self.store.append(self.capture_id, event)  # stored first: replay never misses one
+        if self.layer is not None:
+            # A full or broken layer must not stop a capture: consumers fill gaps from the store.
+            with contextlib.suppress(Exception):
+                async_to_sync(self.layer.group_send)(
+                    group_name(self.capture_id), {"type": "capture.event", "event": event})
+        return event
+
+    def batch(self, rows: list[dict], thinned: int, counters: dict) -> dict:
+        return self._publish("batch", {"rows": rows, "thinned": thinned, "counters": counters})
+
+    def status(self, status: str, counters: dict, error: str = "") -> dict:
+        return self._publish("status", {"status": status, "counters": counters, "error": error})
+
+
+def thin(rows: list[dict], keep: int) -> tuple[list[dict], int]:
+    """At most `keep` rows, spread evenly over the batch; returns (rows, how many left out)."""
+    if len(rows) <= keep:
+        return rows, 0
+    step = len(rows) / keep
+    return [rows[int(i * step)] for i in range(keep)], len(rows) - keep

@@ -1,0 +1,154 @@
+"""Captures as job records, share links, API tokens.
+
+Theory of operation: the capture status machine
+-----------------------------------------------
+A Capture row is the whole truth about one job; the web process, the Celery worker and the
+reaper only ever move it along these edges, each as a conditional UPDATE
+(`filter(id=..., status=old).update(status=new)`) whose row count says who won a race:
+
+    queued ──claim (runner)────────────► running ──source ends, limit hit──► (analysis) completed
+    queued ──stop (user)───────────────► failed      "stopped before it started"
+    running ──stop (user)──────────────► stopping ──runner drains, analyses──► completed
+    running | stopping ──error─────────► failed
+    running | stopping ──no heartbeat, or its worker restarted──► interrupted
+
+- An upload is a capture whose source is a stored file: queued → running (analysis) → completed.
+- completed, failed and interrupted are terminal: nothing leaves them. A redelivered Celery task
+  finds its capture no longer queued, loses the claim and does nothing.
+- The runner writes the heartbeat every second while it owns the row (status running or
+  stopping and worker_id its own). The reaper (captures.actions.reap_stale) marks a capture
+  interrupted when the heartbeat is older than KVIZ_HEARTBEAT_TIMEOUT, or at once when its
+  worker starts again (it cannot be running anything then). The pcap written so far stays, and
+  the reaper queues its analysis: pcapng is written block by block, and the engine reads a
+  cut-off last block as "partial".
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+LOG_LINES = 50  # a capture's log is a short story, not a log file
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+TERMINAL = (Status.COMPLETED, Status.FAILED, Status.INTERRUPTED)
+ACTIVE = (Status.RUNNING, Status.STOPPING)  # a runner owns the row, and heartbeats
+
+
+class TargetKind(models.TextChoices):
+    UPLOAD = "upload"
+    LOCAL = "local"
+    LAB = "lab"
+
+
+class Capture(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=63)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="captures")
+    target_kind = models.CharField(max_length=16, choices=TargetKind.choices)
+    # The kind's fields as given and validated: {"interface": "eth0"}, {"target": "pod/x/y"},
+    # {"file_name": "upload.pcap"}.
+    target_spec = models.JSONField(default=dict)
+    bpf_filter = models.TextField(blank=True, default="")
+    limit_seconds = models.PositiveIntegerField()
+    limit_packets = models.PositiveBigIntegerField()
+    limit_bytes = models.PositiveBigIntegerField()
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED,
+                              db_index=True)
+    packets = models.PositiveBigIntegerField(default=0)
+    bytes = models.PositiveBigIntegerField(default=0)  # bytes of the stored pcap(ng) file
+    elapsed = models.FloatField(default=0.0)
+
+    # Relative to settings.DATA_DIR, so a moved data volume keeps working.
+    pcap_path = models.CharField(max_length=255, blank=True, default="")
+    analysis_path = models.CharField(max_length=255, blank=True, default="")
+    inventory = models.JSONField(null=True, blank=True)
+    summary = models.JSONField(null=True, blank=True)  # small facts from the analysis
+
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=200, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    log = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ("-created",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def directory(self) -> Path:
+        return Path(settings.DATA_DIR) / "captures" / str(self.id)
+
+    def data_file(self, relative: str) -> Path | None:
+        return Path(settings.DATA_DIR) / relative if relative else None
+
+    @property
+    def pcap_file(self) -> Path | None:
+        return self.data_file(self.pcap_path)
+
+    @property
+    def analysis_file(self) -> Path | None:
+        return self.data_file(self.analysis_path)
+
+    def visible_to(self, user) -> bool:
+        return bool(user and user.is_authenticated and (user.is_staff or user.pk == self.owner_id))
+
+
+def append_log(lines: list, line: str) -> list:
+    """The log with `line` added, oldest lines dropped beyond LOG_LINES."""
+    stamped = f"{timezone.now():%H:%M:%S} {line}"
+    return [*list(lines or [])[-(LOG_LINES - 1):], stamped]
+
+
+class ShareLink(models.Model):
+    """Read-only access to one capture for whoever holds the token.
+
+    Only a hash of the token is stored: the link is shown once, at creation.
+    """
+
+    capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="share_links")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    created = models.DateTimeField(default=timezone.now)
+    expires = models.DateTimeField()
+    revoked = models.BooleanField(default=False)
+    # A redacted link shows the analysis but not the packets (no pcap download) nor the
+    # capture's target, filter and log.
+    redacted = models.BooleanField(default=False)
+
+    def is_valid(self) -> bool:
+        return not self.revoked and self.expires > timezone.now()
+
+
+class ApiToken(models.Model):
+    """A script's credential (`Authorization: Bearer <token>`); only its hash is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="api_tokens")
+    token_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8)  # to tell tokens apart in the admin
+    created = models.DateTimeField(default=timezone.now)
+    last_used = models.DateTimeField(null=True, blank=True)

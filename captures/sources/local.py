@@ -1,0 +1,50 @@
+"""A capture on one of this host's interfaces: dumpcap streaming pcapng to stdout.
+
+The interface list is the one the web process sees; a worker on another host (or in another
+container) sees its own, and the capture fails with dumpcap's message if it lacks the name.
+"""
+
+from __future__ import annotations
+
+import os
+
+from captures import sniffer
+from captures.sources.base import INTERFACE_NAME, LiveSource, Target, TargetError
+
+
+def targets() -> list[dict]:
+    return [{"kind": "local", "interface": name} for name in sniffer.local_interfaces()]
+
+
+def resolve(target: dict) -> Target:
+    interface = target.get("interface")
+    if not isinstance(interface, str) or not INTERFACE_NAME.fullmatch(interface) or interface in (
+            ".", ".."):
+        raise TargetError("interface must be a Linux interface name (at most 15 characters)")
+    if interface not in sniffer.local_interfaces():
+        raise TargetError(f"no local interface {interface!r}")
+    return Target("local", {"interface": interface}, sniffer.interface_linktype(interface))
+
+
+class LocalSource(LiveSource):
+    def __init__(self, interface: str, bpf: str = ""):
+        self.interface = interface
+        self.bpf = bpf
+        self.vantage = f"host/{os.uname().nodename}:{interface}"
+        self.interfaces = {}
+        self.sniff = None
+
+    def open(self) -> None:
+        self.sniff = sniffer.start(self.interface, self.bpf)
+        self.stream = self.sniff.stream
+        self.preamble = self.sniff.preamble
+
+    def stop(self) -> None:
+        self.sniff.stop()
+
+    def kill(self) -> None:
+        self.sniff.process.kill()
+
+    def close(self) -> None:
+        if self.sniff:
+            self.sniff.close()

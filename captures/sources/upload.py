@@ -1,0 +1,80 @@
+"""Uploaded captures: checked by content, stored byte for byte.
+
+A file is accepted when it starts with a pcap or pcapng magic number and the analysis engine
+can read its first frames in a supported link type; its name proves nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from captures.analysis.packets import SUPPORTED_LINKTYPES
+from captures.analysis.pcapfile import PCAP_MAGICS, PCAPNG_SHB, Warnings, read_frames
+from captures.analysis.records import CaptureError
+
+PROBE_FRAMES = 1000  # enough to meet a broken file early, bounded so a request stays quick
+
+
+class UploadError(ValueError):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def kind_of(head: bytes) -> str | None:
+    if head[:4] in PCAP_MAGICS:
+        return "pcap"
+    if head[:4] == PCAPNG_SHB:
+        return "pcapng"
+    return None
+
+
+def inspect(path: Path) -> str:
+    """'pcap' or 'pcapng' when the engine can read the file, else UploadError."""
+    with open(path, "rb") as fp:
+        kind = kind_of(fp.read(4))
+        if kind is None:
+            raise UploadError("not a pcap or pcapng capture (checked by content)", 415)
+        fp.seek(0)
+        warnings = Warnings()
+        try:
+            linktypes, frames = read_frames(fp, 0, warnings, "upload")
+            seen = set(linktypes)
+            for count, frame in enumerate(frames):
+                seen.add(frame.linktype)
+                if count >= PROBE_FRAMES:
+                    break
+        except CaptureError as exc:
+            raise UploadError(f"the capture cannot be read: {exc}", 415) from exc
+    unsupported = sorted(seen - SUPPORTED_LINKTYPES)
+    if unsupported:
+        raise UploadError(f"link type {unsupported[0]} is not supported", 415)
+    return kind
+
+
+def store(uploaded, directory: Path, max_bytes: int) -> Path:
+    """Write `uploaded` (a Django UploadedFile) into `directory` as capture.pcap(ng).
+
+    The bytes are copied as they came; a file over `max_bytes` or not a capture leaves nothing
+    behind.
+    """
+    directory.mkdir(parents=True, exist_ok=False)
+    part = directory / "upload.part"
+    try:
+        written = 0
+        with open(part, "wb") as out:
+            for chunk in uploaded.chunks():
+                written += len(chunk)
+                if written > max_bytes:
+                    raise UploadError(f"the file is larger than {max_bytes} bytes", 413)
+                out.write(chunk)
+        if written == 0:
+            raise UploadError("the file is empty")
+        kind = inspect(part)
+        final = directory / f"capture.{kind}"
+        part.rename(final)
+        return final
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise

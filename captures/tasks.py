@@ -1,0 +1,52 @@
+"""Celery entry points, thin: load nothing, decide nothing, call the runner.
+
+Without a broker (REDIS_URL empty: the embedded default) tasks run in a thread of the web
+process instead, so a request that starts a capture returns at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+from django.db import close_old_connections
+
+from captures import actions, runner
+
+
+@shared_task(name="captures.run_capture", bind=True)
+def run_capture(self, capture_id: str) -> str | None:
+    return runner.run(capture_id, f"{self.request.hostname or 'local'}:{os.getpid()}")
+
+
+@shared_task(name="captures.analyze_capture")
+def analyze_capture(capture_id: str) -> bool:
+    return runner.analyse_interrupted(capture_id)
+
+
+TASKS = {"run_capture": run_capture, "analyze_capture": analyze_capture}
+
+
+def _in_thread(task, capture_id: str) -> None:
+    try:
+        task.apply(args=(capture_id,))
+    finally:
+        close_old_connections()
+
+
+def enqueue(task_name: str, capture_id) -> None:
+    task = TASKS[task_name]
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        threading.Thread(target=_in_thread, args=(task, str(capture_id)), daemon=True,
+                         name=f"kviz-{task_name}").start()
+    else:
+        task.delay(str(capture_id))
+
+
+@worker_ready.connect
+def reap_after_restart(sender=None, **_kwargs) -> None:
+    # A worker that starts cannot be running anything: captures it owned died with it.
+    actions.reap_stale(restarted_worker=getattr(sender, "hostname", None))
