@@ -1,14 +1,25 @@
-"""Analyse capture files: print the sequence model as JSON or as an expert's narrative."""
+"""Analyse capture files: the sequence model as JSON, a narrative, or a diagram/postmortem."""
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 from django.conf import settings
 
 from captures.analysis import CaptureError, CaptureFile, analyze_files
 from captures.analysis.narrative import narrate
+from captures.render import (
+    build_layout,
+    render_markdown,
+    render_mermaid,
+    render_plantuml,
+    render_svg,
+)
+
+DIAGRAM_FORMATS = ["svg", "mermaid", "plantuml", "markdown", "layout"]
 
 
 def add_arguments(parser) -> None:
@@ -22,7 +33,26 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--inventory", metavar="FILE", help="kviz.inventory/1 JSON naming pods, Services and nodes"
     )
-    parser.add_argument("--format", choices=["json", "text"], default="text")
+    parser.add_argument(
+        "--format",
+        choices=["json", "text", *DIAGRAM_FORMATS],
+        default="text",
+        help="json: the sequence model; text: a narrative; svg/mermaid/plantuml: the diagram; "
+        "markdown: a postmortem; layout: the diagram layout as JSON for the browser "
+        "(docs/layout.md)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        help="write svg/mermaid/plantuml/markdown/layout here instead of standard output; "
+        "markdown also writes the SVG beside it (PATH with .svg) and links it",
+    )
+    parser.add_argument(
+        "--no-fold",
+        action="store_true",
+        help="draw every message (repeated exchanges are folded into one with a count by "
+        "default; the layout format never hides any)",
+    )
 
 
 def run(options, out, err) -> int:
@@ -37,9 +67,14 @@ def run(options, out, err) -> int:
         if options["format"] == "json":
             model.write_json(sys.stdout)
             sys.stdout.flush()
+        elif options["format"] in DIAGRAM_FORMATS:
+            _write_diagram(model, options)
         else:
             for line in narrate(model):
                 out.write(line)
+    except OSError as exc:
+        err.write(f"kviz analyze: {exc}")
+        return 2
     finally:
         model.close()
     return 0
@@ -56,3 +91,36 @@ def _load_inventory(path: str) -> dict:
     if not isinstance(inventory, dict):
         raise CaptureError(f"{path}: an inventory is a JSON object (see docs/inventory.md)")
     return inventory
+
+
+def _write_diagram(model, options) -> None:
+    fmt = options["format"]
+    layout = build_layout(model, fold=fmt != "layout" and not options["no_fold"])
+    names = [Path(f).name for f in options["files"]]
+    title = "kviz: " + ", ".join(names)
+    out_path = Path(options["out"]) if options.get("out") else None
+    if fmt == "svg":
+        text = render_svg(layout, title=title)
+    elif fmt == "mermaid":
+        text = render_mermaid(layout)
+    elif fmt == "plantuml":
+        text = render_plantuml(layout, title=title)
+    elif fmt == "layout":
+        text = layout.to_json() + "\n"
+    else:
+        svg_href = None
+        if out_path is not None:
+            svg_path = out_path.with_suffix(".svg")
+            svg_path.write_text(render_svg(layout, title=title), encoding="utf-8")
+            svg_href = svg_path.name
+        start = model.capture.get("start")
+        facts = {"files": ", ".join(names)}
+        if start:
+            facts["time"] = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        text = render_markdown(layout, facts=facts, svg_href=svg_href,
+                               title=f"Postmortem: {', '.join(names)}")
+    if out_path is not None:
+        out_path.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()

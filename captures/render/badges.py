@@ -1,0 +1,146 @@
+"""What each arrow says beyond its label: the model's findings, placed on the arrows they concern.
+
+The model ties DNAT/SNAT to the messages whose hops show the rewrite (`messages[].annotations`);
+every other finding names a connection or a DNS name, so it is placed here on the one arrow
+where a reader looks for it (theory of operation):
+
+| finding | arrow |
+| --- | --- |
+| dnat, snat (and anything else a message references) | every message that references it |
+| sidecar, control_plane | the connection's first message |
+| mtls | the connection's first TLS message (else its first message) |
+| pooled | the connection's first request |
+| kept_open | the connection's last message ("no FIN: kept open") |
+| rst | every RST of the connection |
+| retransmission | every message labelled "(retransmission)", else the connection's last |
+| nxdomain, dns_unanswered | the n-th NXDOMAIN answer / query naming it, for the n-th finding |
+| http request N | the request message at or just after `http[].t` on its connection |
+| hops | every message seen at more than one vantage point (the interface chain) |
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+
+def badge(kind: str, text: str, detail: str | None = None, annotation: int | None = None) -> dict:
+    return {"kind": kind, "text": text, "detail": detail, "annotation": annotation}
+
+
+def hop_chain(hops: list[dict]) -> str:
+    names = [hop.get("interface") or "?" for hop in hops]
+    return " → ".join(names)
+
+
+def annotation_badge(index: int, note: dict) -> dict:
+    """The words for one top-level annotation, short enough to sit under an arrow."""
+    kind = note.get("kind", "?")
+    if kind in ("dnat", "snat"):
+        where = note.get("where")
+        at = f" at {where}" if where and where != "unknown" else " (where: unknown)"
+        return badge(kind, f"{kind.upper()} {note['before']} → {note['after']}{at}", None, index)
+    if kind == "sidecar":
+        mesh = note.get("mesh") or "mesh"
+        via = f" via {note['via']}" if note.get("via") else ""
+        direction = note.get("direction", "?")
+        text = f"{mesh} sidecar redirect ({direction}, port {note.get('port')}{via})"
+        return badge(kind, text, f"app {note.get('app')}", index)
+    if kind == "mtls":
+        evidence = ", ".join(note.get("evidence") or [])
+        return badge(kind, f"mTLS ({evidence})", f"{note.get('client')} ⇄ {note.get('server')}",
+                     index)
+    if kind == "pooled":
+        return badge(kind, f"pooled: {note.get('requests')} requests on connection "
+                     f"{note.get('connection')}", None, index)
+    if kind == "kept_open":
+        return badge(kind, "no FIN: kept open", "still open when the capture ended", index)
+    if kind == "control_plane":
+        return badge(kind, f"{note.get('mesh')} control plane ({note.get('server')})", None, index)
+    if kind == "retransmission":
+        return badge(kind, "retransmission",
+                     f"{note.get('count')} retransmission(s) on connection "
+                     f"{note.get('connection')}", index)
+    if kind == "rst":
+        return badge(kind, f"RST by {note.get('by')}", None, index)
+    if kind == "nxdomain":
+        return badge(kind, f"NXDOMAIN {note.get('name')}", None, index)
+    if kind == "dns_unanswered":
+        return badge(kind, f"no answer for {note.get('name')}", None, index)
+    fields = ", ".join(f"{k}={v}" for k, v in note.items() if k != "kind")
+    return badge(kind, kind, fields or None, index)
+
+
+def request_badge(request: dict) -> dict:
+    stream = f" (stream {request['stream']})" if request.get("stream") is not None else ""
+    what = f"{request['method']} {request['target']}" if request.get("method") else None
+    return badge("request", f"request {request['n']} on connection {request['connection']}"
+                 f"{stream}", what)
+
+
+class ConnectionIndex:
+    """Rows of interest per connection, gathered in the one pass over the messages."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+        self.first_tls: dict[int, int] = {}
+        self.resets: dict[int, list[int]] = {}
+        self.retransmissions: dict[int, list[int]] = {}
+        self.request_rows: dict[int, list[tuple[float, int]]] = {}
+        self.nxdomain_rows: dict[str, list[int]] = {}
+        self.query_rows: dict[str, list[int]] = {}
+
+    def see(self, row: int, message: dict) -> None:
+        connection = message.get("connection")
+        label = message.get("label") or ""
+        if connection is not None:
+            self.first.setdefault(connection, row)
+            self.last[connection] = row
+            phase = message.get("phase")
+            if phase == "tls":
+                self.first_tls.setdefault(connection, row)
+            elif phase == "request":
+                self.request_rows.setdefault(connection, []).append((message["t"], row))
+            if "R" in (message.get("flags") or ""):
+                self.resets.setdefault(connection, []).append(row)
+        if label.endswith("(retransmission)") and connection is not None:
+            self.retransmissions.setdefault(connection, []).append(row)
+        if label.startswith("DNS "):
+            # "DNS NXDOMAIN AAAA name" / "DNS query A name": the name is the last word.
+            words = label.split(" ")
+            if words[1] == "NXDOMAIN":
+                self.nxdomain_rows.setdefault(words[-1], []).append(row)
+            elif words[1] == "query":
+                self.query_rows.setdefault(words[-1], []).append(row)
+
+    def request_row(self, request: dict) -> int | None:
+        rows = self.request_rows.get(request.get("connection"))
+        if not rows or request.get("t") is None:
+            return self.first.get(request.get("connection"))
+        at = bisect_left(rows, (request["t"] - 1e-7, -1))
+        return rows[min(at, len(rows) - 1)][1]
+
+    def rows_for(self, note: dict, seen_names: dict[tuple[str, str], int]) -> list[int]:
+        """The rows a connection- or name-level annotation belongs on (see the table above)."""
+        kind = note.get("kind")
+        connection = note.get("connection")
+        if kind in ("nxdomain", "dns_unanswered"):
+            name = note.get("name") or ""
+            rows = (self.nxdomain_rows if kind == "nxdomain" else self.query_rows).get(name, [])
+            nth = seen_names.get((kind, name), 0)
+            seen_names[(kind, name)] = nth + 1
+            return [rows[min(nth, len(rows) - 1)]] if rows else []
+        if connection is None or connection not in self.first:
+            return []
+        if kind == "mtls":
+            return [self.first_tls.get(connection, self.first[connection])]
+        if kind == "pooled":
+            requests = self.request_rows.get(connection)
+            return [requests[0][1] if requests else self.first[connection]]
+        if kind == "kept_open":
+            return [self.last[connection]]
+        if kind == "rst":
+            return self.resets.get(connection) or [self.last[connection]]
+        if kind == "retransmission":
+            return self.retransmissions.get(connection) or [self.last[connection]]
+        return [self.first[connection]]

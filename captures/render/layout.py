@@ -1,0 +1,524 @@
+"""The sequence model laid out once: lanes, rows, phase groups, fold groups, idle gaps, badges.
+
+Every export (SVG, Mermaid, PlantUML, Markdown) and the browser draw from this one layout, so
+none of them re-derives names, phases or badges. docs/layout.md describes `to_dict()`.
+
+Theory of operation, one pass over the messages then a few passes over the rows:
+1. Lanes: one per participant IP, in the order they first appear in the messages (src before
+   dst), named from `participants`; an IP the model did not list still gets a lane.
+2. Rows: one per message, in time order, with its lanes, style and badges (see badges.py).
+3. Phase groups: per connection (or per DNS/other conversation), consecutive rows of one phase;
+   request/response/data rows form one "exchange" group per HTTP request.
+4. Fold groups (folds.py): repeated exchanges or blocks of rows. Always found and listed; with
+   `fold=True` only the first repetition gets a y and a band stands for the rest.
+5. Vertical positions: a fixed pitch per row, more for rows with badges, a header before each
+   phase group, a fixed-height band for each idle gap longer than `gap_seconds`.
+6. Lane x positions: wide enough for the longest label between two neighbouring lanes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from captures.analysis.records import split_endpoint
+
+from .badges import ConnectionIndex, annotation_badge, badge, hop_chain, request_badge
+from .folds import FoldGroup, find_folds
+
+LAYOUT_SCHEMA = "kviz.layout/1"
+
+# Geometry in SVG user units (px). The browser may scale; the proportions are the layout's.
+AXIS_WIDTH = 96  # the time axis column at the left
+LANE_HEAD_HEIGHT = 64
+ROW_PITCH = 28
+BADGE_LINE = 14
+PHASE_HEADER = 18
+GAP_BAND = 30
+FOLD_BAND = 34
+MIN_LANE_GAP = 180
+SELF_LOOP_SPACE = 150
+RIGHT_MARGIN = 220
+CHAR_WIDTH = 6.4  # average width of an 11px sans-serif character
+LABEL_CHARS = 64  # longer labels are cut with "…" on the arrow (the full text is kept)
+
+PHASE_KIND = {"request": "exchange", "response": "exchange", "data": "exchange"}
+PHASE_TITLE = {
+    "dns": "DNS",
+    "handshake": "TCP handshake",
+    "tls": "TLS",
+    "exchange": "request/response",
+    "teardown": "teardown",
+    "other": "other",
+}
+
+
+@dataclass(slots=True)
+class Lane:
+    index: int
+    ip: str
+    name: str
+    kind: str
+    namespace: str | None
+    ports: list[int]
+    badges: list[str] = field(default_factory=list)
+    x: float = 0.0
+
+    @property
+    def address(self) -> str:
+        """The raw IP:port(s) shown beside the name."""
+        ip = f"[{self.ip}]" if ":" in self.ip and self.ports else self.ip
+        if not self.ports:
+            return ip
+        return ip + ":" + ",".join(str(p) for p in self.ports[:4]) + ("…" if len(self.ports) > 4
+                                                                      else "")
+
+    @property
+    def caption(self) -> str:
+        """The line under the name: the raw address, unless the name already is the IP."""
+        if self.name != self.ip:
+            return self.address
+        return ("port " + ", ".join(str(p) for p in self.ports[:4])) if self.ports else ""
+
+    @property
+    def facts(self) -> str:
+        """Kind, namespace and badges (sidecar) on one line."""
+        return " · ".join([self.kind, *([self.namespace] if self.namespace else []),
+                           *self.badges])
+
+    @property
+    def head_width(self) -> float:
+        return max(len(self.name) * 7.4, len(self.caption) * 6.2, len(self.facts) * 5.4) + 24
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "ip": self.ip, "name": self.name, "kind": self.kind,
+                "namespace": self.namespace, "ports": self.ports, "address": self.address,
+                "caption": self.caption, "facts": self.facts, "head_width": self.head_width,
+                "badges": self.badges, "x": self.x}
+
+
+@dataclass(slots=True)
+class Row:
+    index: int
+    message: int
+    t: float
+    src: str
+    dst: str
+    src_lane: int
+    dst_lane: int
+    label: str
+    proto: str
+    flags: str | None
+    connection: int | None
+    phase: str
+    frame: list | None
+    hops: list[str]
+    style: str
+    badges: list[dict] = field(default_factory=list)
+    group: int | None = None
+    fold: int | None = None
+    y: float | None = None
+    nat_lane: int | None = None  # after a DNAT on the way: the lane the packet really reached
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "message": self.message, "t": self.t, "src": self.src,
+                "dst": self.dst, "from": self.src_lane, "to": self.dst_lane, "label": self.label,
+                "proto": self.proto, "flags": self.flags, "connection": self.connection,
+                "phase": self.phase, "frame": self.frame, "hops": self.hops, "style": self.style,
+                "badges": self.badges, "group": self.group, "fold": self.fold, "y": self.y,
+                "nat_to": self.nat_lane}
+
+
+@dataclass(slots=True)
+class PhaseGroup:
+    id: int
+    connection: int | None
+    phase: str
+    title: str
+    lanes: tuple[int, int]
+    first_row: int
+    last_row: int
+    rows: int = 0
+    has_request: bool = False
+    y_top: float | None = None
+    y_bottom: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "connection": self.connection, "phase": self.phase,
+                "title": self.title, "lanes": list(self.lanes), "first_row": self.first_row,
+                "last_row": self.last_row, "rows": self.rows, "y_top": self.y_top,
+                "y_bottom": self.y_bottom}
+
+
+@dataclass(slots=True)
+class Gap:
+    before_row: int
+    seconds: float
+    y: float
+    height: float
+
+    @property
+    def text(self) -> str:
+        return f"… {format_seconds(self.seconds)} idle …"
+
+    def to_dict(self) -> dict:
+        return {"before_row": self.before_row, "seconds": self.seconds, "text": self.text,
+                "y": self.y, "height": self.height}
+
+
+@dataclass
+class Layout:
+    capture: dict
+    lanes: list[Lane]
+    rows: list[Row]
+    phases: list[PhaseGroup]
+    folds: list[FoldGroup]
+    gaps: list[Gap]
+    folded: bool
+    width: float
+    height: float
+    participants: list[dict]
+    connections: list[dict]
+    dns: list[dict]
+    http: list[dict]
+    annotations: list[dict]
+    options: dict
+
+    def visible_rows(self):
+        return (row for row in self.rows if row.y is not None)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": LAYOUT_SCHEMA,
+            "capture": self.capture,
+            "folded": self.folded,
+            "options": self.options,
+            "size": {"width": self.width, "height": self.height, "axis_width": AXIS_WIDTH,
+                     "lane_head_height": LANE_HEAD_HEIGHT},
+            "lanes": [lane.to_dict() for lane in self.lanes],
+            "rows": [row.to_dict() for row in self.rows],
+            "phases": [group.to_dict() for group in self.phases],
+            "folds": [group.to_dict() for group in self.folds],
+            "gaps": [gap.to_dict() for gap in self.gaps],
+            "connections": self.connections,
+            "annotations": self.annotations,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+    return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
+
+
+def model_parts(model) -> tuple[dict, list, object, list, list, list, list]:
+    """capture, participants, messages, connections, dns, http, annotations from either a
+    SequenceModel (messages streamed from its spool) or its `to_dict()` document."""
+    if isinstance(model, dict):
+        get = model.get
+    else:
+        def get(key, default=None):
+            return getattr(model, key, default)
+    return (get("capture") or {}, get("participants") or [], get("messages") or [],
+            get("connections") or [], get("dns") or [], get("http") or [],
+            get("annotations") or [])
+
+
+def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_period: int = 16,
+                 min_repeats: int = 3) -> Layout:
+    """Lay out a `kviz.sequence/1` model (a SequenceModel or its dict); see the module doc."""
+    capture, participants, messages, connections, dns, http, annotations = model_parts(model)
+    by_ip = {p["ip"]: p for p in participants}
+    lanes: list[Lane] = []
+    lane_of_ip: dict[str, int] = {}
+    lane_of_endpoint: dict[str, int] = {}
+
+    def lane_for(endpoint: str) -> int:
+        # Endpoints repeat (ip:port pairs per connection): parse each once.
+        found = lane_of_endpoint.get(endpoint)
+        if found is not None:
+            return found
+        ip = split_endpoint(endpoint)[0]
+        found = lane_of_ip.get(ip)
+        if found is None:
+            found = len(lanes)
+            known = by_ip.get(ip, {})
+            lanes.append(Lane(found, ip, known.get("name") or ip, known.get("kind") or "external",
+                              known.get("namespace"), list(known.get("ports") or [])))
+            lane_of_ip[ip] = found
+        lane_of_endpoint[endpoint] = found
+        return found
+
+    # 1-2. Lanes and rows in one pass over the (possibly spooled) messages.
+    rows: list[Row] = []
+    index = ConnectionIndex()
+    client_of = {c["id"]: c.get("client") for c in connections}
+    for message in messages:
+        row_index = len(rows)
+        src, dst = message["src"], message["dst"]
+        src_lane, dst_lane = lane_for(src), lane_for(dst)
+        hops = message.get("hops") or []
+        row = Row(row_index, message["id"], message["t"], src, dst, src_lane, dst_lane,
+                  message.get("label") or "", message.get("proto") or "", message.get("flags"),
+                  message.get("connection"), message.get("phase") or "other",
+                  message.get("frame"), [h.get("interface") or "?" for h in hops],
+                  _style(message, client_of))
+        for note_index in message.get("annotations") or ():
+            if 0 <= note_index < len(annotations):
+                row.badges.append(annotation_badge(note_index, annotations[note_index]))
+        if len(hops) > 1:
+            row.badges.append(badge("hops", hop_chain(hops)))
+        rows.append(row)
+        index.see(row_index, message)
+    for participant in participants:  # listed but silent (e.g. only named by a DNS answer)
+        if participant["ip"] not in lane_of_ip:
+            lane_for(participant["ip"])
+
+    _attach_findings(rows, index, annotations, http)
+    _follow_dnat(rows, annotations, lane_of_ip)
+    _mark_sidecar_lanes(lanes, lane_of_ip, annotations)
+    phases = _phase_groups(rows)
+    folds = find_folds(rows, max_period, min_repeats)
+    if fold:
+        for group in folds:
+            group.collapsed = True
+    _place_lanes(lanes, rows)
+    gaps, height = _place_rows(rows, phases, folds, gap_seconds)
+    width = max((lanes[-1].x if lanes else AXIS_WIDTH) + RIGHT_MARGIN,
+                content_right(lanes, rows) + 20,
+                *(_fold_right(lanes, group) for group in folds if group.collapsed))
+    for group in folds:  # a collapsed fold's band is as wide as its words
+        group.band = fold_band(lanes, group)
+    options = {"fold": fold, "gap_seconds": gap_seconds, "max_period": max_period,
+               "min_repeats": min_repeats}
+    return Layout(capture, lanes, rows, phases, folds, gaps, fold, width, height, participants,
+                  connections, dns, http, annotations, options)
+
+
+def _style(message: dict, client_of: dict) -> str:
+    """How the arrow is drawn: reset, retransmission, reply (server to client) or send."""
+    flags = message.get("flags") or ""
+    if "R" in flags:
+        return "rst"
+    if (message.get("label") or "").endswith("(retransmission)"):
+        return "retransmission"
+    client = client_of.get(message.get("connection"))
+    if client is not None:
+        return "send" if message["src"] == client else "reply"
+    label = message.get("label") or ""
+    return "reply" if label.startswith("DNS ") and not label.startswith("DNS query") else "send"
+
+
+def _attach_findings(rows: list[Row], index: ConnectionIndex, annotations: list[dict],
+                     http: list[dict]) -> None:
+    referenced = {b["annotation"] for row in rows for b in row.badges
+                  if b["annotation"] is not None} if len(rows) < 200_000 else set()
+    seen_names: dict[tuple[str, str], int] = {}
+    for note_index, note in enumerate(annotations):
+        if note_index in referenced:
+            continue
+        for row_index in index.rows_for(note, seen_names):
+            found = annotation_badge(note_index, note)
+            if note.get("kind") == "rst":
+                found["text"] = f"RST by {rows[row_index].src}"
+            rows[row_index].badges.append(found)
+    for request in http:
+        row_index = index.request_row(request)
+        if row_index is not None:
+            rows[row_index].badges.append(request_badge(request))
+
+
+def _follow_dnat(rows: list[Row], annotations: list[dict], lane_of_ip: dict[str, int]) -> None:
+    """A packet sent to a Service VIP and DNATed on the way really reached the pod behind it:
+    the arrow goes on from the VIP's lane to the pod's (when the pod has a lane)."""
+    for row in rows:
+        for found in row.badges:
+            if found["kind"] != "dnat" or found["annotation"] is None:
+                continue
+            note = annotations[found["annotation"]]
+            if row.dst == note.get("before"):
+                lane = lane_of_ip.get(split_endpoint(note.get("after") or "")[0])
+                if lane is not None and lane != row.dst_lane:
+                    row.nat_lane = lane
+
+
+def _mark_sidecar_lanes(lanes: list[Lane], lane_of_ip: dict[str, int],
+                        annotations: list[dict]) -> None:
+    for note in annotations:
+        if note.get("kind") != "sidecar":
+            continue
+        mesh = note.get("mesh") or "mesh"
+        for ip, text in ((note.get("app"), f"{mesh} sidecar"), (note.get("via"), "sidecar")):
+            lane = lane_of_ip.get(ip) if ip else None
+            if lane is not None and text not in lanes[lane].badges:
+                lanes[lane].badges.append(text)
+
+
+def _phase_groups(rows: list[Row]) -> list[PhaseGroup]:
+    """Step 3: per conversation, consecutive rows of one phase kind; a new exchange per request.
+    Rows of other conversations may sit between a group's rows (they interleave in time)."""
+    groups: list[PhaseGroup] = []
+    open_group: dict[object, PhaseGroup] = {}
+    for row in rows:
+        if row.connection is not None:
+            key: object = row.connection
+        else:  # DNS over UDP, ICMP: the conversation is the endpoint pair, either direction
+            key = (row.src, row.dst) if row.src <= row.dst else (row.dst, row.src)
+        kind = PHASE_KIND.get(row.phase, row.phase)
+        starts_request = kind == "exchange" and any(b["kind"] == "request" for b in row.badges)
+        group = open_group.get(key)
+        if group is None or group.phase != kind or (starts_request and group.has_request):
+            title = PHASE_TITLE.get(kind, kind)
+            if row.connection is not None:
+                title = f"connection {row.connection} · {title}"
+            group = PhaseGroup(len(groups), row.connection, kind, title,
+                               (min(row.src_lane, row.dst_lane), max(row.src_lane, row.dst_lane)),
+                               row.index, row.index)
+            groups.append(group)
+            open_group[key] = group
+        if starts_request:
+            request = next(b for b in row.badges if b["kind"] == "request")
+            if not group.has_request and group.connection is not None:
+                group.title = f"connection {group.connection} · {request['text'].split(' on ')[0]}"
+            group.has_request = True
+        group.last_row = row.index
+        group.rows += 1
+        low, high = group.lanes
+        reached = row.dst_lane if row.nat_lane is None else row.nat_lane
+        group.lanes = (min(low, row.src_lane, row.dst_lane, reached),
+                       max(high, row.src_lane, row.dst_lane, reached))
+        row.group = group.id
+    return groups
+
+
+def _label_width(text: str) -> float:
+    return min(len(text), LABEL_CHARS) * CHAR_WIDTH + 24
+
+
+def _place_lanes(lanes: list[Lane], rows: list[Row]) -> None:
+    """Step 6: each gap between neighbouring lanes fits the widest label that spans it (a label
+    spanning k gaps needs 1/k of its width from each); self-arrows need room to the right."""
+    if not lanes:
+        return
+    gaps = [float(MIN_LANE_GAP)] * len(lanes)
+    widest: dict[tuple[int, int], int] = {}
+    for row in rows:
+        key = (row.src_lane, row.dst_lane) if row.src_lane <= row.dst_lane else (row.dst_lane,
+                                                                                 row.src_lane)
+        length = len(row.label)
+        if length > widest.get(key, -1):
+            widest[key] = length
+    for (low, high), length in widest.items():
+        width = min(length, LABEL_CHARS) * CHAR_WIDTH + 24
+        if low == high:
+            gaps[low] = max(gaps[low], SELF_LOOP_SPACE + width * 0.6)
+            continue
+        share = width / (high - low)
+        for gap in range(low, high):
+            gaps[gap] = max(gaps[gap], share)
+    x = AXIS_WIDTH + max(90.0, lanes[0].head_width / 2 + 10)
+    for number, lane in enumerate(lanes):
+        lane.x = round(x, 1)
+        following = lanes[number + 1].head_width / 2 if number + 1 < len(lanes) else 0
+        x += max(gaps[lane.index], lane.head_width / 2 + following + 16)
+
+
+def _place_rows(rows: list[Row], phases: list[PhaseGroup], folds: list[FoldGroup],
+                gap_seconds: float) -> tuple[list[Gap], float]:
+    """Step 5: y for every visible row, phase headers, fold bands and idle-gap bands."""
+    gaps: list[Gap] = []
+    y = float(LANE_HEAD_HEIGHT + 16)
+    previous_t: float | None = None
+    headed: set[int] = set()
+    shown_state: dict = {}
+    fold_by_id = {group.id: group for group in folds}
+    for row in rows:
+        fold = fold_by_id.get(row.fold) if row.fold is not None else None
+        hidden = fold is not None and fold.collapsed and row.index > fold.shown_last_row
+        if hidden:
+            if row.index == fold.shown_last_row + 1:
+                fold.y, fold.height = y, float(FOLD_BAND)
+                y += FOLD_BAND
+            previous_t = row.t
+            continue
+        if previous_t is not None and row.t - previous_t > gap_seconds:
+            gaps.append(Gap(row.index, row.t - previous_t, y, float(GAP_BAND)))
+            y += GAP_BAND
+        previous_t = row.t
+        group = phases[row.group] if row.group is not None else None
+        if group is not None and group.id not in headed:
+            headed.add(group.id)
+            group.y_top = y
+            y += PHASE_HEADER
+        row.y = y + ROW_PITCH * 0.6  # the arrow line; its label sits above it
+        y += ROW_PITCH + BADGE_LINE * _choose_shown(row, shown_state)
+        if group is not None:
+            group.y_bottom = y
+        if fold is not None and not fold.collapsed and row.index == fold.last_row:
+            fold.y, fold.height = fold_y_top(rows, fold), y - fold_y_top(rows, fold)
+    return gaps, y + 40
+
+
+def fold_y_top(rows: list[Row], fold: FoldGroup) -> float:
+    return (rows[fold.first_row].y or 0.0) - ROW_PITCH * 0.6
+
+
+def _choose_shown(row: Row, state: dict) -> int:
+    """Which badges are written under the arrow (`shown`; the rest live in the tooltip), one
+    line each; returns the line count. A finding on many arrows (a DNAT on every packet of its
+    connection) is spelled out once and abbreviated after; a hop chain is written when it
+    changes for that sender on that connection."""
+    lines = 0
+    for found in row.badges:
+        kind = found["kind"]
+        note = found["annotation"]
+        if kind == "hops":
+            key = ("hops", row.connection, row.src)
+            shown = None if state.get(key) == found["text"] else f"via {found['text']}"
+            state[key] = found["text"]
+        elif note is not None and kind in ("dnat", "snat") and ("note", note) in state:
+            shown = None  # the arrow still carries the badge kind; the SVG marks it briefly
+        else:
+            shown = found["text"]
+            if note is not None:
+                state[("note", note)] = True
+        found["shown"] = shown
+        lines += shown is not None
+    return lines
+
+
+def content_right(lanes: list[Lane], rows: list[Row]) -> float:
+    """The right edge of what the rows write: badge lines and self-loop labels can reach
+    past the last lifeline."""
+    right = 0.0
+    for row in rows:
+        if row.y is None:
+            continue
+        texts = [b["shown"] for b in row.badges if b.get("shown")]
+        if row.src_lane == row.dst_lane:
+            longest = max([min(len(row.label), LABEL_CHARS) * CHAR_WIDTH]
+                          + [len(t) * CHAR_WIDTH * 0.9 for t in texts])
+            right = max(right, lanes[row.src_lane].x + 48 + longest)
+        elif texts:
+            middle = (lanes[row.src_lane].x + lanes[row.dst_lane].x) / 2
+            right = max(right, middle + max(len(t) for t in texts) * CHAR_WIDTH * 0.45)
+    return right
+
+
+def fold_band(lanes: list[Lane], group: FoldGroup) -> tuple[float, float]:
+    """Left and right of a fold band: its lanes, widened to fit its text."""
+    left, right = lanes[group.lanes[0]].x - 60, lanes[group.lanes[1]].x + 60
+    need = len(group.text) * 6.8 + 24
+    if right - left < need:
+        middle = (left + right) / 2
+        left, right = middle - need / 2, middle + need / 2
+    if left < AXIS_WIDTH + 4:
+        left, right = AXIS_WIDTH + 4, AXIS_WIDTH + 4 + (right - left)
+    return round(left, 1), round(right, 1)
+
+
+def _fold_right(lanes: list[Lane], group: FoldGroup) -> float:
+    return fold_band(lanes, group)[1] + 20

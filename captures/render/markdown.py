@@ -1,0 +1,264 @@
+"""A Markdown postmortem of one capture: facts, who was who, the diagram, timings, findings in
+words and the team's notes. Renders on GitHub/GitLab (the diagram is a mermaid block)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from captures.analysis.records import split_endpoint
+
+from .layout import Layout, format_seconds
+from .mermaid import render_mermaid
+
+FACT_ORDER = ("target", "time", "filter", "limits", "files")
+
+
+def render_markdown(layout: Layout, *, facts: dict | None = None, notes: list[dict] | None = None,
+                    svg_href: str | None = None, title: str | None = None) -> str:
+    facts = dict(facts or {})
+    names = _Names(layout.participants)
+    heading = title or facts.pop("title", None) or _default_title(layout, facts)
+    out = [f"# {_inline(heading)}", ""]
+    out += _facts(layout, facts)
+    out += _name_table(layout)
+    out += ["## Sequence", "", "```mermaid", render_mermaid(layout).rstrip("\n"), "```", ""]
+    if svg_href:
+        out += [f"![Sequence diagram (SVG)]({svg_href})", "",
+                f"Full diagram with hop chains in tooltips: [{svg_href}]({svg_href})", ""]
+    out += _timing(layout, names)
+    out += _dns_table(layout)
+    out += _findings(layout, names)
+    out += _notes(layout, notes or [])
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _inline(value: str) -> str:
+    return value.replace("\n", " ")
+
+
+def _ms(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f} ms" if value >= 1 else f"{value:.3f} ms"
+
+
+class _Names:
+    def __init__(self, participants: list[dict]) -> None:
+        self.by_ip = {p["ip"]: p for p in participants}
+
+    def __call__(self, endpoint: str | None) -> str:
+        if not endpoint:
+            return "?"
+        found = self.by_ip.get(split_endpoint(endpoint)[0])
+        if not found or found.get("name") == found.get("ip"):
+            return f"`{endpoint}`"
+        return f"{found['name']} (`{endpoint}`)"
+
+
+def _default_title(layout: Layout, facts: dict) -> str:
+    target = facts.get("target")
+    if target:
+        return f"Postmortem: {target}"
+    files = [f.get("path", "?").rsplit("/", 1)[-1] for f in layout.capture.get("files", [])]
+    return "Postmortem: " + (", ".join(files) if files else "capture")
+
+
+def _facts(layout: Layout, facts: dict) -> list[str]:
+    capture = layout.capture
+    rows: list[tuple[str, object]] = [(key, facts[key]) for key in FACT_ORDER if key in facts]
+    rows += [(key, value) for key, value in facts.items() if key not in FACT_ORDER]
+    if "time" not in facts and capture.get("start"):
+        rows.append(("time", datetime.fromtimestamp(capture["start"], UTC).isoformat()))
+    rows += [
+        ("duration", format_seconds(capture.get("duration") or 0.0)),
+        ("packets", capture.get("packets")),
+        ("messages", f"{len(layout.rows)} (copies seen at several vantage points count once)"),
+    ]
+    if capture.get("partial"):
+        rows.append(("partial", "yes: " + "; ".join(capture.get("warnings") or [])))
+    elif capture.get("warnings"):
+        rows.append(("warnings", "; ".join(capture["warnings"])))
+    out = ["## Capture", "", "| fact | value |", "| --- | --- |"]
+    out += [f"| {_cell(key)} | {_cell(value)} |" for key, value in rows]
+    return [*out, ""]
+
+
+def _name_table(layout: Layout) -> list[str]:
+    out = ["## Who is who", "", "Names as they were when the capture was taken.", "",
+           "| IP | name | kind | namespace | ports |", "| --- | --- | --- | --- | --- |"]
+    for lane in layout.lanes:
+        ports = ", ".join(str(p) for p in lane.ports)
+        kind = lane.kind + (f" ({', '.join(lane.badges)})" if lane.badges else "")
+        out.append(f"| `{lane.ip}` | {_cell(lane.name)} | {_cell(kind)} | "
+                   f"{_cell(lane.namespace)} | {_cell(ports or None)} |")
+    return [*out, ""]
+
+
+def _request_ends(layout: Layout) -> dict[tuple[int, int], float]:
+    """(connection, request number) → time of the last packet of that request's exchange."""
+    ends = {}
+    for row in layout.rows:
+        for found in row.badges:
+            if found["kind"] == "request" and row.group is not None:
+                number = int(found["text"].split()[1])
+                group = layout.phases[row.group]
+                ends[(row.connection, number)] = layout.rows[group.last_row].t
+    return ends
+
+
+def _lookup(layout: Layout, connection: dict) -> dict | None:
+    """The DNS answer this connection's server address came from, if the capture has it."""
+    server_ip = split_endpoint(connection["server"])[0]
+    start = connection["timing"].get("start") or 0.0
+    found = None
+    for exchange in layout.dns:
+        if server_ip in (exchange.get("answers") or []) and (exchange.get("t") or 0) <= start:
+            found = exchange
+    return found
+
+
+def _timing(layout: Layout, names: _Names) -> list[str]:
+    out = ["## Timing", "",
+           "DNS, connect and TLS belong to a connection's first request; later requests on a "
+           "kept-open connection reuse it. Total runs from the first of those steps to the last "
+           "packet of the response.", "",
+           "| connection | request | what | DNS | connect | TLS | TTFB | total |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    ends = _request_ends(layout)
+    requests_by_connection: dict[int, list[dict]] = {}
+    for request in layout.http:
+        requests_by_connection.setdefault(request["connection"], []).append(request)
+    for connection in layout.connections:
+        timing = connection.get("timing") or {}
+        lookup = _lookup(layout, connection)
+        who = f"{connection['id']}: {names(connection['client'])} → {names(connection['server'])}"
+        requests = requests_by_connection.get(connection["id"], [])
+        if not requests:
+            tls = connection.get("tls") or {}
+            what = connection.get("app") or "tcp"
+            if tls.get("sni"):
+                what += f" (SNI {tls['sni']})"
+            out.append(f"| {_cell(who)} | — | {_cell(what)} | "
+                       f"{_ms(lookup and lookup.get('latency_ms'))} | "
+                       f"{_ms(timing.get('connect_ms'))} | {_ms(timing.get('tls_ms'))} | "
+                       f"{_ms(timing.get('ttfb_ms'))} | {_ms(timing.get('total_ms'))} |")
+            continue
+        for request in requests:
+            first = request["n"] == 1
+            start = request["t"]
+            if first and timing.get("start") is not None:
+                start = min(start, timing["start"])
+            if first and lookup and lookup.get("t") is not None:
+                start = min(start, lookup["t"])
+            end = ends.get((connection["id"], request["n"]))
+            total = (end - start) * 1000 if end is not None and request.get("response_t") else None
+            what = (f"{request['method']} {request['target']}" if request.get("method")
+                    else f"stream {request.get('stream')}")
+            what += f" → {request['status']}" if request.get("status") else (
+                "" if request.get("response_t") else " → no response")
+            out.append(
+                f"| {_cell(who)} | {request['n']} | {_cell(what)} | "
+                f"{_ms(lookup.get('latency_ms')) if first and lookup else '—'} | "
+                f"{_ms(timing.get('connect_ms')) if first else 'reused'} | "
+                f"{_ms(timing.get('tls_ms')) if first else '—'} | "
+                f"{_ms(request.get('ttfb_ms'))} | {_ms(total)} |")
+    if not layout.connections:
+        out.append("| — | — | no TCP connections in this capture | — | — | — | — | — |")
+    return [*out, ""]
+
+
+def _dns_table(layout: Layout) -> list[str]:
+    if not layout.dns:
+        return []
+    out = ["### DNS lookups", "", "| t | client | query | answer | rcode | latency |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for exchange in layout.dns:
+        answers = ", ".join((exchange.get("answers") or [])[:4])
+        t = exchange.get("t")
+        out.append(f"| {_ms(t * 1000 if t is not None else None)} | `{exchange.get('client')}` | "
+                   f"{_cell(exchange.get('type'))} {_cell(exchange.get('name'))} | "
+                   f"{_cell(answers or None)} | {_cell(exchange.get('rcode') or 'no answer')} | "
+                   f"{_ms(exchange.get('latency_ms'))} |")
+    return [*out, ""]
+
+
+def describe(note: dict, names) -> str:
+    """One annotation in words."""
+    kind = note.get("kind")
+    connection = note.get("connection")
+    on = f"Connection {connection}: " if connection is not None else ""
+    if kind in ("dnat", "snat"):
+        what = "destination" if kind == "dnat" else "source"
+        where = note.get("where")
+        at = f" between {where}" if where and where != "unknown" else ""
+        return (f"{on}{kind.upper()}: the {what} {note.get('before')} was rewritten to "
+                f"{names(note.get('after'))}{at}.")
+    if kind == "sidecar":
+        via = f" via {note['via']}" if note.get("via") else ""
+        return (f"{on}the {note.get('mesh')} sidecar intercepted {note.get('direction')} traffic "
+                f"on port {note.get('port')}{via} for the app at {names(note.get('app'))}.")
+    if kind == "mtls":
+        return (f"{on}mutual TLS between {names(note.get('client'))} and "
+                f"{names(note.get('server'))} (evidence: {', '.join(note.get('evidence') or [])}).")
+    if kind == "pooled":
+        return f"{on}{note.get('requests')} requests reused this one connection (pooling)."
+    if kind == "kept_open":
+        return f"{on}no FIN: the connection was kept open when the capture ended."
+    if kind == "control_plane":
+        return f"{on}{note.get('mesh')} control-plane traffic to {names(note.get('server'))}."
+    if kind == "retransmission":
+        return f"{on}{note.get('count')} retransmitted segment(s)."
+    if kind == "rst":
+        return f"{on}reset (RST) by {names(note.get('by'))}."
+    if kind == "nxdomain":
+        return f"DNS: `{note.get('name')}` does not exist (NXDOMAIN)."
+    if kind == "dns_unanswered":
+        return f"DNS: the query for `{note.get('name')}` got no answer in the capture."
+    fields = ", ".join(f"{k} {v}" for k, v in note.items() if k not in ("kind", "connection"))
+    return f"{on}{kind}: {fields}."
+
+
+def _findings(layout: Layout, names) -> list[str]:
+    out = ["## Findings", ""]
+    counted: dict[str, int] = {}
+    for note in layout.annotations:
+        sentence = describe(note, names)
+        counted[sentence] = counted.get(sentence, 0) + 1
+    out += [f"- {s}" + (f" (×{n})" if n > 1 else "") for s, n in counted.items()]
+    for group in layout.folds:
+        if group.collapsed:
+            out.append(f"- Folded in the diagram: {group.text.lstrip('↻ ')}, messages "
+                       f"{layout.rows[group.first_row].message}–"
+                       f"{layout.rows[group.last_row].message}.")
+    if len(out) == 2:
+        out.append("- Nothing unusual: no NAT, mesh, reset, retransmission or DNS failure seen.")
+    return [*out, ""]
+
+
+def _notes(layout: Layout, notes: list[dict]) -> list[str]:
+    if not notes:
+        return []
+    by_message = {row.message: row for row in layout.rows}
+    out = ["## Notes", ""]
+    for note in notes:
+        target = str(note.get("target") or "")
+        kind, _, ref = target.partition(":")
+        if kind == "message" and ref.isdigit() and int(ref) in by_message:
+            row = by_message[int(ref)]
+            where = (f"message {ref} ({row.label}, {row.src} → {row.dst}, "
+                     f"{row.t * 1000:.3f} ms)")
+        elif kind == "phase" and ref.isdigit() and int(ref) < len(layout.phases):
+            where = f"phase {layout.phases[int(ref)].title}"
+        elif kind == "phase":
+            where = f"phase {ref}"
+        else:
+            where = target or "the capture"
+        author = note.get("author") or "someone"
+        out.append(f"- **{_inline(author)}** on {_inline(where)}: {_inline(note.get('text', ''))}")
+    return [*out, ""]

@@ -1,0 +1,66 @@
+"""PlantUML sequence diagram text: participants declared first, `== phase ==` dividers, `...`
+delays for idle gaps, `loop` blocks for folded repetitions."""
+
+from __future__ import annotations
+
+import re
+
+from .layout import Layout
+
+ARROW = {"send": "->", "reply": "-->", "rst": "-[#b91c1c]>", "retransmission": "-[#b45309]->"}
+# A label is one line: newlines would end the statement and PlantUML reads `\n` as one, and
+# `~` is creole's escape character.
+_BREAKS = re.compile(r"[\r\n\x00-\x1f]")
+
+
+def escape(value: str) -> str:
+    return _BREAKS.sub(" ", value).replace("\\", "∖").replace("~", "~~")
+
+
+def participant_id(lane_index: int) -> str:
+    return f"P{lane_index}"
+
+
+def render_plantuml(layout: Layout, title: str | None = None) -> str:
+    lines = ["@startuml", "skinparam responseMessageBelowArrow true",
+             "skinparam sequenceMessageAlign center"]
+    if title:
+        lines.append(f"title {escape(title)}")
+    for lane in layout.lanes:
+        facts = [lane.kind] + ([lane.namespace] if lane.namespace else []) + lane.badges
+        shown = "\\n".join(part for part in (lane.name, lane.caption, " · ".join(facts)) if part)
+        lines.append(f'participant "{escape(shown).replace(chr(34), chr(39))}" as '
+                     f"{participant_id(lane.index)}")
+    gaps = {gap.before_row: gap for gap in layout.gaps}
+    folds = {group.first_row: group for group in layout.folds if group.collapsed}
+    open_fold = None
+    headed: set[int] = set()
+    named: set[int] = set()
+    for row in layout.visible_rows():
+        if row.index in gaps:
+            lines.append(f"...{escape(gaps[row.index].text.strip('… '))}...")
+        if row.index in folds:
+            open_fold = folds[row.index]
+            lines.append(f"loop {escape(open_fold.text)}")
+        group = layout.phases[row.group] if row.group is not None else None
+        if group is not None and group.id not in headed:
+            headed.add(group.id)
+            lines.append(f"== {escape(group.title)} ==")
+        words = [row.label]
+        for found in row.badges:
+            if found["kind"] == "hops":
+                continue
+            if found["kind"] in ("dnat", "snat") and found["annotation"] in named:
+                words.append(found["kind"].upper())
+                continue
+            if found["annotation"] is not None:
+                named.add(found["annotation"])
+            words.append(found["text"])
+        arrow = ARROW.get(row.style, "->")
+        lines.append(f"{participant_id(row.src_lane)} {arrow} {participant_id(row.dst_lane)} : "
+                     f"{escape(' · '.join(words))}")
+        if open_fold is not None and row.index == open_fold.shown_last_row:
+            lines.append("end")
+            open_fold = None
+    lines.append("@enduml")
+    return "\n".join(lines) + "\n"

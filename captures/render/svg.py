@@ -1,0 +1,231 @@
+"""A standalone SVG of a layout: every style is a presentation attribute on the element (no CSS,
+no scripts, no external fonts), so it reads the same opened alone, pasted into a document or
+embedded as an image. Tooltips are SVG <title> elements: the full label, hop chain and details.
+"""
+
+from __future__ import annotations
+
+import re
+from xml.sax.saxutils import escape, quoteattr
+
+from .layout import AXIS_WIDTH, BADGE_LINE, CHAR_WIDTH, LABEL_CHARS, LANE_HEAD_HEIGHT, Layout
+
+FONT = "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif"
+MONO = "ui-monospace, 'SFMono-Regular', Menlo, Consolas, monospace"
+NAT_COLOUR = "#6d28d9"
+ARROW_COLOUR = {"send": "#1f2937", "reply": "#4b5563", "rst": "#b91c1c",
+                "retransmission": "#b45309"}
+PHASE_FILL = {"dns": "#e0ecff", "handshake": "#e3f4e6", "tls": "#fff1d6", "exchange": "#f1f1f4",
+              "teardown": "#fde7e7", "other": "#f3f3f3"}
+BADGE_COLOUR = {"dnat": "#6d28d9", "snat": "#6d28d9", "sidecar": "#0e7490", "mtls": "#15803d",
+                "rst": "#b91c1c", "retransmission": "#b45309", "kept_open": "#6b7280",
+                "request": "#1d4ed8", "pooled": "#1d4ed8", "nxdomain": "#b91c1c",
+                "dns_unanswered": "#b91c1c", "hops": "#6b7280", "control_plane": "#0e7490"}
+# Characters XML 1.0 forbids; packet-derived labels (HTTP targets, SNI) may carry them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def text(value) -> str:
+    return escape(_NOT_XML.sub("?", str(value)))
+
+
+def attr(value) -> str:
+    return quoteattr(_NOT_XML.sub("?", str(value)))
+
+
+def cut(label: str, limit: int = LABEL_CHARS) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def render_svg(layout: Layout, title: str | None = None) -> str:
+    out: list[str] = []
+    w, h = round(layout.width), round(layout.height)
+    out.append(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        f'viewBox="0 0 {w} {h}" font-family={attr(FONT)} font-size="11" fill="#111827">'
+    )
+    out.append(f"<title>{text(title or 'kviz sequence diagram')}</title>")
+    out.append("<defs>")
+    for style, colour in ARROW_COLOUR.items():
+        out.append(
+            f'<marker id="kviz-arrow-{style}" viewBox="0 0 10 10" refX="9" refY="5" '
+            f'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+            f'<path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>'
+        )
+    out.append(
+        f'<marker id="kviz-arrow-nat" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" '
+        f'markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+        f'fill="{NAT_COLOUR}"/></marker>'
+    )
+    out.append("</defs>")
+    out.append(f'<rect x="0" y="0" width="{w}" height="{h}" fill="#ffffff"/>')
+    _phases(out, layout)
+    _lanes(out, layout, h)
+    _bands(out, layout)
+    _rows(out, layout)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _lane_span(layout: Layout, lanes: tuple[int, int], pad: float = 70) -> tuple[float, float]:
+    left = layout.lanes[lanes[0]].x - pad
+    right = layout.lanes[lanes[1]].x + pad
+    return max(left, AXIS_WIDTH + 4), right
+
+
+def _phases(out: list[str], layout: Layout) -> None:
+    for group in layout.phases:
+        if group.y_top is None or group.y_bottom is None:
+            continue  # every row of it is folded away
+        left, right = _lane_span(layout, group.lanes)
+        fill = PHASE_FILL.get(group.phase, "#f3f3f3")
+        out.append(
+            f'<rect x="{left:.1f}" y="{group.y_top:.1f}" width="{right - left:.1f}" '
+            f'height="{group.y_bottom - group.y_top:.1f}" rx="4" fill="{fill}" '
+            f'fill-opacity="0.7" stroke="#d1d5db" stroke-width="0.5"/>'
+        )
+        out.append(
+            f'<text x="{left + 6:.1f}" y="{group.y_top + 12:.1f}" font-size="10" '
+            f'font-weight="600" fill="#374151">{text(group.title)}</text>'
+        )
+
+
+def _lanes(out: list[str], layout: Layout, height: int) -> None:
+    out.append(
+        f'<text x="{AXIS_WIDTH - 8}" y="{LANE_HEAD_HEIGHT - 6}" text-anchor="end" '
+        f'font-size="10" fill="#6b7280">time (ms)</text>'
+    )
+    for lane in layout.lanes:
+        head_width = lane.head_width
+        x = lane.x
+        out.append(
+            f'<line x1="{x}" y1="{LANE_HEAD_HEIGHT}" x2="{x}" y2="{height - 20}" '
+            f'stroke="#9ca3af" stroke-dasharray="4 4"/>'
+        )
+        out.append(f"<g><title>{text(_lane_tooltip(lane))}</title>")
+        out.append(
+            f'<rect x="{x - head_width / 2:.1f}" y="6" width="{head_width:.1f}" '
+            f'height="{LANE_HEAD_HEIGHT - 12}" rx="6" fill="#f9fafb" stroke="#6b7280"/>'
+        )
+        out.append(f'<text x="{x}" y="24" text-anchor="middle" font-weight="700" '
+                   f'font-size="12">{text(lane.name)}</text>')
+        out.append(f'<text x="{x}" y="38" text-anchor="middle" font-family={attr(MONO)} '
+                   f'font-size="10" fill="#374151">{text(lane.caption)}</text>')
+        out.append(f'<text x="{x}" y="51" text-anchor="middle" font-size="9" '
+                   f'fill="#0e7490">{text(lane.facts)}</text>')
+        out.append("</g>")
+
+
+def _lane_tooltip(lane) -> str:
+    parts = [lane.name, lane.address, lane.kind]
+    if lane.namespace:
+        parts.append(f"namespace {lane.namespace}")
+    return " · ".join(parts + lane.badges)
+
+
+def _bands(out: list[str], layout: Layout) -> None:
+    left = AXIS_WIDTH
+    right = layout.width - 20
+    for gap in layout.gaps:
+        middle = gap.y + gap.height / 2
+        out.append(
+            f'<rect x="{left}" y="{gap.y + 4:.1f}" width="{right - left:.1f}" '
+            f'height="{gap.height - 8:.1f}" fill="#f3f4f6" stroke="#9ca3af" '
+            f'stroke-dasharray="2 3"/>'
+        )
+        out.append(f'<text x="{(left + right) / 2:.1f}" y="{middle + 4:.1f}" text-anchor="middle" '
+                   f'font-style="italic" fill="#4b5563">{text(gap.text)}</text>')
+    for group in layout.folds:
+        if not group.collapsed or group.y is None or group.band is None:
+            continue
+        lo, hi = group.band
+        out.append(
+            f'<rect x="{lo:.1f}" y="{group.y + 4:.1f}" width="{hi - lo:.1f}" '
+            f'height="{group.height - 8:.1f}" rx="4" fill="#eef2ff" stroke="#6366f1" '
+            f'stroke-dasharray="5 3"/>'
+        )
+        out.append(f'<text x="{(lo + hi) / 2:.1f}" y="{group.y + group.height / 2 + 4:.1f}" '
+                   f'text-anchor="middle" font-weight="600" fill="#3730a3">'
+                   f'{text(group.text)}</text>')
+
+
+def _rows(out: list[str], layout: Layout) -> None:
+    lanes = layout.lanes
+    for row in layout.visible_rows():
+        y = row.y
+        colour = ARROW_COLOUR.get(row.style, "#1f2937")
+        dash = ' stroke-dasharray="6 3"' if row.style in ("reply", "retransmission") else ""
+        style = row.style if row.style in ARROW_COLOUR else "send"
+        marker = f'marker-end="url(#kviz-arrow-{style})"'
+        x1, x2 = lanes[row.src_lane].x, lanes[row.dst_lane].x
+        out.append(f"<g><title>{text(_row_tooltip(row))}</title>")
+        out.append(f'<text x="{AXIS_WIDTH - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="10" '
+                   f'font-family={attr(MONO)} fill="#6b7280">{row.t * 1000:.3f}</text>')
+        if x1 == x2:  # a loopback conversation: both ends on one lifeline
+            out.append(
+                f'<path d="M{x1},{y - 8:.1f} h36 v14 h-34" fill="none" stroke="{colour}" '
+                f'stroke-width="1.4"{dash} {marker}/>'
+            )
+            label_x, anchor, badge_x = x1 + 42, "start", x1 + 42
+            label_y = y + 1
+        else:
+            out.append(
+                f'<line x1="{x1}" y1="{y:.1f}" x2="{x2}" y2="{y:.1f}" stroke="{colour}" '
+                f'stroke-width="1.4"{dash} {marker}/>'
+            )
+            label_x, anchor, badge_x = (x1 + x2) / 2, "middle", (x1 + x2) / 2
+            label_y = y - 5
+        if row.nat_lane is not None:  # on to the pod the DNAT chose
+            x3 = lanes[row.nat_lane].x
+            out.append(
+                f'<line x1="{x2}" y1="{y:.1f}" x2="{x3}" y2="{y:.1f}" stroke="{NAT_COLOUR}" '
+                f'stroke-width="1.2" stroke-dasharray="2 3" marker-end="url(#kviz-arrow-nat)"/>'
+            )
+        weight = ' font-weight="600"' if row.phase == "request" and row.label != "ACK" else ""
+        out.append(f'<text x="{label_x:.1f}" y="{label_y:.1f}" text-anchor="{anchor}"{weight} '
+                   f'fill="{colour}">{text(cut(row.label))}</text>')
+        line_y = y + 13 if x1 != x2 else y + 17
+        for found in row.badges:
+            shown = found.get("shown")
+            if not shown:
+                continue
+            colour = BADGE_COLOUR.get(found["kind"], "#374151")
+            if found["kind"] == "mtls":
+                width = len(shown) * CHAR_WIDTH * 0.78
+                lock_x = badge_x - width / 2 - 14 if anchor == "middle" else badge_x - 14
+                out.append(_padlock(lock_x, line_y - 9))
+            out.append(f'<text x="{badge_x:.1f}" y="{line_y:.1f}" text-anchor="{anchor}" '
+                       f'font-size="9.5" fill="{colour}">{text(shown)}</text>')
+            line_y += BADGE_LINE
+        abbreviated = [b["kind"].upper() for b in row.badges
+                       if b["kind"] in ("dnat", "snat") and not b.get("shown")]
+        if abbreviated:  # the full words were written on this finding's first arrow
+            tag_x = x2 - 30 if x2 > x1 else x2 + 12
+            out.append(f'<text x="{tag_x:.1f}" y="{y + 11:.1f}" font-size="8.5" '
+                       f'fill="{BADGE_COLOUR["dnat"]}">{text(" ".join(abbreviated))}</text>')
+        out.append("</g>")
+
+
+def _row_tooltip(row) -> str:
+    lines = [f"{row.label}", f"{row.src} → {row.dst} ({row.proto}"
+             + (f", flags {row.flags}" if row.flags else "") + ")",
+             f"t = {row.t * 1000:.3f} ms, message {row.message}"
+             + (f", connection {row.connection}" if row.connection is not None else "")
+             + f", phase {row.phase}"]
+    if row.frame:
+        lines.append(f"frame {row.frame[1]} of file {row.frame[0]}")
+    if len(row.hops) > 1:
+        lines.append("hops: " + " → ".join(row.hops))
+    for found in row.badges:
+        if found["kind"] != "hops":
+            lines.append(found["text"] + (f" ({found['detail']})" if found.get("detail") else ""))
+    return "\n".join(lines)
+
+
+def _padlock(x: float, y: float) -> str:
+    """A small padlock drawn with paths: emoji fonts are not everywhere an SVG is opened."""
+    return (
+        f'<g fill="none" stroke="#15803d" stroke-width="1.2">'
+        f'<path d="M{x + 2:.1f},{y + 4:.1f} v-1.5 a3,3 0 0 1 6,0 v1.5"/>'
+        f'<rect x="{x:.1f}" y="{y + 4:.1f}" width="10" height="6" rx="1" fill="#15803d"/></g>'
+    )

@@ -1,0 +1,69 @@
+"""The lab's node capture drawn: names from its inventory, the kube-proxy DNAT badge on the
+SYN to the nginx VIP, and the arrow carried on to the pod that served it.
+
+Uses `python manage.py kviz lab run node` (captures/lab); skipped where the lab cannot run
+(not root, lab tools missing, or a build without the lab)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from captures.analysis import CaptureFile, analyze_files
+from captures.render import build_layout, render_markdown, render_mermaid, render_svg
+
+MANAGE = Path(__file__).resolve().parents[2] / "manage.py"
+
+
+def _lab_unavailable() -> str | None:
+    try:
+        from tests.lab.conftest import lab_unavailable_reason
+    except ImportError:
+        return "this build has no lab (captures/lab)"
+    return lab_unavailable_reason()
+
+
+@pytest.fixture(scope="module")
+def node_capture(tmp_path_factory):
+    reason = _lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path_factory.mktemp("labnode")
+    prefix = f"kvr{os.getpid() % 1000}"
+    kviz = [sys.executable, str(MANAGE), "kviz", "lab"]
+    try:
+        done = subprocess.run([*kviz, "run", "node", "--prefix", prefix, "--out", str(out)],
+                              capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+    finally:
+        subprocess.run([*kviz, "down", "--prefix", prefix], capture_output=True, timeout=120)
+    inventory = json.loads((out / "inventory.json").read_text(encoding="utf-8"))
+    return CaptureFile.from_path(out / "node.pcapng"), inventory
+
+
+def test_it_draws_the_node_view_with_names_and_the_dnat(node_capture):
+    capture, inventory = node_capture
+    model = analyze_files([capture], inventory)
+    try:
+        layout = build_layout(model)
+        doc_annotations = list(model.annotations)
+    finally:
+        model.close()
+    svg = render_svg(layout)
+    texts = ["".join(t.itertext()) for t in ET.fromstring(svg).iter(
+        "{http://www.w3.org/2000/svg}text")]
+    names = {lane.name for lane in layout.lanes}
+    assert {"ubuntu", "nginx"} <= names
+    dnat = next(a for a in doc_annotations if a["kind"] == "dnat" and a["before"].endswith(":80"))
+    assert any(t.startswith(f"DNAT {dnat['before']} → {dnat['after']} at ") for t in texts)
+    syn = next(row for row in layout.rows if row.flags == "S" and row.dst == dnat["before"])
+    assert layout.lanes[syn.nat_lane].ip == dnat["after"].rsplit(":", 1)[0]
+    assert "sequenceDiagram" in render_mermaid(layout)
+    ubuntu = next(p for p in inventory["pods"] if p["name"] == "ubuntu")
+    assert f"| `{ubuntu['ips'][0]}` | ubuntu | pod |" in render_markdown(layout)
