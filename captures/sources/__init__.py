@@ -1,0 +1,1 @@
+"""Where packets come from: one module per source (upload, local, lab, kubernetes)."""
