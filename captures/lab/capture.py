@@ -35,10 +35,12 @@ class CaptureFailed(RuntimeError):
     pass
 
 
-def dumpcap_argv(interface: str, output: str) -> list[str]:
+def dumpcap_argv(interface: str, output: str, capture_filter: str = "") -> list[str]:
     # -n: pcapng (dumpcap's default, said anyway); -q: no packet counts on stderr.
     link_type = ["-y", "LINUX_SLL2"] if interface == "any" else []
-    return ["dumpcap", "-p", "-q", "-n", "-i", interface, *link_type, "-w", output]
+    # The filter is one argv element, never shell text; dumpcap compiles (and rejects) it.
+    bpf = ["-f", capture_filter] if capture_filter else []
+    return ["dumpcap", "-p", "-q", "-n", "-i", interface, *link_type, *bpf, "-w", output]
 
 
 @dataclass
@@ -53,10 +55,11 @@ class Capture:
     _stderr: bytes = b""
 
     @classmethod
-    def start(cls, ns: str, interface: str, path: Path | None = None) -> Capture:
+    def start(cls, ns: str, interface: str, path: Path | None = None,
+              capture_filter: str = "") -> Capture:
         output = "-" if path is None else str(path)
         process = subprocess.Popen(
-            netns.in_ns(ns, dumpcap_argv(interface, output)),
+            netns.in_ns(ns, dumpcap_argv(interface, output, capture_filter)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if path is None else subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True,

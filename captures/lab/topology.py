@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -93,7 +94,7 @@ class Lab:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """One lab operation at a time (CLI and dashboard may both drive the same lab).
+        """One lab operation at a time per root directory (CLI and dashboard may both drive it).
 
         Re-entrant within one Lab object: a scenario holds the lock and switches the sidecar.
         """
@@ -104,24 +105,29 @@ class Lab:
             finally:
                 self._lock_depth -= 1
             return
-        lock_path = self.state_dir.parent / f".{self.prefix}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as lock:
+        # The lock is the labs' root directory itself: a lock file would be one more thing for
+        # `down` to remove, and removing a lock file others wait on breaks the lock.
+        root = self.state_dir.parent
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
             deadline = time.monotonic() + LOCK_TIMEOUT
             while True:
                 try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise LabError(f"lab {self.prefix} is busy (lock {lock_path})") from None
+                        raise LabError(f"lab {self.prefix} is busy (lock on {root})") from None
                     time.sleep(0.1)
             self._lock_depth = 1
             try:
                 yield
             finally:
                 self._lock_depth = 0
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -255,8 +261,10 @@ class Lab:
         for pod in self.plan.pods:
             pod_ns = self.plan.pod_ns(pod)
             self._add_pod_veth(pod)
-            # The node answers ARP for the pod's gateway on the pod's veth (proxy ARP).
-            netns.sysctl(node, {f"net.ipv4.conf.{pod.veth}.proxy_arp": "1"})
+            # The node answers ARP for the pod's gateway on the pod's veth (proxy ARP), at once:
+            # the kernel's default proxy_delay holds each answer back up to 0.8 s.
+            netns.sysctl(node, {f"net.ipv4.conf.{pod.veth}.proxy_arp": "1",
+                                f"net.ipv4.neigh.{pod.veth}.proxy_delay": "0"})
             netns.ip(node, "link", "set", pod.veth, "up")
             netns.ip(node, "route", "add", f"{pod.ip}/32", "dev", pod.veth, "scope", "link")
             netns.ip(pod_ns, "addr", "add", f"{pod.ip}/32", "dev", "eth0")

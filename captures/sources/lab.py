@@ -46,16 +46,18 @@ def find_target(target_id: str, prefix: str | None = None) -> LabTarget:
 
 
 def start_capture(target: LabTarget | str, path: Path | None = None,
-                  interface: str | None = None, prefix: str | None = None) -> Capture:
+                  interface: str | None = None, prefix: str | None = None,
+                  capture_filter: str = "") -> Capture:
     """Start dumpcap on a target. Without `path`, `capture.process.stdout` streams pcapng.
 
-    Call `capture.stop()` to end it; the lab must be up.
+    `capture_filter` is a BPF expression. Call `capture.stop()` to end it (it waits for the
+    last packets, so keep reading stdout meanwhile); the lab must be up.
     """
     if isinstance(target, str):
         target = find_target(target, prefix)
     if not get_lab(prefix).is_up():
         raise LabError("the lab is not up (python manage.py kviz lab up)")
-    return Capture.start(target.netns, interface or target.interface, path)
+    return Capture.start(target.netns, interface or target.interface, path, capture_filter)
 
 
 def run_traffic(name: str, prefix: str | None = None) -> None:

@@ -214,6 +214,26 @@ class Pool:
             upstream.writer.close()
 
 
+async def exchange(request: Head, reader, writer, upstream: Upstream) -> bool:
+    """One request/response; returns whether the upstream connection can be reused."""
+    upstream.writer.write(request.encode())
+    await relay_body(request, reader, upstream.writer, request_has_body(request))
+    await upstream.writer.drain()
+    while True:
+        response = await read_head(upstream.reader)
+        if response is None:
+            raise ConnectionError("upstream closed before answering")
+        closing = wants_close(response)
+        extra = (("Connection", "close"),) if wants_close(request) else ()
+        writer.write(response.encode(extra=extra))
+        if int(response.start.split()[1]) >= 200:
+            break
+    delimited = await relay_body(response, upstream.reader, writer,
+                                 response_has_body(request, response))
+    await writer.drain()
+    return delimited and not closing
+
+
 class Outbound:
     def __init__(self, config: dict, tls: ssl.SSLContext):
         self.services = config["services"]  # "VIP:port" → {"sni", "endpoints"}
@@ -244,7 +264,7 @@ class Outbound:
             endpoint = next(self.rotation[vip])
             upstream = await self.pool.acquire(endpoint, service["sni"])
             try:
-                reusable = await self.exchange(request, reader, writer, upstream)
+                reusable = await exchange(request, reader, writer, upstream)
             except BaseException:
                 upstream.writer.close()
                 raise
@@ -257,25 +277,6 @@ class Outbound:
                 upstream.writer.close()
             if wants_close(request):
                 break
-
-    async def exchange(self, request: Head, reader, writer, upstream: Upstream) -> bool:
-        """One request/response; returns whether the upstream connection can be reused."""
-        upstream.writer.write(request.encode())
-        await relay_body(request, reader, upstream.writer, request_has_body(request))
-        await upstream.writer.drain()
-        while True:
-            response = await read_head(upstream.reader)
-            if response is None:
-                raise ConnectionError("upstream closed before answering")
-            closing = wants_close(response)
-            extra = (("Connection", "close"),) if wants_close(request) else ()
-            writer.write(response.encode(extra=extra))
-            if int(response.start.split()[1]) >= 200:
-                break
-        delimited = await relay_body(response, upstream.reader, writer,
-                                     response_has_body(request, response))
-        await writer.drain()
-        return delimited and not closing
 
 
 async def control_plane_stream(address: str, tls: ssl.SSLContext, node_id: str) -> None:
