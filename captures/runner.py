@@ -121,7 +121,8 @@ def run(capture_id, worker_id: str) -> str | None:
 
 
 def _record(capture: Capture, worker_id: str, publisher: LivePublisher) -> None:
-    source = sources.open_live(capture.target_kind, capture.target_spec, capture.bpf_filter)
+    source = sources.open_live(capture.target_kind, capture.target_spec, capture.bpf_filter,
+                               capture.limit_packets)
     capture.directory.mkdir(parents=True, exist_ok=True)
     path = capture.directory / "capture.pcapng"
     capture.pcap_path = str(path.relative_to(settings.DATA_DIR))
@@ -171,14 +172,15 @@ def _capture_loop(capture, worker_id, publisher, source, path: Path) -> None:
             if now - last_batch >= BATCH_INTERVAL:
                 _send_batch(capture, decoder, publisher)
                 last_batch = now
+            capture.packets, capture.bytes, capture.elapsed = decoder.packets, size, now - start
+            reason = _limit_reached(capture)  # in memory, every turn: overshoot stays small
             if now - last_check >= CHECK_INTERVAL or ended:
                 last_check = now
-                capture.packets, capture.bytes, capture.elapsed = decoder.packets, size, now - start
-                reason = _check(capture, worker_id)
-                if reason and not stop_reason:
-                    stop_reason, stopped_at = reason, now
-                    _add_log(capture, worker_id, f"stopping: {reason}")
-                    source.stop()
+                reason = _check(capture, worker_id) or reason
+            if reason and not stop_reason:
+                stop_reason, stopped_at = reason, now
+                _add_log(capture, worker_id, f"stopping: {reason}")
+                source.stop()
             if stopped_at is not None and now - stopped_at > STOP_GRACE and not ended:
                 source.kill()
                 stopped_at = float("inf")  # killed once; EOF follows
@@ -189,7 +191,9 @@ def _capture_loop(capture, worker_id, publisher, source, path: Path) -> None:
     _owned(capture, worker_id).update(packets=capture.packets, bytes=capture.bytes,
                                       elapsed=capture.elapsed)
     if not stop_reason:
-        _add_log(capture, worker_id, "the source ended")
+        # A source that stops itself at a limit (dumpcap -c) ends before we see the limit.
+        _add_log(capture, worker_id, f"stopped: {_limit_reached(capture)}"
+                 if _limit_reached(capture) else "the source ended")
     if decoder.error:
         _add_log(capture, worker_id, f"live view: {decoder.error}")
 
@@ -202,14 +206,16 @@ def _send_batch(capture, decoder, publisher) -> None:
 
 
 def _check(capture: Capture, worker_id: str) -> str:
-    """Save progress; return why the capture should stop now, or ''."""
+    """Save progress; return "stopped by the user" when the row says so, else ''."""
     saved = _owned(capture, worker_id).update(packets=capture.packets, bytes=capture.bytes,
                                               elapsed=capture.elapsed)
     status = Capture.objects.filter(id=capture.id).values_list("status", flat=True).first()
     if not saved or status not in ACTIVE:
         raise Lost
-    if status == Status.STOPPING:
-        return "stopped by the user"
+    return "stopped by the user" if status == Status.STOPPING else ""
+
+
+def _limit_reached(capture: Capture) -> str:
     if capture.elapsed >= capture.limit_seconds:
         return f"time limit ({capture.limit_seconds} s)"
     if capture.packets >= capture.limit_packets:

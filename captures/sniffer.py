@@ -68,7 +68,7 @@ def interface_linktype(interface: str) -> str:
     return ARPHRD_LINKTYPES.get(arphrd, "EN10MB")
 
 
-def dumpcap_argv(interface: str, bpf: str = "") -> list[str]:
+def dumpcap_argv(interface: str, bpf: str = "", max_packets: int | None = None) -> list[str]:
     # -p: no promiscuous mode (see captures/lab/capture.py: bridges would show extra copies);
     # -n: pcapng, written block by block, so a killed capture is readable up to its last block.
     argv = ["dumpcap", "-p", "-q", "-n", "-i", interface]
@@ -76,6 +76,8 @@ def dumpcap_argv(interface: str, bpf: str = "") -> list[str]:
         argv += ["-y", ANY_LINKTYPE]
     if bpf:
         argv += ["-f", bpf]
+    if max_packets:
+        argv += ["-c", str(max_packets)]  # exact: dumpcap stops itself after that many
     return [*argv, "-w", "-"]
 
 
@@ -113,12 +115,13 @@ class Sniff:
                 pipe.close()
 
 
-def start(interface: str, bpf: str = "", wrap: list[str] | None = None) -> Sniff:
+def start(interface: str, bpf: str = "", wrap: list[str] | None = None,
+          max_packets: int | None = None) -> Sniff:
     """Start dumpcap; returns once it is capturing (its pcapng header has arrived).
 
     `wrap` prefixes the argv (e.g. `ip netns exec NS`).
     """
-    argv = [*(wrap or []), *dumpcap_argv(interface, bpf)]
+    argv = [*(wrap or []), *dumpcap_argv(interface, bpf, max_packets)]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + START_TIMEOUT

@@ -89,15 +89,17 @@ def resolve_target(target) -> Target:
     raise TargetError("target kind must be one of local, lab, pod, node, service")
 
 
-def open_live(kind: str, spec: dict, bpf: str) -> LiveSource:
+def open_live(kind: str, spec: dict, bpf: str, max_packets: int | None = None) -> LiveSource:
+    """A source for a validated target. `max_packets` lets a source stop itself exactly at the
+    packet limit where it can; the runner enforces every limit anyway."""
     if kind == "local":
         from captures.sources import local
 
-        return local.LocalSource(spec["interface"], bpf)
+        return local.LocalSource(spec["interface"], bpf, max_packets)
     if kind == "lab":
         from captures.sources import labsource
 
-        return labsource.LabSource(spec["target"], bpf)
+        return labsource.LabSource(spec["target"], bpf, max_packets)
     raise TargetError(f"no live source for kind {kind!r}")
 
 

@@ -73,9 +73,10 @@ def _adapter_takes_filter() -> bool:
 
 
 class LabSource(LiveSource):
-    def __init__(self, target_id: str, bpf: str = ""):
+    def __init__(self, target_id: str, bpf: str = "", max_packets: int | None = None):
         self.target_id = target_id
         self.bpf = bpf
+        self.max_packets = max_packets
         self.vantage = target_id
         self.interfaces = {}
         self.capture = None
@@ -90,7 +91,8 @@ class LabSource(LiveSource):
         self.interfaces = netns.links(target.netns) if target.kind == "node" else {}
         if self.bpf and not _adapter_takes_filter():
             # The lab adapter cannot filter yet: run dumpcap in the target's namespace here.
-            self.sniff = sniffer.start(target.interface, self.bpf, netns.in_ns(target.netns, []))
+            self.sniff = sniffer.start(target.interface, self.bpf, netns.in_ns(target.netns, []),
+                                       self.max_packets)
             self.stream, self.preamble = self.sniff.stream, self.sniff.preamble
             return
         extra = {"capture_filter": self.bpf} if self.bpf else {}

@@ -27,15 +27,16 @@ def resolve(target: dict) -> Target:
 
 
 class LocalSource(LiveSource):
-    def __init__(self, interface: str, bpf: str = ""):
+    def __init__(self, interface: str, bpf: str = "", max_packets: int | None = None):
         self.interface = interface
         self.bpf = bpf
+        self.max_packets = max_packets
         self.vantage = f"host/{os.uname().nodename}:{interface}"
         self.interfaces = {}
         self.sniff = None
 
     def open(self) -> None:
-        self.sniff = sniffer.start(self.interface, self.bpf)
+        self.sniff = sniffer.start(self.interface, self.bpf, max_packets=self.max_packets)
         self.stream = self.sniff.stream
         self.preamble = self.sniff.preamble
 

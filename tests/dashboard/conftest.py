@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE_URL = os.environ.get("KVIZ_TEST_DATABASE_URL",
-                              "postgres://postgres@127.0.0.1:5432/kviz_dashboard")
+                              f"postgres://postgres@127.0.0.1:5432/kviz_dashboard_{os.getpid()}")
 REDIS_URL = os.environ.get("KVIZ_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 RUN_TAG = f"kvt{os.getpid()}"
 QUEUE = f"kviz-test-{RUN_TAG}"
