@@ -22,6 +22,8 @@ only new in-order bytes to the TLS and HTTP/2 readers.
 
 from __future__ import annotations
 
+from sys import intern
+
 from .dns import qtype_name, rcode_name
 from .http import (
     H2_FRAME_NAMES,
@@ -575,12 +577,61 @@ def dns_label(infos) -> str:
     return "; ".join(parts)
 
 
+class DnsExchange:
+    """One query and its answer. Compact on purpose: a DNS-heavy capture has one per query."""
+
+    __slots__ = (
+        "answers",
+        "client",
+        "id",
+        "latency_ms",
+        "name",
+        "qtype",
+        "rcode",
+        "retries",
+        "server",
+        "t",
+        "transport",
+    )
+
+    def __init__(self, ident, name, qtype, client, server, t, transport) -> None:
+        self.id = ident
+        self.name = name
+        self.qtype = qtype
+        self.client = client
+        self.server = server
+        self.t = t  # None when only the answer was seen
+        self.transport = transport
+        self.answers: tuple = ()  # (name, type, value) records
+        self.rcode = None
+        self.latency_ms = None
+        self.retries = 0
+
+    def to_dict(self, t0: float) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": qtype_name(self.qtype),
+            "answers": [value for _n, _t, value in self.answers],
+            "answer_records": [
+                {"name": n, "type": qtype_name(t), "value": v} for n, t, v in self.answers
+            ],
+            "rcode": None if self.rcode is None else rcode_name(self.rcode),
+            "client": self.client,
+            "server": self.server,
+            "t": None if self.t is None else round(self.t - t0, 6),
+            "latency_ms": self.latency_ms,
+            "transport": self.transport,
+            "retries": self.retries,
+        }
+
+
 class DnsTracker:
     """Pairs each DNS answer with its query by (id, client endpoint, name, type)."""
 
     def __init__(self, max_exchanges: int, warnings) -> None:
-        self.exchanges: list[dict] = []
-        self.pending: dict[tuple, dict] = {}
+        self.exchanges: list[DnsExchange] = []
+        self.pending: dict[tuple, DnsExchange] = {}
         self.max_exchanges = max_exchanges
         self.warnings = warnings
 
@@ -590,52 +641,26 @@ class DnsTracker:
                 f"more than {self.max_exchanges} DNS exchanges: later ones are not listed"
             )
             return
+        # Names, addresses and endpoints repeat across thousands of lookups: share them.
+        src, dst = intern(src), intern(dst)
         for info in record.dns:
-            name = info.name
+            name = intern(info.name)
             if not info.is_response:
                 key = (info.id, src, name.lower(), info.qtype)
                 existing = self.pending.get(key)
-                if existing is not None and existing["rcode"] is None:
-                    existing["retries"] += 1
+                if existing is not None and existing.rcode is None:
+                    existing.retries += 1
                     continue
-                exchange = {
-                    "id": info.id,
-                    "name": name,
-                    "type": qtype_name(info.qtype),
-                    "answers": [],
-                    "rcode": None,
-                    "client": src,
-                    "server": dst,
-                    "t": record.time,
-                    "latency_ms": None,
-                    "transport": transport,
-                    "retries": 0,
-                }
+                exchange = DnsExchange(info.id, name, info.qtype, src, dst, record.time, transport)
                 self.exchanges.append(exchange)
                 self.pending[key] = exchange
                 continue
             key = (info.id, dst, name.lower(), info.qtype)
-            exchange = self.pending.get(key)
-            if exchange is None or exchange["rcode"] is not None:
-                exchange = {
-                    "id": info.id,
-                    "name": name,
-                    "type": qtype_name(info.qtype),
-                    "answers": [],
-                    "rcode": None,
-                    "client": dst,
-                    "server": src,
-                    "t": None,
-                    "latency_ms": None,
-                    "transport": transport,
-                    "retries": 0,
-                }
+            exchange = self.pending.pop(key, None)
+            if exchange is None:
+                exchange = DnsExchange(info.id, name, info.qtype, dst, src, None, transport)
                 self.exchanges.append(exchange)
             else:
-                exchange["latency_ms"] = round((record.time - exchange["t"]) * 1000, 3)
-                del self.pending[key]
-            exchange["rcode"] = rcode_name(info.rcode)
-            exchange["answers"] = [value for _n, _t, value in info.answers]
-            exchange["answer_records"] = [
-                {"name": n, "type": qtype_name(t), "value": v} for n, t, v in info.answers
-            ]
+                exchange.latency_ms = round((record.time - exchange.t) * 1000, 3)
+            exchange.rcode = info.rcode
+            exchange.answers = tuple((intern(n), t, intern(v)) for n, t, v in info.answers)

@@ -401,15 +401,17 @@ class _Analysis:
             for port_holder in (conn.server,):
                 self.participants.setdefault(port_holder[0], set()).add(port_holder[1])
 
-        dns = []
+        unanswered: dict[str, int] = {}
+        nxdomain: dict[str, int] = {}
         for exchange in self.dns.exchanges:
-            if exchange["t"] is not None:
-                exchange["t"] = round(exchange["t"] - t0, 6)
-            if exchange["rcode"] == "NXDOMAIN":
-                self._annotate({"kind": "nxdomain", "name": exchange["name"]})
-            elif exchange["rcode"] is None:
-                self._annotate({"kind": "dns_unanswered", "name": exchange["name"]})
-            dns.append(exchange)
+            if exchange.rcode == 3:
+                nxdomain[exchange.name] = nxdomain.get(exchange.name, 0) + 1
+            elif exchange.rcode is None:
+                unanswered[exchange.name] = unanswered.get(exchange.name, 0) + 1
+        for name, count in nxdomain.items():
+            self._annotate({"kind": "nxdomain", "name": name, "count": count})
+        for name, count in unanswered.items():
+            self._annotate({"kind": "dns_unanswered", "name": name, "count": count})
 
         http = []
         for request in self.tcp.http:
@@ -451,5 +453,12 @@ class _Analysis:
         if capture["packets"] == 0:
             capture["warnings"].append("the capture holds no packets")
         return SequenceModel(
-            capture, participants, self.messages, connections, dns, http, self.annotations
+            capture,
+            participants,
+            self.messages,
+            connections,
+            self.dns.exchanges,
+            http,
+            self.annotations,
+            t0,
         )

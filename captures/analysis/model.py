@@ -58,7 +58,7 @@ def encode_message(
 class MessageSpool:
     """Messages as JSON text, in order; past `in_memory` of them, the rest go to a temp file."""
 
-    def __init__(self, in_memory: int = 50_000) -> None:
+    def __init__(self, in_memory: int = 5_000) -> None:
         self.in_memory = in_memory
         self.items: list[str] = []
         self.file = None
@@ -71,8 +71,8 @@ class MessageSpool:
             if self.file is None:
                 # Closed by close(); it must outlive this call, so no `with` here.
                 self.file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+            self.items.append("")  # so the join ends with a newline
             self.file.write("\n".join(self.items))
-            self.file.write("\n")
             self.items.clear()
 
     def __len__(self) -> int:
@@ -99,22 +99,37 @@ class MessageSpool:
 
 
 class SequenceModel:
+    """The analysis result. `dns` is kept as compact exchange objects (one per query can be
+    most of a capture) and becomes dicts only when read or written."""
+
     def __init__(
-        self, capture, participants, messages: MessageSpool, connections, dns, http, annotations
+        self,
+        capture,
+        participants,
+        messages: MessageSpool,
+        connections,
+        dns_exchanges,
+        http,
+        annotations,
+        t0: float,
     ) -> None:
         self.capture = capture
         self.participants = participants
         self.messages = messages
         self.connections = connections
-        self.dns = dns
+        self.dns_exchanges = dns_exchanges
         self.http = http
         self.annotations = annotations
+        self.t0 = t0
+
+    @property
+    def dns(self) -> list[dict]:
+        return [exchange.to_dict(self.t0) for exchange in self.dns_exchanges]
 
     def _parts(self) -> list[tuple[str, object]]:
         return [
             ("participants", self.participants),
             ("connections", self.connections),
-            ("dns", self.dns),
             ("http", self.http),
             ("annotations", self.annotations),
         ]
@@ -122,13 +137,17 @@ class SequenceModel:
     def to_dict(self) -> dict:
         doc = {"schema": SCHEMA, "capture": self.capture, "messages": list(self.messages)}
         doc.update(self._parts())
+        doc["dns"] = self.dns
         return doc
 
     def write_json(self, fp: TextIO) -> None:
         fp.write('{"schema":' + _dumps(SCHEMA) + ',"capture":' + _dumps(self.capture))
         for key, value in self._parts():
             fp.write(f',"{key}":' + _dumps(value))
-        fp.write(',"messages":[')
+        fp.write(',"dns":[')
+        for index, exchange in enumerate(self.dns_exchanges):
+            fp.write(("," if index else "") + _dumps(exchange.to_dict(self.t0)))
+        fp.write('],"messages":[')
         first = True
         for text in self.messages.encoded():
             fp.write(text if first else "," + text)
