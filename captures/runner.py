@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 from django.utils import timezone
 
 from captures.analysis import CaptureError, CaptureFile, analyze_files
@@ -64,7 +64,7 @@ class Heartbeat(threading.Thread):
                 Capture.objects.filter(id=self.capture_id, status__in=ACTIVE,
                                        worker_id=self.worker_id).update(heartbeat=timezone.now())
         finally:
-            close_old_connections()
+            connection.close()  # this thread's own connection; threads do not share them
 
     def stop(self) -> None:
         self.stopped.set()

@@ -12,7 +12,7 @@ import threading
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 
 from captures import actions, runner
 
@@ -34,7 +34,7 @@ def _in_thread(task, capture_id: str) -> None:
     try:
         task.apply(args=(capture_id,))
     finally:
-        close_old_connections()
+        connection.close()  # this thread's own connection
 
 
 def enqueue(task_name: str, capture_id) -> None:

@@ -101,3 +101,52 @@ def test_it_stops_by_itself_at_the_packet_limit(worker, alice_client):
                      and d, 10, what="the capture to end at its limit")
     assert final["counters"]["packets"] == 10  # dumpcap -c: exact for local captures
     assert any("packet limit" in line for line in Capture.objects.get(id=capture_id).log)
+
+
+def test_the_live_view_is_refused_to_others_and_redacted_for_redacted_links(
+        worker, alice_client, client, users):
+    port = free_udp_port()
+    capture_id = start_local(alice_client, "shared", port, packets=5)
+    wait_for(lambda: detail(alice_client, capture_id)["counters"]["bytes"] > 0, 15,
+             what="the capture to run")
+    send_datagrams(port, 5, 0.2)
+    wait_for(lambda: detail(alice_client, capture_id)["status"] == "completed", 10,
+             what="the capture to end")
+    shared = alice_client.post(f"/api/captures/{capture_id}/share/", {"redacted": True},
+                               content_type="application/json").json()
+    token = shared["token"]
+    client.force_login(users["bob"])
+    bob = live_client.session_headers(client)
+    anonymous = [(b"origin", b"http://localhost")]
+    alice_from_elsewhere = [*live_client.session_headers(alice_client)[:1],
+                            (b"origin", b"http://evil.example")]
+
+    async def scenario():
+        from channels.testing import WebsocketCommunicator
+
+        from kviz.asgi import application
+
+        for path, headers in ((f"/ws/captures/{capture_id}/", bob),
+                              (f"/ws/captures/{capture_id}/", anonymous),
+                              (f"/ws/captures/{capture_id}/", alice_from_elsewhere),
+                              ("/ws/share/not-a-token/", anonymous)):
+            refused = WebsocketCommunicator(application, path, headers=headers)
+            connected, _ = await refused.connect(timeout=10)
+            assert not connected, path
+        viewer = await live_client.connect(f"/ws/share/{token}/", anonymous)
+        await viewer.send_json_to({"resume_after": 0})
+        events = await live_client.events_until(viewer, live_client.is_final, 10)
+        await viewer.disconnect()
+        return events
+
+    events = asyncio.run(scenario())
+    live_client.assert_no_gaps(events)
+    batches = [e for e in events if e["kind"] == "batch"]
+    assert batches and all(b["rows"] == [] and b["redacted"] for b in batches)
+    assert events[-1]["status"] == "completed"
+
+
+def test_it_lists_targets(alice_client):
+    targets = alice_client.get("/api/targets/").json()["targets"]
+    assert {"kind": "local", "interface": "lo"} in targets
+    assert {"kind": "upload"} in targets
