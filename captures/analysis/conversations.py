@@ -95,6 +95,7 @@ class Connection:
         "app",
         "client",
         "end",
+        "exchanges",
         "fin_by",
         "first_request_t",
         "first_response_t",
@@ -104,9 +105,11 @@ class Connection:
         "id",
         "isn",
         "keepalives",
+        "last_sender",
         "lost",
         "max_end",
         "midstream",
+        "original_server",
         "packets",
         "phase",
         "requests",
@@ -150,10 +153,13 @@ class Connection:
         self.h2_streams: dict[int, dict] = {}
         self.requests: list[dict] = []
         self.answered = 0  # HTTP/1.x requests that have their response
+        self.exchanges = 0  # encrypted request/response turns (see _payload)
+        self.last_sender = None
         self.lost = [False, False]  # bytes went missing in this direction since last looked
         self.first_request_t = self.first_response_t = None
         self.phase = "handshake"
         self.server_after_nat = None
+        self.original_server = None  # (ip, port) the client meant, when replies reveal a NAT
         self.annotations: list[int] = []
 
     def endpoint(self, side: int) -> str:
@@ -187,6 +193,7 @@ class Connection:
             "server": self.endpoint(1),
             "server_after_nat": self.server_after_nat,
             "requests": len(self.requests),
+            "exchanges": self.exchanges,
             "closed": self.closed(),
             "state": ("syn-sent", "syn-received", "established", "closing", "closed")[self.state],
             "handshake": self.handshake(),
@@ -212,6 +219,7 @@ class TcpTracker:
 
     def __init__(self, max_flows: int, warnings) -> None:
         self.table: dict[tuple, tuple[Connection, int]] = {}
+        self.awaiting_synack: dict[tuple, Connection] = {}  # client endpoint → its SYN's conn
         self.connections: list[Connection] = []
         self.max_flows = max_flows
         self.warnings = warnings
@@ -238,6 +246,10 @@ class TcpTracker:
                 found = None  # a SYN from the old server side: the roles have swapped
         if found is not None:
             return found
+        if flags & SYN and flags & ACK:
+            redirected = self._redirected(record)
+            if redirected is not None:
+                return redirected, 1
         if len(self.connections) >= self.max_flows:
             self.warnings.add(
                 f"more than {self.max_flows} TCP connections: later ones are not tracked"
@@ -266,7 +278,23 @@ class TcpTracker:
             conn.phase = "data"
         self.connections.append(conn)
         self.alias(conn, client, server)
+        if flags & SYN and not flags & ACK:
+            self.awaiting_synack[client] = conn
         return conn, direction
+
+    def _redirected(self, record) -> Connection | None:
+        """A SYN-ACK from an address the client never sent to, acknowledging its SYN: the
+        request was captured after a NAT and the reply after its undoing (both directions
+        of an iptables REDIRECT on lo look like this). The reply's source is the original
+        destination."""
+        conn = self.awaiting_synack.pop((record.dst, record.dport), None)
+        if conn is None or conn.isn[0] is None or conn.synack_t is not None:
+            return None
+        if (record.ack - 1) % SEQ_MOD != conn.isn[0]:
+            return None
+        conn.original_server = (record.src, record.sport)
+        self.alias(conn, conn.client, conn.original_server)
+        return conn
 
     @staticmethod
     def _guess_direction(record) -> int:
@@ -345,6 +373,7 @@ class TcpTracker:
         if flags & SYN:
             if conn.synack_t is None:
                 conn.synack_t = now
+                self.awaiting_synack.pop(conn.client, None)
             if conn.state < SYN_RECEIVED:
                 conn.state = SYN_RECEIVED
             return label or "SYN-ACK", "handshake"
@@ -387,6 +416,10 @@ class TcpTracker:
         label = phase = None
         if app == "tls":
             label, phase = self._tls(conn, direction, data, now)
+            # Encrypted requests cannot be read, but request/response protocols take turns:
+            # each time the client speaks again after the server did, a new exchange begins.
+            if direction == 0 and conn.last_sender != 0 and conn.tls_dirs[0].done:
+                conn.exchanges += 1
         elif app == "http/1.1":
             label, phase = self._http1(conn, direction, data, now, record)
         elif app == "h2":
@@ -406,6 +439,7 @@ class TcpTracker:
             label = f"data {record.payload_len} B"
             phase = ("request", "response")[direction]
         conn.phase = phase
+        conn.last_sender = direction
         return label, phase
 
     def _sniff(self, conn, direction, data, record):

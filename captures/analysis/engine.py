@@ -21,7 +21,7 @@ from pathlib import Path
 from .conversations import DnsTracker, TcpTracker, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
 from .identity import Identity
-from .mesh import sidecar_findings
+from .mesh import is_loopback, sidecar_findings
 from .model import MessageSpool, SequenceModel, encode_hop, encode_message
 from .packets import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode_frame
 from .pcapfile import Warnings, read_frames
@@ -209,6 +209,8 @@ class _Analysis:
         if proto == 6:
             conn, direction = self.tcp.lookup(record)
             if conn is not None:
+                if conn.original_server is not None and conn.server_after_nat is None:
+                    self._note_redirect(conn, message.hops[0])
                 label, phase = self.tcp.update(conn, direction, record)
                 flow = ("tcp", conn.id)
             else:
@@ -352,7 +354,38 @@ class _Analysis:
                 if direction == 1:
                     client, server = server, client
                 self.tcp.alias(conn, client, server)
+        elif flow[0] == "udp":
+            for hop in hops[1:]:
+                forward = (hop[2], hop[3], hop[4], hop[5])
+                backward = (hop[4], hop[5], hop[2], hop[3])
+                if direction == 1:
+                    forward, backward = backward, forward
+                self.udp_flows.setdefault(forward, (flow[1], 0))
+                self.udp_flows.setdefault(backward, (flow[1], 1))
         return sorted(set(notes))
+
+    def _note_redirect(self, conn, hop) -> None:
+        """The replies revealed a NAT that no second vantage point showed (see
+        TcpTracker._redirected): name it once, as a DNAT seen in the replies."""
+        before = endpoint(*conn.original_server, conn.version)
+        after = conn.endpoint(1)
+        conn.server_after_nat = after
+        index = self._annotate(
+            {
+                "kind": "dnat",
+                "before": before,
+                "after": after,
+                "where": hop[0] or "unknown",
+                "from_hop": None,
+                "to_hop": {"interface": hop[0], "direction": hop[1]},
+                "seen_on": "reply",
+                "mechanism": "redirect" if is_loopback(conn.server[0]) else "nat",
+                "connection": conn.id,
+                "flow": f"tcp/{conn.id}",
+            },
+            ("dnat", ("tcp", conn.id), before, after),
+        )
+        conn.annotations.append(index)
 
     def _annotate(self, annotation: dict, key=None) -> int:
         index = len(self.annotations)
@@ -372,7 +405,25 @@ class _Analysis:
             requests = len(conn.requests)
             if requests >= 2:
                 conn.annotations.append(
-                    self._annotate({"kind": "pooled", "connection": conn.id, "requests": requests})
+                    self._annotate(
+                        {
+                            "kind": "pooled",
+                            "connection": conn.id,
+                            "requests": requests,
+                            "basis": "requests",
+                        }
+                    )
+                )
+            elif not requests and conn.exchanges >= 2:
+                conn.annotations.append(
+                    self._annotate(
+                        {
+                            "kind": "pooled",
+                            "connection": conn.id,
+                            "requests": conn.exchanges,
+                            "basis": "encrypted request/response turns",
+                        }
+                    )
                 )
             closed = conn.closed()
             if closed == "open":

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from .records import endpoint
+
 ISTIO_OUTBOUND, ISTIO_INBOUND, ISTIOD = 15001, 15006, 15012
 LINKERD_OUTBOUND, LINKERD_INBOUND = 4140, 4143
 ENVOY_INBOUND_PASSTHROUGH = "127.0.0.6"
@@ -90,6 +92,9 @@ def sidecar_findings(conn) -> list[dict]:
                 **base,
             }
         )
+    if conn.original_server is not None:  # the address the app meant, from the replies
+        for finding in findings:
+            finding["original_dst"] = endpoint(*conn.original_server, conn.version)
     if server_port == ISTIOD:
         findings.append(
             {"kind": "control_plane", "mesh": "istio", "server": conn.endpoint(1), **base}

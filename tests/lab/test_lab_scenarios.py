@@ -177,9 +177,6 @@ def test_it_shows_mutual_tls_to_pod_ips_on_15006_kept_open(lab, runs):
         assert "client-certificate" in evidence and "istio-sni" in evidence
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "analysis engine: `pooled` needs requests >= 2 per connection and counts only plaintext "
-    "HTTP requests, so mTLS upstreams (requests == 0) never get it; reported to the lead"))
 def test_it_shows_the_upstream_connections_pooled(lab, runs):
     doc = runs["mesh"].analyze("mesh-node.pcapng", "mesh-pod.pcapng")
     upstream_ids = {c["id"] for c in doc["connections"] if c["server"].endswith(":15006")}
