@@ -9,6 +9,10 @@ APT_PACKAGES=(
   tshark tcpdump iproute2 iptables
   dnsmasq-base nginx-light curl openssl procps
 )
+# Node.js may come from elsewhere than Debian (these machines ship NodeSource's, whose nodejs
+# package conflicts with Debian's npm): ask Debian only for what is missing as a command.
+command -v node >/dev/null || APT_PACKAGES+=(nodejs)
+command -v npm >/dev/null || APT_PACKAGES+=(npm)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -32,6 +36,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   [ "$created_policy" = 1 ] && as_root rm -f "$policy"
+fi
+
+# Node packages the tests use (the mermaid parser for diagram exports), from the lock file.
+js=tests/render/js
+js_stamp=$js/node_modules/.kviz-lock.sha
+js_want=$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$js_stamp" 2>/dev/null)" != "$js_want" ]; then
+  npm ci --prefix "$js" --no-audit --no-fund --loglevel=error
+  echo "$js_want" > "$js_stamp"
 fi
 
 if [ ! -x .venv/bin/python ]; then
