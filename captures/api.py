@@ -6,7 +6,7 @@ import functools
 import json
 
 from django.conf import settings
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -60,13 +60,31 @@ def _read_json(request):
         raise actions.ActionError("the body is not valid JSON") from None
 
 
+def _read_upto(path, size: int, chunk: int = 256 * 1024):
+    with open(path, "rb") as fp:
+        while size > 0:
+            data = fp.read(min(chunk, size))
+            if not data:
+                return
+            size -= len(data)
+            yield data
+
+
 def _pcap_response(capture: Capture):
     path = capture.pcap_file
     if path is None or not path.exists():
         return error(404, "no capture file stored")
-    return FileResponse(open(path, "rb"), as_attachment=True,
-                        filename=f"{capture.name}{path.suffix}",
-                        content_type="application/vnd.tcpdump.pcap")
+    filename = f"{capture.name}{path.suffix}"
+    if capture.is_terminal or capture.target_kind == "upload":
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=filename,
+                            content_type="application/vnd.tcpdump.pcap")
+    # Still growing: send what is on disk now, and say exactly how much.
+    size = path.stat().st_size
+    response = StreamingHttpResponse(_read_upto(path, size),
+                                     content_type="application/vnd.tcpdump.pcap")
+    response["Content-Length"] = str(size)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 def _analysis_response(capture: Capture):

@@ -72,6 +72,8 @@ class RedisStore:
 
 
 class MemoryStore:
+    KEEP_CAPTURES = 50  # the embedded default forgets the oldest captures' events beyond this
+
     def __init__(self):
         self.lock = threading.Lock()
         self.events: dict[str, deque] = {}
@@ -81,6 +83,8 @@ class MemoryStore:
             kept = self.events.setdefault(str(capture_id),
                                           deque(maxlen=settings.KVIZ_LIVE_RETAIN))
             kept.append(event)
+            while len(self.events) > self.KEEP_CAPTURES:
+                del self.events[next(iter(self.events))]
 
     def last_seq(self, capture_id) -> int:
         with self.lock:

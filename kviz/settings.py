@@ -150,7 +150,7 @@ KVIZ_MAX_UPLOAD_BYTES = envint("KVIZ_MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
 # A running capture whose worker has not written a heartbeat for this long is `interrupted`.
 KVIZ_HEARTBEAT_TIMEOUT = envint("KVIZ_HEARTBEAT_TIMEOUT", 30)
 KVIZ_SHARE_DAYS = envint("KVIZ_SHARE_DAYS", 7)
-# Live view: batches kept per running capture for reconnecting browsers, rows per batch before
-# a batch is thinned.
-KVIZ_LIVE_RETAIN = envint("KVIZ_LIVE_RETAIN", 3000)
+# Live view: events kept per capture for reconnecting browsers (1000: at least 100 s at the
+# full rate of ten batches a second), rows per batch before a batch is thinned.
+KVIZ_LIVE_RETAIN = envint("KVIZ_LIVE_RETAIN", 1000)
 KVIZ_LIVE_MAX_ROWS = envint("KVIZ_LIVE_MAX_ROWS", 200)

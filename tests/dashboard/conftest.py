@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATABASE_URL = os.environ.get("KVIZ_TEST_DATABASE_URL",
                               f"postgres://postgres@127.0.0.1:5432/kviz_dashboard_{os.getpid()}")
 REDIS_URL = os.environ.get("KVIZ_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-RUN_TAG = f"kvt{os.getpid()}"
+RUN_TAG = f"kvd{os.getpid()}"  # also the lab prefix (1-10 characters), unlike tests/lab's
 QUEUE = f"kviz-test-{RUN_TAG}"
 WORKER_START_TIMEOUT = 30.0
 HEARTBEAT_TIMEOUT = 4  # seconds, for the worker and the tests' reaper alike

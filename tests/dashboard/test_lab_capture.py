@@ -65,10 +65,11 @@ class Traffic(threading.Thread):
         self.join(15)
 
 
-def start_lab(client, name: str) -> str:
+def start_lab(client, name: str, bpf: str = "tcp port 80 or udp port 53") -> str:
+    # With a filter the capture runs through kviz's sniffer in the pod's namespace (the lab
+    # adapter takes no filter yet); without, through captures.sources.lab.start_capture.
     response = client.post("/api/captures/", {"name": name, "target": {"kind": "lab",
-                           "target": POD}, "filter": "tcp port 80 or udp port 53"},
-                           content_type="application/json")
+                           "target": POD}, "filter": bpf}, content_type="application/json")
     assert response.status_code == 201, response.content
     return response.json()["id"]
 
@@ -138,7 +139,7 @@ def test_it_streams_a_lab_pod_capture_and_stops_on_request(worker, lab, alice_cl
 
 
 def test_a_reconnecting_client_resumes_without_a_gap(worker, lab, alice_client):
-    capture_id = start_lab(alice_client, "lab-resume")
+    capture_id = start_lab(alice_client, "lab-resume", bpf="")
     headers = live_client.session_headers(alice_client)
     traffic = Traffic(lab, interval=0.1)
 

@@ -62,6 +62,10 @@ def test_it_captures_streams_and_stops_on_request(worker, alice_client, tmp_path
         counters = await sync_to_async(wait_for)(
             lambda: (c := detail(alice_client, capture_id)["counters"])["packets"] >= 40 and c,
             10, what="the counters to reach 40 packets")
+        growing = await sync_to_async(alice_client.get)(f"/api/captures/{capture_id}/pcap")
+        partial = b"".join(growing.streaming_content)
+        assert len(partial) == int(growing["Content-Length"]) > 0
+        (tmp_path / "growing.pcapng").write_bytes(partial)
         stopped_at = time.monotonic()
         stop = await sync_to_async(alice_client.post)(f"/api/captures/{capture_id}/stop/")
         assert stop.status_code == 202
@@ -86,6 +90,9 @@ def test_it_captures_streams_and_stops_on_request(worker, alice_client, tmp_path
     pcap.write_bytes(b"".join(alice_client.get(f"/api/captures/{capture_id}/pcap")
                               .streaming_content))
     assert analyze_files([CaptureFile(pcap)]).to_dict()["capture"]["packets"] == 40
+    # A download taken while the capture ran is a readable capture of what was stored then.
+    assert analyze_files([CaptureFile(tmp_path / "growing.pcapng")]).to_dict()[
+        "capture"]["packets"] == 40
     analysis = json.loads(b"".join(alice_client.get(f"/api/captures/{capture_id}/analysis")
                                    .streaming_content))
     assert analysis["capture"]["packets"] == 40
