@@ -7,7 +7,8 @@ Every event has `seq` (1, 2, 3, ... per capture) and `kind`:
 
 Why a replay store: a browser that reconnects says `{"resume_after": seq}` and must get every
 event after it, with no gap. The channel layer forgets (and drops messages for slow consumers),
-so each event is first appended to a capped Redis stream `kviz:live:<id>` whose entry ids are
+so each event is first appended to a capped Redis stream `kviz:live:<id>` (KVIZ_LIVE_PREFIX)
+whose entry ids are
 `<seq>-1`, then sent to the group `capture.<id>`. Without Redis (the embedded default) the
 store is an in-process dict, which works because captures then run in the web process.
 """
@@ -31,7 +32,7 @@ def group_name(capture_id) -> str:
 
 
 def stream_key(capture_id) -> str:
-    return f"kviz:live:{capture_id}"
+    return f"{settings.KVIZ_LIVE_PREFIX}{capture_id}"
 
 
 class RedisStore:

@@ -154,3 +154,4 @@ KVIZ_SHARE_DAYS = envint("KVIZ_SHARE_DAYS", 7)
 # full rate of ten batches a second), rows per batch before a batch is thinned.
 KVIZ_LIVE_RETAIN = envint("KVIZ_LIVE_RETAIN", 1000)
 KVIZ_LIVE_MAX_ROWS = envint("KVIZ_LIVE_MAX_ROWS", 200)
+KVIZ_LIVE_PREFIX = env("KVIZ_LIVE_PREFIX", "kviz:live:")  # Redis keys of the replay streams

@@ -20,7 +20,9 @@ from captures.sources.base import (
 
 # What dumpcap records at each kind of lab target (see captures/lab/capture.py).
 LAB_LINKTYPES = {"pod": "EN10MB", "node": sniffer.ANY_LINKTYPE}
-LAB_FAILURES: tuple[type[BaseException], ...] = (RuntimeError, OSError, ValueError, KeyError)
+# ImportError: a build without the lab package offers no lab targets.
+LAB_FAILURES: tuple[type[BaseException], ...] = (RuntimeError, OSError, ValueError, KeyError,
+                                                 ImportError)
 
 
 def _lab():
@@ -57,8 +59,8 @@ def _check_id(target_id) -> None:
 def resolve(target: dict) -> Target:
     target_id = target.get("target")
     _check_id(target_id)
-    lab = _lab()
     try:
+        lab = _lab()
         found = lab.find_target(target_id)
         up = lab.get_lab().is_up()
     except LAB_FAILURES as exc:

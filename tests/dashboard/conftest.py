@@ -91,6 +91,7 @@ def service_settings(test_database_url, data_dir):
 
     override = override_settings(
         REDIS_URL=REDIS_URL, DATA_DIR=data_dir, KVIZ_LAB_PREFIX=RUN_TAG[:10],
+        KVIZ_LIVE_PREFIX=f"{RUN_TAG}:live:",
         KVIZ_HEARTBEAT_TIMEOUT=HEARTBEAT_TIMEOUT, CELERY_TASK_ALWAYS_EAGER=False,
         CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
                                     "CONFIG": {"hosts": [REDIS_URL], "prefix": RUN_TAG}}},
@@ -104,8 +105,9 @@ def service_settings(test_database_url, data_dir):
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{RUN_TAG}*"):
-        client.delete(key)
+    for pattern in (f"{RUN_TAG}*", f"_kombu.binding*.{QUEUE}"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
     client.delete(QUEUE)
 
 
@@ -161,6 +163,7 @@ def worker(service_settings, test_database_url, data_dir, tmp_path_factory):
     env = {**os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": REDIS_URL,
            "KVIZ_DATA_DIR": str(data_dir), "KVIZ_QUEUE": QUEUE, "KVIZ_LAB_PREFIX": RUN_TAG[:10],
            "KVIZ_CHANNELS_PREFIX": RUN_TAG, "KVIZ_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+           "KVIZ_LIVE_PREFIX": f"{RUN_TAG}:live:",
            "DJANGO_SETTINGS_MODULE": "kviz.settings", "PYTHONUNBUFFERED": "1"}
     running = Worker(env, tmp_path_factory.mktemp("worker") / "worker.log")
     running.start()
