@@ -12,6 +12,7 @@ last ring block reach dumpcap, then SIGINT makes it flush and close the file.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import select
@@ -43,6 +44,12 @@ def dumpcap_argv(interface: str, output: str, capture_filter: str = "") -> list[
     return ["dumpcap", "-p", "-q", "-n", "-i", interface, *link_type, *bpf, "-w", output]
 
 
+
+def _die_with_parent() -> None:
+    # Its own session keeps a Ctrl-C to the caller from cutting the capture short, but a
+    # caller killed with SIGKILL could not stop it: the kernel then does (PR_SET_PDEATHSIG).
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
 @dataclass
 class Capture:
     """A running dumpcap. `process.stdout` carries pcapng bytes when `path` is None."""
@@ -62,7 +69,7 @@ class Capture:
             netns.in_ns(ns, dumpcap_argv(interface, output, capture_filter)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if path is None else subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True,
+            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent,
         )
         capture = cls(ns, interface, path, process)
         try:

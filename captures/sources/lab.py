@@ -60,6 +60,17 @@ def start_capture(target: LabTarget | str, path: Path | None = None,
     return Capture.start(target.netns, interface or target.interface, path, capture_filter)
 
 
+def inventory(prefix: str | None = None) -> dict:
+    """The lab as a kviz.inventory/1 document, as it is now (see docs/inventory.md)."""
+    from captures.lab import inventory as lab_inventory
+    from captures.lab import netns
+
+    lab = get_lab(prefix)
+    state = lab.read_state() or {}
+    return lab_inventory.build(lab.plan, netns.links(lab.plan.node_ns),
+                               bool(state.get("sidecar")))
+
+
 def run_traffic(name: str, prefix: str | None = None) -> None:
     """Run a scenario's traffic without capturing (brings the lab up if needed)."""
     scenarios.run_traffic(get_lab(prefix), name)

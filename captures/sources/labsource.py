@@ -122,9 +122,4 @@ class LabSource(LiveSource):
                 self.capture.process.stdout.close()
 
     def inventory(self) -> dict | None:
-        from captures.lab import inventory, netns
-
-        lab = _lab().get_lab()
-        state = lab.read_state() or {}
-        return inventory.build(lab.plan, netns.links(lab.plan.node_ns),
-                               bool(state.get("sidecar")))
+        return _lab().inventory()
