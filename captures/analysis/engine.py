@@ -86,6 +86,11 @@ class _Analysis:
     def __init__(self, files, inventory, window, max_flows):
         self.files = files
         self.identity = Identity(inventory)
+        self.inventory_nodes = [
+            n
+            for n in (inventory or {}).get("nodes", [])
+            if isinstance(n, dict) and n.get("interfaces")
+        ]
         self.warnings = Warnings()
         self.folder = CopyFolder(window)
         self.tcp = TcpTracker(max_flows, self.warnings)
@@ -146,7 +151,7 @@ class _Analysis:
         return self._finish(file_facts)
 
     def _decoded(self, frames, capture_file, facts):
-        names = capture_file.interfaces
+        names = capture_file.interfaces or self._node_interfaces(capture_file.vantage)
         seen_linktypes = facts["linktypes"]
         skipped: dict[int, int] = {}
         count = 0
@@ -180,6 +185,28 @@ class _Analysis:
                 self.warnings.add(
                     f"{capture_file.path}: {n} frames of unsupported link type {linktype} skipped"
                 )
+
+    def _node_interfaces(self, vantage: str | None) -> dict[int, str]:
+        """Interface names for a file without its own: from the inventory's node that took it
+        (vantage "node/NAME"), or its only node when the vantage is not a pod."""
+        chosen = None
+        for node in self.inventory_nodes:
+            if vantage == f"node/{node.get('name')}":
+                chosen = node
+        if (
+            chosen is None
+            and len(self.inventory_nodes) == 1
+            and not (vantage or "").startswith("pod/")
+        ):
+            chosen = self.inventory_nodes[0]
+        if chosen is None:
+            return {}
+        try:
+            return {int(k): str(v) for k, v in chosen["interfaces"].items()}
+        except (AttributeError, ValueError) as exc:
+            raise CaptureError(
+                f"inventory: node interfaces must map index to name ({exc})"
+            ) from exc
 
     def _labels(self):
         if not self.multi:

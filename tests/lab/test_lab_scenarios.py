@@ -136,6 +136,18 @@ def test_it_shows_the_node_rewriting_the_vip_to_the_backend_that_served(lab, run
     assert connection["server_after_nat"] == f"{backend_ip}:80"
 
 
+def test_it_names_node_interfaces_from_the_inventory_when_the_capture_has_no_meta(lab, runs):
+    run = runs["node"]
+    bare = CaptureFile(run.out_dir / "node.pcapng")  # no .meta.json read: indexes only
+    doc = analyze_files([bare], inventory=run.inventory).to_dict()
+    interfaces = {hop["interface"] for m in doc["messages"] for hop in m["hops"]}
+    assert {"cbr0", lab.plan.client.veth} <= interfaces
+    assert not [name for name in interfaces if name.startswith("if")]
+    without = analyze_files([bare]).to_dict()
+    assert all(hop["interface"].startswith("if") for m in without["messages"]
+               for hop in m["hops"])
+
+
 def test_it_shows_each_node_packet_on_several_interfaces(lab, runs):
     doc = runs["node"].analyze("node.pcapng")
     syn = next(m for m in doc["messages"] if m["dst"] == f"{vip(lab)}:80" and m["flags"] == "S")
