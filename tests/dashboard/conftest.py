@@ -1,174 +1,24 @@
-"""Dashboard fixtures: real PostgreSQL, real Redis, a real Celery worker in a subprocess.
-
-The worker and the tests share one PostgreSQL database (pytest-django's test database, used
-with `django_db(transaction=True)` so rows are really committed), one Redis database, a Celery
-queue named for this test run (a developer's own worker never takes these tasks), and a data
-directory. The rest of the suite keeps the SQLite default: only tests here ask for a database.
-
-KVIZ_TEST_DATABASE_URL and KVIZ_TEST_REDIS_URL override where those services are.
+"""Dashboard fixtures: users and the corpus. The real services (PostgreSQL, Redis, a Celery
+worker) are suite-wide fixtures in tests/support/services.py, shared with the browser tests.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
-from urllib.parse import urlparse
 
-import dj_database_url
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DATABASE_URL = os.environ.get("KVIZ_TEST_DATABASE_URL",
-                              f"postgres://postgres@127.0.0.1:5432/kviz_dashboard_{os.getpid()}")
-REDIS_URL = os.environ.get("KVIZ_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-RUN_TAG = f"kvd{os.getpid()}"  # also the lab prefix (1-10 characters), unlike tests/lab's
-QUEUE = f"kviz-test-{RUN_TAG}"
-WORKER_START_TIMEOUT = 30.0
-HEARTBEAT_TIMEOUT = 4  # seconds, for the worker and the tests' reaper alike
-
-
-def _reachable(url: str, default_port: int) -> bool:
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1",
-                                       parsed.port or default_port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def services_missing() -> str | None:
-    if not _reachable(DATABASE_URL, 5432):
-        return f"dashboard tests need PostgreSQL at {DATABASE_URL}"
-    if not _reachable(REDIS_URL, 6379):
-        return f"dashboard tests need Redis at {REDIS_URL}"
-    return None
-
-
-@pytest.fixture(scope="session")
-def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
-    """Point Django at PostgreSQL before pytest-django creates the test database."""
-    missing = services_missing()
-    if missing:
-        pytest.skip(missing)
-    from asgiref.local import Local
-    from django.conf import settings
-    from django.db import connections
-
-    settings.DATABASES["default"] = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
-    # The connection handler caches what it read from settings at first use; start it over.
-    connections.close_all()
-    connections.__dict__.pop("settings", None)
-    connections._connections = Local(connections.thread_critical)
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("kviz-data")
-
-
-@pytest.fixture(scope="session")
-def test_database_url(django_db_setup) -> str:
-    from django.db import connection
-
-    params = connection.settings_dict
-    return (f"postgres://{params['USER'] or 'postgres'}@{params['HOST'] or '127.0.0.1'}:"
-            f"{params['PORT'] or 5432}/{params['NAME']}")
-
-
-@pytest.fixture(scope="session")
-def service_settings(test_database_url, data_dir):
-    """The test process talks to the same Redis, queue and data directory as the worker."""
-    from channels.layers import channel_layers
-    from django.test import override_settings
-
-    from kviz.celery import app
-
-    override = override_settings(
-        REDIS_URL=REDIS_URL, DATA_DIR=data_dir, KVIZ_LAB_PREFIX=RUN_TAG[:10],
-        KVIZ_LIVE_PREFIX=f"{RUN_TAG}:live:",
-        KVIZ_HEARTBEAT_TIMEOUT=HEARTBEAT_TIMEOUT, CELERY_TASK_ALWAYS_EAGER=False,
-        CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                    "CONFIG": {"hosts": [REDIS_URL], "prefix": RUN_TAG}}},
-    )
-    override.enable()
-    channel_layers.backends.clear()
-    app.conf.update(broker_url=REDIS_URL, task_default_queue=QUEUE, task_always_eager=False)
-    yield
-    override.disable()
-    channel_layers.backends.clear()
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    for pattern in (f"{RUN_TAG}*", f"_kombu.binding*.{QUEUE}"):
-        for key in client.scan_iter(pattern):
-            client.delete(key)
-    client.delete(QUEUE)
-
-
-class Worker:
-    """`celery worker --pool=solo` as a subprocess that a test may kill and restart."""
-
-    def __init__(self, env: dict, log_path: Path):
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the worker
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "kviz", "worker", "--pool=solo", "-Q", QUEUE,
-             "-n", f"{RUN_TAG}@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "info"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + WORKER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if b" ready." in self.log_path.read_bytes()[offset:]:
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"the Celery worker did not start:\n{self.tail()}")
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, as when a node dies."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-@pytest.fixture(scope="session")
-def worker(service_settings, test_database_url, data_dir, tmp_path_factory):
-    env = {**os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": REDIS_URL,
-           "KVIZ_DATA_DIR": str(data_dir), "KVIZ_QUEUE": QUEUE, "KVIZ_LAB_PREFIX": RUN_TAG[:10],
-           "KVIZ_CHANNELS_PREFIX": RUN_TAG, "KVIZ_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
-           "KVIZ_LIVE_PREFIX": f"{RUN_TAG}:live:",
-           "DJANGO_SETTINGS_MODULE": "kviz.settings", "PYTHONUNBUFFERED": "1"}
-    running = Worker(env, tmp_path_factory.mktemp("worker") / "worker.log")
-    running.start()
-    yield running
-    running.stop()
+from tests.support.services import (  # noqa: F401 - re-exported for the dashboard tests
+    HEARTBEAT_TIMEOUT,
+    QUEUE,
+    REDIS_URL,
+    ROOT,
+    RUN_TAG,
+    Worker,
+    services_missing,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -186,16 +36,6 @@ def users(transactional_db):
 def alice_client(users, client):
     client.force_login(users["alice"])
     return client
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def corpus_dir() -> Path | None:

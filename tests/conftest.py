@@ -1,0 +1,10 @@
+"""Suite-wide fixtures: the real services (tests/support/services.py), one set per run."""
+
+from tests.support.services import (  # noqa: F401 - fixtures, found by name
+    data_dir,
+    django_db_modify_db_settings,
+    service_settings,
+    test_database_url,
+    worker,
+    worker_env,
+)
