@@ -267,7 +267,7 @@ class _Analysis:
         t0 = self.t0
         t = round(record.time - t0, 6)
         first = hops[0]
-        hop_list = [encode_hop(first[0], first[1], src, dst, t)]
+        hop_list = [encode_hop(first[0], first[1], src, dst, t, first[7])]
         notes = ()
         if len(hops) > 1:
             if flow is not None:
@@ -279,6 +279,7 @@ class _Analysis:
                     endpoint(h[2], h[3], version) if has_ports else h[2],
                     endpoint(h[4], h[5], version) if has_ports else h[4],
                     round(h[6] - t0, 6),
+                    h[7],
                 )
                 for h in hops[1:]
             )

@@ -30,8 +30,9 @@ class LogicalMessage:
     def __init__(self, record: PacketRecord, key: tuple, hop: tuple) -> None:
         self.record = record  # the first copy
         self.key = key
-        # hop: (interface label, direction, src ip, sport, dst ip, dport, time); the first two
-        # name the vantage point (labels carry the file's vantage when there are several).
+        # hop: (interface label, direction, src ip, sport, dst ip, dport, time, tunnel); the
+        # first two name the vantage point (labels carry the file's vantage when there are
+        # several); tunnel says the copy was seen encapsulated there ("vxlan", "geneve", ...).
         self.hops = [hop]
 
 
@@ -64,7 +65,16 @@ class CopyFolder:
             self._release_until(now)
         key = copy_key(record)
         direction = record.direction
-        hop = (interface, direction, record.src, record.sport, record.dst, record.dport, now)
+        hop = (
+            interface,
+            direction,
+            record.src,
+            record.sport,
+            record.dst,
+            record.dport,
+            now,
+            record.tunnel,
+        )
         message = self.newest.get(key)
         if message is not None:
             hops = message.hops

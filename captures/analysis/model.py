@@ -21,10 +21,11 @@ def _optional(text: str | None) -> str:
     return "null" if text is None else _string(text)
 
 
-def encode_hop(interface, direction, src: str, dst: str, t: float) -> str:
+def encode_hop(interface, direction, src: str, dst: str, t: float, tunnel=None) -> str:
     return (
         f'{{"interface":{_optional(interface)},"direction":{_optional(direction)},'
-        f'"src":{_string(src)},"dst":{_string(dst)},"t":{t!r}}}'
+        f'"src":{_string(src)},"dst":{_string(dst)},"t":{t!r}'
+        + (f',"tunnel":{_string(tunnel)}}}' if tunnel else "}")
     )
 
 
