@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from captures.models import ApiToken, Capture, ShareLink
+from captures.models import ApiToken, Capture, Note, ShareLink
 
 
 @admin.register(Capture)
@@ -22,3 +22,9 @@ class ShareLinkAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("user", "prefix", "created", "last_used")
     exclude = ("token_hash",)
+
+
+@admin.register(Note)
+class NoteAdmin(admin.ModelAdmin):
+    list_display = ("capture", "target", "author", "created")
+    search_fields = ("text",)

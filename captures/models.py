@@ -152,3 +152,23 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=8)  # to tell tokens apart in the admin
     created = models.DateTimeField(default=timezone.now)
     last_used = models.DateTimeField(null=True, blank=True)
+
+
+NOTE_MAX_LENGTH = 2000
+
+
+class Note(models.Model):
+    """A reader's remark pinned to one arrow (`message:<id>`) or one phase (`phase:<group id>`)
+    of a capture's diagram; shown in the diagram, the share view and the Markdown export.
+
+    The text is stored as typed and escaped wherever it is written out (HTML, SVG, Markdown)."""
+
+    capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="notes")
+    target = models.CharField(max_length=40)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                               related_name="capture_notes")
+    text = models.TextField(max_length=NOTE_MAX_LENGTH)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("created", "id")

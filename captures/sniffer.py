@@ -1,4 +1,5 @@
-"""The one door to tcpdump and dumpcap outside the lab: compile filters, list interfaces, sniff.
+"""The one door to tcpdump, dumpcap and tshark outside the lab: compile filters, list
+interfaces, sniff, and dissect one stored frame for the diagram's packet details.
 
 Every command runs from an argv list, never through a shell, with `--` before user text, so a
 filter such as `; rm -rf /` or `$(id)` is only ever an (invalid) BPF expression.
@@ -7,6 +8,7 @@ filter such as `; rm -rf /` or `$(id)` is only ever an (invalid) BPF expression.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import select
 import signal
@@ -25,7 +27,15 @@ ARPHRD_LINKTYPES = {1: "EN10MB", 772: "EN10MB", 65534: "RAW", 776: "RAW", 778: "
 ANY_LINKTYPE = "LINUX_SLL2"  # `-i any` keeps interface indexes only in cooked v2
 
 
+DISSECT_TIMEOUT = 30.0
+DISSECT_MAX_BYTES = 8 * 1024 * 1024  # tshark's JSON for one frame; a jumbo frame is ~2 MB
+
+
 class FilterError(ValueError):
+    pass
+
+
+class DissectError(RuntimeError):
     pass
 
 
@@ -138,3 +148,97 @@ def start(interface: str, bpf: str = "", wrap: list[str] | None = None,
     stderr = process.communicate(timeout=STOP_TIMEOUT)[1].decode(errors="replace")
     detail = " | ".join(line for line in stderr.splitlines()[-3:] if line.strip())
     raise SniffError(f"dumpcap on {interface} did not start: {detail or 'no output'}")
+
+
+def dissect_frame(path, frame_number: int) -> dict:
+    """tshark's full dissection of frame `frame_number` (1-based) of a stored capture.
+
+    Returns `{"frame": n, "protocols": "eth:ethertype:ip:tcp", "layers": {name: tree},
+    "hex": "<the frame's bytes>"}`, or None when the file has no such frame. The whole file is
+    read (not one cut-out frame) so TCP and TLS dissectors see the frame in its context; tshark
+    is stopped as soon as the frame's JSON object is complete, so an early frame of a big file
+    is quick. Bounded by DISSECT_TIMEOUT and DISSECT_MAX_BYTES.
+    """
+    if isinstance(frame_number, bool) or not isinstance(frame_number, int) or frame_number < 1:
+        raise ValueError("frame numbers start at 1")
+    argv = ["tshark", "-n", "-r", str(path), "-Y", f"frame.number=={frame_number}",
+            "-T", "json", "-x"]
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    except FileNotFoundError:
+        raise DissectError("cannot dissect frames: tshark is not installed") from None
+    deadline = time.monotonic() + DISSECT_TIMEOUT
+    lines: list[bytes] = []
+    size, started, complete, pending = 0, False, False, b""
+    fd = process.stdout.fileno()
+    try:
+        while not complete:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DissectError("tshark took too long to find the frame")
+            if not select.select([fd], [], [], min(left, 0.2))[0]:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > DISSECT_MAX_BYTES:
+                raise DissectError("the frame's dissection is too large to show")
+            pending += chunk
+            *whole, pending = pending.split(b"\n")
+            for line in whole:
+                # tshark -T json writes one packet as an object indented by two spaces: the
+                # closing "  }" ends it, and nothing else can match this filter afterwards.
+                if line == b"  {":
+                    started = True
+                if started:
+                    lines.append(line)
+                if started and line.rstrip(b",") == b"  }":
+                    complete = True
+                    break
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=STOP_TIMEOUT)
+        process.stdout.close()
+    if not complete:
+        return None
+    try:
+        packet = json.loads(b"\n".join(lines).rstrip(b","), object_pairs_hook=_keep_repeats)
+    except ValueError:
+        raise DissectError("tshark's output could not be read") from None
+    layers = packet.get("_source", {}).get("layers", {})
+    raw = layers.get("frame_raw") or [""]
+    frame = layers.get("frame") or {}
+    return {"frame": frame_number, "protocols": frame.get("frame.protocols", ""),
+            "layers": {name: _without_raw(tree) for name, tree in layers.items()
+                       if not _is_raw(name)},
+            "hex": raw[0] if isinstance(raw, list) and raw else ""}
+
+
+def _without_raw(tree):
+    """tshark -x puts a `<field>_raw` [hex, offset, length, ...] beside every field; the
+    frame's hex is kept once at the top, the rest would triple the size for nothing."""
+    if isinstance(tree, dict):
+        return {key: _without_raw(value) for key, value in tree.items()
+                if not _is_raw(key)}
+    if isinstance(tree, list):
+        return [_without_raw(value) for value in tree]
+    return tree
+
+
+def _keep_repeats(pairs) -> dict:
+    # tshark repeats a key for a repeated layer or field (IP in GRE in IP, two DNS answers);
+    # a plain dict would keep only the last one.
+    found: dict = {}
+    for key, value in pairs:
+        name, number = key, 2
+        while name in found:
+            name, number = f"{key} #{number}", number + 1
+        found[name] = value
+    return found
+
+
+def _is_raw(key: str) -> bool:
+    return key.split(" #", 1)[0].endswith("_raw")

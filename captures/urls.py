@@ -1,6 +1,6 @@
 from django.urls import path
 
-from captures import api
+from captures import api, diagram_api
 
 urlpatterns = [
     path("api/captures/", api.captures, name="captures"),
@@ -16,4 +16,24 @@ urlpatterns = [
     path("api/share/<str:token>/pcap", api.share_pcap, name="share-pcap"),
     path("api/share/<str:token>/analysis", api.share_analysis, name="share-analysis"),
     path("api/targets/", api.targets, name="targets"),
+    # The diagram view (captures/diagram_api.py): layout chunks, frames, exports, notes.
+    path("api/captures/<uuid:capture_id>/layout/", diagram_api.layout, name="capture-layout"),
+    path("api/captures/<uuid:capture_id>/layout/rows/<int:chunk>/", diagram_api.layout_rows,
+         name="capture-layout-rows"),
+    path("api/captures/<uuid:capture_id>/frames/<int:file_index>/<int:number>/",
+         diagram_api.frame, name="capture-frame"),
+    path("api/captures/<uuid:capture_id>/export/<str:fmt>", diagram_api.export,
+         name="capture-export"),
+    path("api/captures/<uuid:capture_id>/notes/", diagram_api.capture_notes,
+         name="capture-notes"),
+    path("api/captures/<uuid:capture_id>/notes/<int:note_id>/", diagram_api.capture_note_delete,
+         name="capture-note"),
+    path("api/share/<str:token>/layout/", diagram_api.share_layout, name="share-layout"),
+    path("api/share/<str:token>/layout/rows/<int:chunk>/", diagram_api.share_layout_rows,
+         name="share-layout-rows"),
+    path("api/share/<str:token>/frames/<int:file_index>/<int:number>/", diagram_api.share_frame,
+         name="share-frame"),
+    path("api/share/<str:token>/export/<str:fmt>", diagram_api.share_export,
+         name="share-export"),
+    path("api/share/<str:token>/notes/", diagram_api.share_notes, name="share-notes"),
 ]

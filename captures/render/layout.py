@@ -228,8 +228,12 @@ def model_parts(model) -> tuple[dict, list, object, list, list, list, list]:
 
 
 def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_period: int = 16,
-                 min_repeats: int = 3) -> Layout:
-    """Lay out a `kviz.sequence/1` model (a SequenceModel or its dict); see the module doc."""
+                 min_repeats: int = 3, expand=(), collapse=()) -> Layout:
+    """Lay out a `kviz.sequence/1` model (a SequenceModel or its dict); see the module doc.
+
+    `expand`: fold group ids drawn in full although `fold` is set; `collapse`: phase group ids
+    drawn as their header only (their rows get `y: null`). The browser asks for these when a
+    reader opens a fold or closes a phase, so positions still come from one place."""
     capture, participants, messages, connections, dns, http, annotations = model_parts(model)
     by_ip = {p["ip"]: p for p in participants}
     lanes: list[Lane] = []
@@ -284,9 +288,9 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
     folds = find_folds(rows, max_period, min_repeats)
     if fold:
         for group in folds:
-            group.collapsed = True
+            group.collapsed = group.id not in expand
     _place_lanes(lanes, rows)
-    gaps, height = _place_rows(rows, phases, folds, gap_seconds)
+    gaps, height = _place_rows(rows, phases, folds, gap_seconds, frozenset(collapse))
     width = max((lanes[-1].x if lanes else AXIS_WIDTH) + RIGHT_MARGIN,
                 content_right(lanes, rows) + 20,
                 *(_fold_right(lanes, group) for group in folds if group.collapsed))
@@ -427,7 +431,7 @@ def _place_lanes(lanes: list[Lane], rows: list[Row]) -> None:
 
 
 def _place_rows(rows: list[Row], phases: list[PhaseGroup], folds: list[FoldGroup],
-                gap_seconds: float) -> tuple[list[Gap], float]:
+                gap_seconds: float, collapsed: frozenset = frozenset()) -> tuple[list[Gap], float]:
     """Step 5: y for every visible row, phase headers, fold bands and idle-gap bands."""
     gaps: list[Gap] = []
     y = float(LANE_HEAD_HEIGHT + 16)
@@ -453,6 +457,11 @@ def _place_rows(rows: list[Row], phases: list[PhaseGroup], folds: list[FoldGroup
             headed.add(group.id)
             group.y_top = y
             y += PHASE_HEADER
+            if group.id in collapsed:
+                group.y_bottom = y
+        if group is not None and group.id in collapsed:
+            previous_t = row.t  # a closed phase is its header; its rows take no room
+            continue
         row.y = y + ROW_PITCH * 0.6  # the arrow line; its label sits above it
         y += ROW_PITCH + BADGE_LINE * _choose_shown(row, shown_state)
         if group is not None:
