@@ -1,0 +1,43 @@
+"""The fake API server and a kubeconfig that points the unpatched client at it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.k8s.fake_apiserver import FakeApiServer
+
+
+@pytest.fixture
+def apiserver():
+    server = FakeApiServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kubeconfig(apiserver, tmp_path):
+    return apiserver.kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture
+def cluster(kubeconfig):
+    from captures import k8s
+
+    connected = k8s.Cluster.connect(str(kubeconfig), "fake")
+    try:
+        yield connected
+    finally:
+        connected.close()
+
+
+@pytest.fixture
+def k8s_settings(settings, kubeconfig, tmp_path):
+    """Django settings for the Kubernetes sources: this kubeconfig, kviz's own namespace."""
+    settings.KVIZ_KUBECONFIG = str(kubeconfig)
+    settings.KVIZ_KUBE_CONTEXT = "fake"
+    settings.KVIZ_K8S_NAMESPACE = "kviz"
+    settings.KVIZ_DEBUG_IMAGE = "nicolaka/netshoot:v0.13"
+    settings.DATA_DIR = tmp_path / "data"
+    return settings
