@@ -47,17 +47,24 @@ def rcode_name(rcode: int) -> str:
     return RCODE_NAMES.get(rcode, f"RCODE{rcode}")
 
 
-def _name(msg: bytes, offset: int) -> tuple[str, int]:
-    """Decode a possibly compressed name; returns (name, offset after it in the record)."""
+def _name(msg: bytes, offset: int, seen: dict[int, str]) -> tuple[str, int]:
+    """Decode a possibly compressed name; returns (name, offset after it in the record).
+
+    `seen` maps offsets to names already decoded in this message: answers point back at the
+    question with compression pointers, so most names are read once (this is the hot path of
+    DNS-heavy captures)."""
     labels = []
+    starts = []
     end = None
     jumps = 0
+    size = len(msg)
+    suffix = None
     while True:
-        if offset >= len(msg):
+        if offset >= size:
             raise ValueError("name runs past the message")
         length = msg[offset]
-        if length & 0xC0 == 0xC0:
-            if offset + 1 >= len(msg):
+        if length >= 0xC0:
+            if offset + 1 >= size:
                 raise ValueError("cut-off compression pointer")
             if end is None:
                 end = offset + 2
@@ -65,30 +72,44 @@ def _name(msg: bytes, offset: int) -> tuple[str, int]:
             jumps += 1
             if jumps > 64:
                 raise ValueError("compression loop")
+            suffix = seen.get(offset)
+            if suffix is not None:
+                break
             continue
         if length == 0:
             offset += 1
             break
-        labels.append(msg[offset + 1 : offset + 1 + length].decode("ascii", "backslashreplace"))
+        starts.append(offset)
+        labels.append(msg[offset + 1 : offset + 1 + length])
         offset += 1 + length
-    return ".".join(labels), (end if end is not None else offset)
+    text = b".".join(labels).decode("ascii", "backslashreplace")
+    if suffix:
+        text = f"{text}.{suffix}" if text else suffix
+    # Remember every suffix of this name by where it starts, for later pointers (unless a
+    # label holds a dot itself, which would make the suffixes ambiguous).
+    if not any(b"." in label for label in labels):
+        remaining = text
+        for start in starts:
+            seen[start] = remaining
+            remaining = remaining.partition(".")[2]
+    return text, (end if end is not None else offset)
 
 
-def _rdata(msg: bytes, rtype: int, start: int, length: int) -> str:
+def _rdata(msg: bytes, rtype: int, start: int, length: int, seen: dict[int, str]) -> str:
     data = msg[start : start + length]
     if rtype == 1 and length == 4:
         return socket.inet_ntoa(data)
     if rtype == 28 and length == 16:
         return socket.inet_ntop(socket.AF_INET6, data)
     if rtype in (2, 5, 12):
-        return _name(msg, start)[0]
+        return _name(msg, start, seen)[0]
     if rtype == 33 and length >= 7:
         prio, weight, port = struct.unpack_from("!HHH", msg, start)
-        return f"{prio} {weight} {port} {_name(msg, start + 6)[0]}"
+        return f"{prio} {weight} {port} {_name(msg, start + 6, seen)[0]}"
     if rtype == 15 and length >= 3:
-        return f"{struct.unpack_from('!H', msg, start)[0]} {_name(msg, start + 2)[0]}"
+        return f"{struct.unpack_from('!H', msg, start)[0]} {_name(msg, start + 2, seen)[0]}"
     if rtype == 6:
-        return _name(msg, start)[0]
+        return _name(msg, start, seen)[0]
     if rtype == 16:
         return data[1 : 1 + data[0]].decode("utf-8", "replace") if data else ""
     return data.hex()
@@ -104,8 +125,9 @@ def parse_dns(msg: bytes) -> DnsInfo | None:
     try:
         offset = 12
         name, qtype = "", 0
+        seen: dict[int, str] = {}
         for index in range(qdcount):
-            qname, offset = _name(msg, offset)
+            qname, offset = _name(msg, offset, seen)
             if offset + 4 > len(msg):
                 return None
             if index == 0:
@@ -114,14 +136,14 @@ def parse_dns(msg: bytes) -> DnsInfo | None:
             offset += 4
         answers = []
         for _ in range(ancount):
-            rname, offset = _name(msg, offset)
+            rname, offset = _name(msg, offset, seen)
             if offset + 10 > len(msg):
                 break
             rtype, _class, _ttl, rdlength = struct.unpack_from("!HHIH", msg, offset)
             offset += 10
             if offset + rdlength > len(msg):
                 break
-            answers.append((rname, rtype, _rdata(msg, rtype, offset, rdlength)))
+            answers.append((rname, rtype, _rdata(msg, rtype, offset, rdlength, seen)))
             offset += rdlength
     except (ValueError, struct.error):
         return None
