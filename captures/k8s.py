@@ -331,9 +331,14 @@ class Cluster:
             ws = ws_stream(self.core.connect_get_namespaced_pod_attach, pod, namespace,
                            container=container, stdin=True, stdout=True, stderr=True, tty=False,
                            binary=True, _preload_content=False)
-        except ApiException as exc:
-            # The client wraps the handshake's failure; the status line is in its reason.
-            reason = str(exc.reason or "")
+        except (ApiException, AttributeError) as exc:
+            # The client wraps a failed handshake in ApiException(status=0), whose missing body
+            # then trips its own `e.body.decode()` (an AttributeError with the ApiException as
+            # its context); either way the handshake's status line is in the reason.
+            inner = exc if isinstance(exc, ApiException) else exc.__context__
+            if not isinstance(inner, ApiException):
+                raise
+            reason = str(inner.reason or "")
             if "403" in reason:
                 raise Forbidden(f"{doing}: missing permission: create pods/attach in "
                                 f"{namespace} ({reason})", f"create pods/attach in {namespace}"
