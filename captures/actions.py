@@ -183,6 +183,25 @@ def find_share(token: str) -> ShareLink | None:
     return link if link and link.is_valid() else None
 
 
+def share_link_state(token: str) -> tuple[ShareLink | None, str]:
+    """(link, state) for a share page: state is `valid`, `expired`, `revoked` or `unknown`."""
+    if not token or len(token) > 200:
+        return None, "unknown"
+    link = ShareLink.objects.select_related("capture").filter(token_hash=token_hash(token)).first()
+    if link is None:
+        return None, "unknown"
+    if link.revoked:
+        return link, "revoked"
+    return link, ("valid" if link.is_valid() else "expired")
+
+
+def revoke_share_link(capture: Capture, link_id) -> None:
+    """Revoke by the link's id: the dashboard lists links, and only their hashes are kept."""
+    if not ShareLink.objects.filter(capture=capture, id=link_id, revoked=False).update(
+            revoked=True):
+        raise ActionError("no such share link for this capture", 404)
+
+
 def revoke_share(capture: Capture, token: str) -> None:
     revoked = ShareLink.objects.filter(capture=capture, token_hash=token_hash(token),
                                        revoked=False).update(revoked=True)

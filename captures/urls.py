@@ -1,8 +1,17 @@
 from django.urls import path
 
-from captures import api, diagram_api
+from captures import api, diagram_api, views
 
 urlpatterns = [
+    # Pages (captures.views); the JSON API follows.
+    path("", views.capture_list, name="page-list"),
+    path("captures/new/", views.capture_new, name="page-new"),
+    path("captures/<uuid:capture_id>/", views.capture_detail, name="page-detail"),
+    path("captures/<uuid:capture_id>/live/", views.capture_live, name="page-live"),
+    path("captures/<uuid:capture_id>/share/", views.share_create, name="page-share-create"),
+    path("captures/<uuid:capture_id>/share/<int:link_id>/revoke/", views.share_revoke,
+         name="page-share-revoke"),
+    path("s/<str:token>/", views.share_page, name="page-share"),
     path("api/captures/", api.captures, name="captures"),
     path("api/captures/<uuid:capture_id>/", api.capture_detail, name="capture"),
     path("api/captures/<uuid:capture_id>/stop/", api.capture_stop, name="capture-stop"),

@@ -127,7 +127,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -136,6 +138,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
+# Whitenoise serves the frontend straight from its folder: no collectstatic step to forget,
+# and the files are few and small.
+WHITENOISE_USE_FINDERS = envbool("KVIZ_STATIC_FINDERS", True)
 
 # Analysis limits: a capture beyond these is analysed as far as the limits allow and flagged
 # partial, so a hostile or huge file cannot exhaust the worker.

@@ -1,0 +1,151 @@
+"""A capture's analysis (`kviz.sequence/1`) as short sentences for the detail and share pages.
+
+Pure Python on the analysis document: the wording lives here, not in templates, so the pages
+stay simple and the sentences can be tested without a browser.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MAX_LINES = 300  # per section; the full story is in the diagram and the downloads
+MAX_LISTED_BYTES = 64 * 1024 * 1024  # a bigger analysis is summarised, not listed
+
+CLOSED = {"fin": "closed by FIN", "rst": "reset (RST)", "open": "no FIN: kept open"}
+HANDSHAKE = {"complete": "", "refused": "refused (SYN answered by RST)",
+             "no-answer": "SYN never answered", "midstream": "began before the capture"}
+
+
+def _ms(value) -> str:
+    return f"{value:.2f} ms" if isinstance(value, int | float) else ""
+
+
+def _timings(timing: dict | None) -> str:
+    timing = timing or {}
+    parts = [f"{label} {_ms(timing.get(key))}" for key, label in
+             (("connect_ms", "connect"), ("tls_ms", "TLS"), ("ttfb_ms", "TTFB"),
+              ("total_ms", "total")) if timing.get(key) is not None]
+    return ", ".join(parts)
+
+
+class Namer:
+    """`name (ip:port)` from the participants, so a line reads like the diagram."""
+
+    def __init__(self, participants: list[dict]):
+        self.names = {p["ip"]: p.get("name") for p in participants or []}
+
+    def __call__(self, endpoint: str | None) -> str:
+        if not endpoint:
+            return "?"
+        ip = endpoint.rsplit(":", 1)[0].strip("[]") if endpoint.count(":") == 1 or \
+            endpoint.startswith("[") else endpoint
+        name = self.names.get(ip)
+        return f"{name} ({endpoint})" if name and name != ip else endpoint
+
+
+def dns_line(entry: dict, name) -> str:
+    answers = ", ".join(entry.get("answers") or []) or "no answer"
+    rcode = entry.get("rcode") or "unanswered"
+    latency = _ms(entry.get("latency_ms"))
+    extra = f"{rcode}, {latency}" if latency else rcode
+    return (f"DNS {entry.get('type', '?')} {entry.get('name', '?')} → {answers} ({extra}) "
+            f"asked by {name(entry.get('client'))} of {name(entry.get('server'))}")
+
+
+def connection_line(conn: dict, name) -> str:
+    server = name(conn.get("server"))
+    if conn.get("server_after_nat"):
+        server += f" → {conn['server_after_nat']}"
+    app = f" {conn['app']}" if conn.get("app") else ""
+    facts = [HANDSHAKE.get(conn.get("handshake"), conn.get("handshake") or "")]
+    if conn.get("requests"):
+        facts.append(f"{conn['requests']} request{'s' if conn['requests'] != 1 else ''}")
+    facts.append(CLOSED.get(conn.get("closed"), conn.get("closed") or ""))
+    if conn.get("retransmissions"):
+        facts.append(f"{conn['retransmissions']} retransmissions")
+    timing = _timings(conn.get("timing"))
+    return (f"TCP #{conn.get('id')}{app}: {name(conn.get('client'))} → {server}: "
+            + "; ".join(f for f in facts if f) + (f"; {timing}" if timing else ""))
+
+
+def http_line(request: dict) -> str:
+    what = " ".join(str(x) for x in (request.get("method"), request.get("host") or "",
+                                     request.get("target") or "") if x)
+    if request.get("stream") is not None and not request.get("method"):
+        what = f"stream {request['stream']}"
+    status = request.get("status")
+    answer = f"→ {status}" if status is not None else "→ no response seen"
+    ttfb = _ms(request.get("ttfb_ms"))
+    return (f"{request.get('protocol', 'http')} request {request.get('n', '?')} on connection "
+            f"#{request.get('connection')}: {what} {answer}" + (f" (TTFB {ttfb})" if ttfb else ""))
+
+
+def annotation_line(note: dict, name) -> str:
+    kind = note.get("kind")
+    conn = f" (connection #{note['connection']})" if note.get("connection") is not None else ""
+    if kind in ("dnat", "snat"):
+        where = note.get("where") or "unknown"
+        where = "" if where == "unknown" else f" at {where}"
+        how = " (REDIRECT)" if note.get("mechanism") == "redirect" else ""
+        return f"{kind.upper()}{how} {note.get('before')} → {note.get('after')}{where}{conn}"
+    if kind == "sidecar":
+        return (f"sidecar redirect ({note.get('mesh', 'mesh')}, {note.get('direction', '?')}) "
+                f"to port {note.get('port')} for {note.get('app')}{conn}")
+    if kind == "mtls":
+        evidence = ", ".join(note.get("evidence") or []) or "none recorded"
+        return (f"mutual TLS between {name(note.get('client'))} and {name(note.get('server'))} "
+                f"(evidence: {evidence}){conn}")
+    if kind == "pooled":
+        return f"pooled connection: {note.get('requests')} requests on one connection{conn}"
+    if kind == "kept_open":
+        return f"no FIN: kept open{conn}"
+    if kind == "control_plane":
+        return f"{note.get('mesh', 'mesh')} control plane traffic to {note.get('server')}{conn}"
+    if kind == "retransmission":
+        return f"{note.get('count')} retransmissions{conn}"
+    if kind == "rst":
+        return f"RST sent by {name(note.get('by'))}{conn}"
+    if kind == "nxdomain":
+        return f"NXDOMAIN for {note.get('name')} ({note.get('count', 1)}×)"
+    if kind == "dns_unanswered":
+        return f"DNS query for {note.get('name')} never answered ({note.get('count', 1)}×)"
+    return f"{kind}{conn}"
+
+
+def _section(items, line, *args) -> dict:
+    items = items or []
+    return {"lines": [line(item, *args) for item in items[:MAX_LINES]],
+            "more": max(0, len(items) - MAX_LINES)}
+
+
+def describe(doc: dict) -> dict:
+    """{dns, connections, http, annotations: {lines, more}, participants, facts}."""
+    name = Namer(doc.get("participants"))
+    facts = doc.get("capture") or {}
+    return {
+        "participants": [f"{p.get('name')} ({p.get('ip')}, {p.get('kind')})"
+                         for p in (doc.get("participants") or [])[:MAX_LINES]],
+        "dns": _section(doc.get("dns"), dns_line, name),
+        "connections": _section(doc.get("connections"), connection_line, name),
+        "http": _section(doc.get("http"), http_line),
+        "annotations": _section(doc.get("annotations"), annotation_line, name),
+        "warnings": list(facts.get("warnings") or []),
+        "partial": bool(facts.get("partial")),
+    }
+
+
+def target_label(target: dict | None) -> str:
+    """`lab pod/default/ubuntu`, `local eth0`, `upload node.pcapng`; '' when not shown."""
+    if not target:
+        return ""
+    detail = target.get("target") or target.get("interface") or target.get("file_name") or ""
+    return f"{target.get('kind', '?')} {detail}".strip()
+
+
+def describe_file(path: Path | None) -> dict | None:
+    """The description of a stored analysis; None when there is none or it is too big to list."""
+    if path is None or not path.exists() or path.stat().st_size > MAX_LISTED_BYTES:
+        return None
+    with open(path, encoding="utf-8") as fp:
+        return describe(json.load(fp))

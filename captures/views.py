@@ -1,0 +1,180 @@
+"""The dashboard's pages: validate, call an action, render a template. Nothing else here.
+
+The pages read the same sources as the JSON API (captures.api, docs/api.md): the capture list
+and the live view keep themselves current through that API and the capture's WebSocket.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from captures import actions, present
+from captures.api import capture_json
+from captures.models import Capture, ShareLink
+from captures.sources import base as sources
+
+LIST_LIMIT = 200
+GONE = {"expired": "This share link has expired.", "revoked": "This share link was revoked.",
+        "unknown": "There is no such share link."}
+
+
+def _own_capture(request, capture_id) -> Capture:
+    # Another user's capture is answered exactly like a missing one (404), as in the API.
+    capture = Capture.objects.select_related("owner").filter(id=capture_id).first()
+    if capture is None or not capture.visible_to(request.user):
+        raise Http404("no such capture")
+    return capture
+
+
+def _target(capture: Capture) -> str:
+    return present.target_label({"kind": capture.target_kind, **capture.target_spec})
+
+
+def _limits_form(post) -> dict:
+    limits = {}
+    for key in ("seconds", "packets", "bytes"):
+        value = (post.get(f"limit_{key}") or "").strip()
+        if value:
+            if not value.isdigit():
+                raise actions.ActionError(f"limits.{key} must be a positive integer")
+            limits[key] = int(value)
+    return limits
+
+
+def _target_form(value: str) -> dict:
+    # The picker's values are "local:<iface>" and "lab:<pod/ns/name | node/name>".
+    kind, _, rest = (value or "").partition(":")
+    if kind == "local":
+        return {"kind": "local", "interface": rest}
+    if kind == "lab":
+        return {"kind": "lab", "target": rest}
+    if kind == "upload":
+        raise actions.ActionError("choose a pcap or pcapng file to upload")
+    raise actions.ActionError("choose a target, or a file to upload")
+
+
+@require_GET
+@login_required
+def capture_list(request):
+    actions.reap_stale()
+    rows = Capture.objects.select_related("owner")
+    if not request.user.is_staff:
+        rows = rows.filter(owner=request.user)
+    return render(request, "captures/list.html", {"captures": rows[:LIST_LIMIT]})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def capture_new(request):
+    targets = sources.list_targets()
+    error, status = "", 200
+    if request.method == "POST":
+        try:
+            if request.FILES.get("file"):
+                capture = actions.upload_capture(request.user, request.POST.get("name"),
+                                                 request.FILES["file"])
+                return redirect("page-detail", capture.id)
+            capture = actions.start_capture(request.user, {
+                "name": request.POST.get("name"),
+                "target": _target_form(request.POST.get("target")),
+                "filter": request.POST.get("filter", "").strip(),
+                "limits": _limits_form(request.POST),
+            })
+            return redirect("page-live", capture.id)
+        except actions.ActionError as exc:
+            error, status = exc.message, exc.status
+    return render(request, "captures/new.html", {
+        "targets": [t for t in targets if t["kind"] != "upload"], "error": error,
+        "form": request.POST, "max": {"seconds": settings.KVIZ_MAX_SECONDS,
+                                      "packets": settings.KVIZ_MAX_PACKETS,
+                                      "bytes": settings.KVIZ_MAX_BYTES,
+                                      "upload": settings.KVIZ_MAX_UPLOAD_BYTES},
+    }, status=status)
+
+
+@require_GET
+@login_required
+def capture_detail(request, capture_id):
+    actions.reap_stale()
+    capture = _own_capture(request, capture_id)
+    links = ShareLink.objects.filter(capture=capture).order_by("-created")
+    return render(request, "captures/detail.html", {
+        "capture": capture, "doc": capture_json(capture), "target": _target(capture),
+        "analysis": present.describe_file(capture.analysis_file),
+        "links": links, "share_days": settings.KVIZ_SHARE_DAYS,
+        "pcap_url": reverse("capture-pcap", args=[capture.id]),
+        "diagram_url": reverse("capture-analysis", args=[capture.id]), "read_only": False,
+    })
+
+
+@require_GET
+@login_required
+def capture_live(request, capture_id):
+    capture = _own_capture(request, capture_id)
+    return render(request, "captures/live.html", {
+        "capture": capture, "doc": capture_json(capture), "target": _target(capture),
+        "ws_path": f"/ws/captures/{capture.id}/",
+        "api_url": reverse("capture", args=[capture.id]),
+        "stop_url": reverse("capture-stop", args=[capture.id]),
+        "detail_url": reverse("page-detail", args=[capture.id]),
+        "diagram_url": reverse("capture-analysis", args=[capture.id]), "read_only": False,
+    })
+
+
+@require_POST
+@login_required
+def share_create(request, capture_id):
+    capture = _own_capture(request, capture_id)
+    try:
+        days = int(request.POST.get("days") or settings.KVIZ_SHARE_DAYS)
+    except ValueError:
+        days = 0  # refused below with the action's own message
+    try:
+        link, token = actions.share_capture(request.user, capture,
+                                            request.POST.get("redacted") == "on", days)
+    except actions.ActionError as exc:
+        messages.error(request, exc.message)
+    else:
+        # The token is shown this once: only its hash is stored.
+        messages.success(request, request.build_absolute_uri(reverse("page-share",
+                                                                     args=[token])),
+                         extra_tags=f"share-url link-{link.id}")
+    return redirect("page-detail", capture.id)
+
+
+@require_POST
+@login_required
+def share_revoke(request, capture_id, link_id):
+    capture = _own_capture(request, capture_id)
+    try:
+        actions.revoke_share_link(capture, link_id)
+    except actions.ActionError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.info(request, "The share link was revoked.")
+    return redirect("page-detail", capture.id)
+
+
+@require_GET
+def share_page(request, token):
+    """Read-only and anonymous. Expired or revoked: 410; unknown: 404."""
+    link, state = actions.share_link_state(token)
+    if state != "valid":
+        return render(request, "captures/share_gone.html", {"message": GONE[state]},
+                      status=404 if state == "unknown" else 410)
+    capture = link.capture
+    return render(request, "captures/share.html", {
+        "capture": capture, "link": link, "doc": capture_json(capture, redacted=link.redacted),
+        "target": "" if link.redacted else _target(capture),
+        "analysis": present.describe_file(capture.analysis_file),
+        "pcap_url": None if link.redacted else reverse("share-pcap", args=[token]),
+        "ws_path": f"/ws/share/{token}/", "api_url": reverse("share", args=[token]),
+        "diagram_url": reverse("share-analysis", args=[token]), "read_only": True,
+        "share_token": token,
+    })
