@@ -1,0 +1,76 @@
+"""deploy/kubernetes/: every manifest validates against the Kubernetes OpenAPI schemas (shipped
+offline by kubernetes-validate, strict: unknown fields fail), and no role grants a wildcard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+KUBERNETES_VERSION = "1.33"  # the oldest minor kviz supports; newer ones accept these too
+
+
+def documents() -> list[tuple[str, dict]]:
+    found = []
+    for path in sorted(DEPLOY.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                found.append((path.name, document))
+    return found
+
+
+def resources() -> list[tuple[str, dict]]:
+    return [(name, doc) for name, doc in documents()
+            if not doc["apiVersion"].startswith("kustomize.config.k8s.io/")]
+
+
+@pytest.mark.parametrize(("name", "document"), resources(),
+                         ids=lambda v: v if isinstance(v, str) else v["kind"])
+def test_every_manifest_validates_against_the_schemas(name, document):
+    kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_kustomization_lists_every_manifest():
+    [kustomization] = [doc for _name, doc in documents() if doc["kind"] == "Kustomization"]
+    listed = set(kustomization["resources"])
+    assert listed == {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_no_role_grants_a_wildcard():
+    roles = [doc for _name, doc in resources() if doc["kind"] in ("Role", "ClusterRole")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for key in ("verbs", "resources", "apiGroups", "resourceNames", "nonResourceURLs"):
+                assert not any("*" in item for item in rule.get(key, [])), (role["metadata"],
+                                                                            rule)
+
+
+def test_pods_are_created_and_deleted_only_in_kvizs_own_namespace():
+    for _name, doc in resources():
+        if doc["kind"] == "ClusterRole":
+            for rule in doc["rules"]:
+                if "pods" in rule["resources"]:
+                    assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    [role] = [doc for _name, doc in resources() if doc["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == "kviz"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"],
+                              "verbs": ["create", "delete"]}]
+
+
+def test_the_capture_containers_need_only_what_rbac_yaml_grants():
+    """What captures/k8s.py calls, as (verb, resource), is granted by the ClusterRole or Role."""
+    granted = set()
+    for _name, doc in resources():
+        if doc["kind"] in ("Role", "ClusterRole"):
+            for rule in doc["rules"]:
+                granted |= {(v, r) for v in rule["verbs"] for r in rule["resources"]}
+    needed = {("list", "namespaces"), ("list", "pods"), ("get", "pods"), ("list", "services"),
+              ("get", "services"), ("list", "endpointslices"), ("list", "nodes"),
+              ("patch", "pods/ephemeralcontainers"), ("create", "pods/attach"),
+              ("create", "pods"), ("delete", "pods")}
+    assert needed <= granted
