@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
+import time
 from collections import deque
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+log = logging.getLogger(__name__)
 
 STREAM_TTL = 24 * 3600  # replay stays available for a day after the capture ends
 
@@ -58,6 +62,9 @@ class RedisStore:
         entries = self._client().xrevrange(stream_key(capture_id), count=1)
         return int(entries[0][0].split(b"-")[0]) if entries else 0
 
+    def exists(self, capture_id) -> bool:
+        return bool(self._client().exists(stream_key(capture_id)))
+
     def clear(self, capture_id) -> None:
         self._client().delete(stream_key(capture_id))
 
@@ -92,6 +99,10 @@ class MemoryStore:
             kept = self.events.get(str(capture_id))
             return kept[-1]["seq"] if kept else 0
 
+    def exists(self, capture_id) -> bool:
+        with self.lock:
+            return str(capture_id) in self.events
+
     def clear(self, capture_id) -> None:
         with self.lock:
             self.events.pop(str(capture_id), None)
@@ -109,7 +120,16 @@ def store():
 
 
 class LivePublisher:
-    """Numbers, keeps and sends one capture's events. Used from the runner's (sync) thread."""
+    """Numbers, keeps and sends one capture's events. Used from the runner's (sync) thread.
+
+    Redis may go away mid-capture (restarted, failed over). The capture must not fail for it
+    and reconnecting browsers must still see every seq, so: an event that cannot be stored is
+    held and stored, in order, before the next one; and a stream that vanished (a Redis that
+    came back empty) gets the recent events it lost again before new ones are added.
+    """
+
+    RECENT = 300  # events kept in memory to refill a lost stream (30 s at the full rate)
+    FINAL_FLUSH_SECONDS = 15.0
 
     def __init__(self, capture_id):
         self.capture_id = capture_id
@@ -117,23 +137,52 @@ class LivePublisher:
         # A fresh run starts at 1; a rerun (never expected) continues after what is stored.
         self.seq = self.store.last_seq(capture_id)
         self.layer = get_channel_layer()
+        self.unsent: deque = deque()
+        self.recent: deque = deque(maxlen=self.RECENT)
 
-    def _publish(self, kind: str, payload: dict) -> dict:
+    def _flush(self) -> None:
+        if self.recent and not self.store.exists(self.capture_id):
+            log.warning("live events of %s were lost by the store; storing the last %d again",
+                        self.capture_id, len(self.recent))
+            for event in self.recent:
+                self.store.append(self.capture_id, event)
+        while self.unsent:
+            event = self.unsent[0]
+            self.store.append(self.capture_id, event)  # stored first: replay never misses one
+            self.unsent.popleft()
+            self.recent.append(event)
+            if self.layer is not None:
+                # A full or broken layer must not stop a capture: consumers fill gaps from
+                # the store.
+                with contextlib.suppress(Exception):
+                    async_to_sync(self.layer.group_send)(
+                        group_name(self.capture_id), {"type": "capture.event", "event": event})
+
+    def _publish(self, kind: str, payload: dict, wait: float = 0.0) -> dict:
         self.seq += 1
         event = {"seq": self.seq, "kind": kind, **payload}
-        self.store.append(self.capture_id, event)  # stored first: replay never misses one
-        if self.layer is not None:
-            # A full or broken layer must not stop a capture: consumers fill gaps from the store.
-            with contextlib.suppress(Exception):
-                async_to_sync(self.layer.group_send)(
-                    group_name(self.capture_id), {"type": "capture.event", "event": event})
+        self.unsent.append(event)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._flush()
+                break
+            except Exception as exc:  # the store is down: keep the events, try next time
+                if time.monotonic() >= deadline:
+                    log.warning("live events of %s held (%d): %s", self.capture_id,
+                                len(self.unsent), exc)
+                    break
+                time.sleep(0.5)
         return event
 
     def batch(self, rows: list[dict], thinned: int, counters: dict) -> dict:
         return self._publish("batch", {"rows": rows, "thinned": thinned, "counters": counters})
 
     def status(self, status: str, counters: dict, error: str = "") -> dict:
-        return self._publish("status", {"status": status, "counters": counters, "error": error})
+        # The last event of a run has no later one to carry it: wait a while for the store.
+        final = status in ("completed", "failed", "interrupted")
+        return self._publish("status", {"status": status, "counters": counters, "error": error},
+                             wait=self.FINAL_FLUSH_SECONDS if final else 0.0)
 
 
 def thin(rows: list[dict], keep: int) -> tuple[list[dict], int]:
