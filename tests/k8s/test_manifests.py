@@ -74,3 +74,14 @@ def test_the_capture_containers_need_only_what_rbac_yaml_grants():
               ("patch", "pods/ephemeralcontainers"), ("create", "pods/attach"),
               ("create", "pods"), ("delete", "pods")}
     assert needed <= granted
+
+
+def test_the_capture_pod_and_debug_container_kviz_sends_validate(k8s_settings):
+    from captures.sources import kubernetes as ks
+
+    kubernetes_validate.validate(ks.node_pod_manifest("worker-1", "0f4c2d9e", "tcp"),
+                                 KUBERNETES_VERSION, strict=True)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ubuntu"},
+           "spec": {"containers": [{"name": "ubuntu", "image": "ubuntu"}],
+                    "ephemeralContainers": [ks.debug_container("kviz-1", "ubuntu", "tcp")]}}
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
