@@ -97,7 +97,11 @@ function connect() {
   const socket = new WebSocket(`${scheme}://${location.host}${root.dataset.ws}`);
   state.socket = socket;
   $("live-connection").textContent = "connecting…";
-  socket.onopen = () => { state.retry = 0; $("live-connection").textContent = "live"; };
+  socket.onopen = () => {
+    state.retry = 0;
+    root.dataset.connections = Number(root.dataset.connections || 0) + 1;
+    $("live-connection").textContent = "live";
+  };
   socket.onmessage = (message) => handle(JSON.parse(message.data));
   socket.onclose = () => {
     if (FINAL.has(state.status)) { $("live-connection").textContent = "ended"; return; }
