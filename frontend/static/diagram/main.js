@@ -1,0 +1,325 @@
+// The diagram view's entry point: reads the section's data attributes (set by
+// templates/captures/_diagram.html), loads the layout (or follows the live capture), and wires
+// filters, folding, selection, keyboard, deep links, details, notes and exports.
+
+import { Api, LayoutSource } from "./api.js";
+import { loadFrame, renderNotes, renderPhaseDetails, renderRowDetails } from "./details.js";
+import { exportButtons } from "./export.js";
+import { LiveSource, follow } from "./live.js";
+import { DiagramView } from "./view.js";
+
+const RUNNING = new Set(["queued", "running", "stopping"]);
+const LAYOUT_POLL_MS = 1000;
+
+class Diagram {
+  constructor(root) {
+    this.root = root;
+    const data = root.dataset;
+    this.api = new Api(data.api, document.querySelector('meta[name="csrf-token"]')?.content || "");
+    this.readOnly = data.readOnly === "true";
+    this.frames = data.frames === "true";
+    this.user = data.user || "";
+    this.staff = data.staff === "true";
+    this.name = data.name || "capture";
+    this.status = root.querySelector(".kd-status");
+    this.panel = root.querySelector(".kd-details");
+    this.fold = true;
+    this.expanded = new Set();
+    this.collapsed = new Set();
+    this.notes = [];
+    this.selected = -1;
+    this.panelFor = null; // {row} or {phase}
+    this.firstPaint = null;
+    this.view = new DiagramView(root, {
+      onSelectRow: (index, open) => this.select(index, open, false),
+      onPhase: (id) => this.openPhase(id),
+      onToggleFold: (id) => this.toggleFold(id),
+      onTogglePhase: (id) => this.togglePhase(id),
+      onDrawn: (pending) => this.drawn(pending),
+    });
+    exportButtons(root.querySelector(".kd-exports"), this.api, this.name);
+    root.querySelectorAll(".kd-filter").forEach((select) =>
+      select.addEventListener("change", () => this.applyFilter()));
+    root.querySelector(".kd-fold-all")?.addEventListener("change", (event) => {
+      this.fold = event.target.checked;
+      this.expanded.clear();
+      this.reload();
+    });
+    root.addEventListener("keydown", (event) => this.key(event));
+    window.addEventListener("hashchange", () => this.followHash());
+  }
+
+  async start() {
+    this.loadNotes();
+    if (RUNNING.has(this.root.dataset.status) && this.root.dataset.ws) {
+      this.goLive();
+      return;
+    }
+    await this.reload();
+    this.followHash();
+  }
+
+  say(text) { this.status.textContent = text; }
+
+  // -- loading ---------------------------------------------------------------------------------
+
+  async reload(keepRow = this.firstVisibleRow()) {
+    this.say("loading the diagram…");
+    let source;
+    try {
+      source = await LayoutSource.load(this.api, this.fold, [...this.expanded], [...this.collapsed]);
+    } catch (error) {
+      this.say(error.status === 409 ? "the analysis is not ready yet" : `no diagram: ${error.message}`);
+      throw error;
+    }
+    this.source = source;
+    this.root.dataset.rows = source.rowCount;
+    this.fillFilters();
+    this.view.setSource(source);
+    if (keepRow >= 0 && source.head.ys[keepRow] !== null && source.head.ys[keepRow] !== undefined) {
+      this.view.scroll.scrollTop = Math.max(0, source.head.ys[keepRow] - 90);
+    }
+    this.view.select(this.selected, false);
+    const folds = source.head.folds.filter((f) => f.collapsed).length;
+    this.say(`${source.rowCount} arrows` + (folds ? `, ${folds} repeated patterns folded` : ""));
+    this.root.dataset.state = "ready";
+  }
+
+  firstVisibleRow() {
+    if (!this.source) return -1;
+    const at = this.source.firstDrawnAt(this.view.scroll.scrollTop + 64);
+    return at < this.source.drawnIndex.length ? this.source.drawnIndex[at] : -1;
+  }
+
+  goLive() {
+    const live = new LiveSource();
+    this.source = live;
+    this.root.dataset.state = "live";
+    this.view.setSource(live);
+    this.say("live: provisional arrows until the capture is analysed");
+    this.socket = follow(this.root.dataset.ws, {
+      onHello: (hello) => { if (hello.redacted) this.say("live: this share link hides the packets"); },
+      onBatch: (batch) => {
+        const atBottom = this.view.scroll.scrollTop + this.view.scroll.clientHeight >=
+          this.view.scroll.scrollHeight - 40;
+        if (live.add(batch)) this.view.drawHead();
+        this.view.body.style.height = `${live.head.size.height}px`;
+        this.view.body.style.width = `${live.head.size.width}px`;
+        this.root.dataset.rows = live.rowCount;
+        if (atBottom) this.view.scroll.scrollTop = this.view.scroll.scrollHeight;
+        this.view.schedule(true);
+        const skipped = live.thinned + live.dropped;
+        this.say(`live: ${live.rowCount} provisional arrows` +
+          (skipped ? ` (${skipped} packets not drawn to keep up; the capture keeps them all)` : ""));
+      },
+      onStatus: (event) => {
+        if (!RUNNING.has(event.status)) {
+          this.socket.close();
+          this.say(`capture ${event.status}: waiting for the analysis…`);
+          this.awaitLayout();
+        }
+      },
+    });
+  }
+
+  async awaitLayout() {
+    for (;;) {
+      try {
+        this.root.dataset.state = "loading";
+        await this.reload(-1);
+        return;
+      } catch (error) {
+        if (error.status !== 409) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, LAYOUT_POLL_MS));
+    }
+  }
+
+  drawn(pending) {
+    // The first screen counts as drawn once no row in it waits for its chunk.
+    if (this.firstPaint === null && pending === 0 && this.source && this.source.rowCount > 0 &&
+        !this.source.head.provisional) {
+      this.firstPaint = performance.now();
+      this.root.dataset.firstPaint = String(Math.round(this.firstPaint));
+      performance.mark("kviz-diagram-first-paint");
+    }
+  }
+
+  // -- filters, folding --------------------------------------------------------------------------
+
+  fillFilters() {
+    const head = this.source.head;
+    const fill = (name, options) => {
+      const select = this.root.querySelector(`.kd-filter[data-filter="${name}"]`);
+      if (!select || select.options.length > 1) return;
+      for (const [value, label] of options) select.add(new Option(label, value));
+    };
+    fill("connection", [["none", "no connection (DNS, ICMP)"],
+      ...(head.connections || []).map((c) => [String(c.id), `${c.id}: ${c.client} → ${c.server}`])]);
+    fill("lane", head.lanes.map((lane) => [String(lane.index), `${lane.name} (${lane.address || lane.ip})`]));
+  }
+
+  applyFilter() {
+    const value = (name) => this.root.querySelector(`.kd-filter[data-filter="${name}"]`)?.value || "";
+    const connection = value("connection"), lane = value("lane"), phase = value("phase");
+    const phases = () => this.source.head.phases;
+    this.filter = (row) => {
+      if (connection === "none" ? row.connection !== null
+        : connection && String(row.connection) !== connection) return false;
+      if (lane && ![row.from, row.to, row.nat_to].map(String).includes(lane)) return false;
+      if (phase) {
+        const group = row.group !== null && row.group !== undefined ? phases()[row.group] : null;
+        if ((group ? group.phase : row.phase) !== phase) return false;
+      }
+      return true;
+    };
+    this.view.setFilter(this.filter);
+  }
+
+  toggleFold(id) {
+    const fold = this.source.head.folds[id];
+    if (!this.fold) { // everything is drawn: folding one means folding mode with the rest open
+      this.fold = true;
+      this.source.head.folds.forEach((f) => { if (f.id !== id) this.expanded.add(f.id); });
+      this.root.querySelector(".kd-fold-all").checked = true;
+    } else if (fold.collapsed) this.expanded.add(id); else this.expanded.delete(id);
+    this.reload();
+  }
+
+  togglePhase(id) {
+    if (this.collapsed.has(id)) this.collapsed.delete(id); else this.collapsed.add(id);
+    this.reload();
+  }
+
+  // -- selection, details ------------------------------------------------------------------------
+
+  async select(index, open, fromHash) {
+    this.selected = index;
+    this.view.select(index, true);
+    if (!fromHash && index >= 0) {
+      const row = await this.source.rowAsync(index);
+      if (row && !String(row.message).startsWith("p")) {
+        history.replaceState(null, "", `#m-${row.message}`);
+      }
+    }
+    if (open) this.openRow(index);
+  }
+
+  async openRow(index) {
+    const row = await this.source.rowAsync(index);
+    if (!row) return;
+    this.panelFor = { row: index };
+    renderRowDetails(this.panel, row, this.source.head, { frames: this.frames });
+    this.showPanel();
+    this.drawNotes();
+    if (this.frames) loadFrame(this.panel, this.api, row.frame);
+  }
+
+  openPhase(id) {
+    const phase = this.source.head.phases[id];
+    this.panelFor = { phase: id };
+    renderPhaseDetails(this.panel, phase, this.source.head);
+    this.showPanel();
+    this.drawNotes();
+  }
+
+  showPanel() {
+    this.panel.hidden = false;
+    this.panel.querySelector(".kd-close").addEventListener("click", () => this.closePanel());
+  }
+
+  closePanel() {
+    this.panel.hidden = true;
+    this.panelFor = null;
+    this.view.scroll.focus({ preventScroll: true });
+  }
+
+  async step(direction) {
+    const source = this.source;
+    if (!source || !source.drawnIndex.length) return;
+    let at = this.selected >= 0 ? source.drawnPosition(this.selected) : -1;
+    if (at < 0) at = direction > 0 ? source.firstDrawnAt(this.view.scroll.scrollTop) - 1
+      : source.firstDrawnAt(this.view.scroll.scrollTop + this.view.scroll.clientHeight);
+    // Skip arrows the filter dims; bounded so a filter matching nothing stays quick.
+    for (let tries = 0; tries < 5000; tries++) {
+      at += direction;
+      if (at < 0 || at >= source.drawnIndex.length) return;
+      const index = source.drawnIndex[at];
+      const row = await source.rowAsync(index);
+      if (!this.filter || this.filter(row)) {
+        await this.select(index, !this.panel.hidden && this.panelFor && "row" in this.panelFor, false);
+        return;
+      }
+    }
+  }
+
+  key(event) {
+    if (event.target.closest("textarea, input, select")) return;
+    if (event.key === "j" || event.key === "ArrowDown") { event.preventDefault(); this.step(1); }
+    else if (event.key === "k" || event.key === "ArrowUp") { event.preventDefault(); this.step(-1); }
+    else if (event.key === "Enter" && this.selected >= 0) { event.preventDefault(); this.openRow(this.selected); }
+    else if (event.key === "Escape") { this.closePanel(); }
+  }
+
+  // `#m-<message id>`: scroll to that arrow, open folds or phases hiding it, highlight it.
+  async followHash() {
+    const match = /^#m-(\d+)$/.exec(location.hash);
+    if (!match || !this.source || this.source.head.provisional) return;
+    const index = this.source.rowOfMessage(Number(match[1]));
+    if (index < 0) return;
+    if (this.source.head.ys[index] === null) {
+      const row = await this.source.rowAsync(index);
+      if (row.fold !== null) this.expanded.add(row.fold);
+      if (row.group !== null) this.collapsed.delete(row.group);
+      await this.reload(index);
+    }
+    this.view.scroll.focus({ preventScroll: true });
+    await this.select(index, true, true);
+    this.root.dataset.deepLinked = String(index);
+  }
+
+  // -- notes -------------------------------------------------------------------------------------
+
+  async loadNotes() {
+    try {
+      this.notes = (await this.api.json("notes/")).notes;
+    } catch {
+      this.notes = [];
+    }
+    const byTarget = new Map();
+    for (const note of this.notes) {
+      if (!byTarget.has(note.target)) byTarget.set(note.target, []);
+      byTarget.get(note.target).push(note);
+    }
+    this.view.setNotes(byTarget);
+    this.drawNotes();
+  }
+
+  drawNotes() {
+    const section = this.panel.querySelector(".kd-notes");
+    if (!section) return;
+    renderNotes(section, this.notes, {
+      readOnly: this.readOnly, user: this.user, staff: this.staff,
+      onAdd: async (target, text) => {
+        try {
+          await this.api.json("notes/", { method: "POST", body: JSON.stringify({ target, text }) });
+        } catch (error) {
+          this.say(`the note was not saved: ${error.message}`);
+        }
+        await this.loadNotes();
+      },
+      onDelete: async (note) => {
+        await this.api.json(`notes/${note.id}/`, { method: "DELETE" }).catch((error) =>
+          this.say(`the note was not deleted: ${error.message}`));
+        await this.loadNotes();
+      },
+    });
+  }
+}
+
+const root = document.getElementById("diagram");
+if (root && root.dataset.api) {
+  const diagram = new Diagram(root);
+  window.kvizDiagram = diagram; // for the browser tests and a curious reader's console
+  diagram.start().catch(() => {});
+}
