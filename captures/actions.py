@@ -7,6 +7,7 @@ Views call these and translate ActionError into a 4xx; nothing here knows about 
 from __future__ import annotations
 
 import datetime
+import logging
 import shutil
 import uuid
 
@@ -20,6 +21,7 @@ from captures.models import ACTIVE, Capture, ShareLink, Status, TargetKind, appe
 from captures.sources import base as sources
 from captures.sources import upload as uploads
 
+logger = logging.getLogger(__name__)
 MAX_FILTER_LENGTH = 1024
 
 
@@ -96,7 +98,7 @@ def start_capture(user, data) -> Capture:
         raise ActionError(f"unknown field {sorted(unknown)[0]!r}")
     name = validate_name(data.get("name"))
     try:
-        target = sources.resolve_target(data.get("target"))
+        target = sources.resolve_target(data.get("target"), user)
     except sources.TargetError as exc:
         raise ActionError(str(exc)) from None
     seconds, packets, nbytes = validate_limits(data.get("limits"))
@@ -210,6 +212,20 @@ def revoke_share(capture: Capture, token: str) -> None:
 
 
 # -- crash recovery -----------------------------------------------------------------------------
+
+
+def clean_cluster_orphans() -> list[str]:
+    """Delete node-capture pods left in the cluster by captures that no longer run (a worker
+    killed mid-capture cannot delete its own). Failures are logged, never raised: this runs
+    from worker start and after every capture."""
+    from captures.sources import kubernetes
+
+    try:
+        active = Capture.objects.filter(status__in=ACTIVE).values_list("id", flat=True)
+        return kubernetes.cleanup_orphans([str(i) for i in active])
+    except Exception:  # the cluster may be unreachable; the next pass will try again
+        logger.exception("could not clean up capture pods in the cluster")
+        return []
 
 
 def reap_stale(restarted_worker: str | None = None) -> list:

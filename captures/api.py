@@ -227,4 +227,4 @@ def share_analysis(request, token):
 @api_view
 @json_errors
 def targets(request):
-    return JsonResponse({"targets": sources.list_targets()})
+    return JsonResponse({"targets": sources.list_targets(request.user)})

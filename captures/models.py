@@ -52,6 +52,9 @@ class TargetKind(models.TextChoices):
     UPLOAD = "upload"
     LOCAL = "local"
     LAB = "lab"
+    POD = "pod"
+    NODE = "node"
+    SERVICE = "service"
 
 
 class Capture(models.Model):

@@ -122,9 +122,11 @@ def run(capture_id, worker_id: str) -> str | None:
 
 def _record(capture: Capture, worker_id: str, publisher: LivePublisher) -> None:
     source = sources.open_live(capture.target_kind, capture.target_spec, capture.bpf_filter,
-                               capture.limit_packets)
+                               capture.limit_packets, capture_id=capture.id)
     capture.directory.mkdir(parents=True, exist_ok=True)
-    path = capture.directory / "capture.pcapng"
+    # tcpdump in a pod or on a node writes classic pcap; everything else here is pcapng.
+    suffix = "pcap" if capture.target_kind in ("pod", "node") else "pcapng"
+    path = capture.directory / f"capture.{suffix}"
     capture.pcap_path = str(path.relative_to(settings.DATA_DIR))
     source.open()
     try:
@@ -133,6 +135,9 @@ def _record(capture: Capture, worker_id: str, publisher: LivePublisher) -> None:
         _owned(capture, worker_id).update(pcap_path=capture.pcap_path, inventory=inventory)
         capture.inventory = inventory
         _capture_loop(capture, worker_id, publisher, source, path)
+        failure = getattr(source, "failure", lambda: "")()
+        if failure:
+            _add_log(capture, worker_id, f"source: {failure}")
     finally:
         source.close()
 

@@ -19,7 +19,10 @@ from captures import actions, runner
 
 @shared_task(name="captures.run_capture", bind=True)
 def run_capture(self, capture_id: str) -> str | None:
-    return runner.run(capture_id, f"{self.request.hostname or 'local'}:{os.getpid()}")
+    try:
+        return runner.run(capture_id, f"{self.request.hostname or 'local'}:{os.getpid()}")
+    finally:
+        actions.clean_cluster_orphans()
 
 
 @shared_task(name="captures.analyze_capture")
@@ -50,3 +53,4 @@ def enqueue(task_name: str, capture_id) -> None:
 def reap_after_restart(sender=None, **_kwargs) -> None:
     # A worker that starts cannot be running anything: captures it owned died with it.
     actions.reap_stale(restarted_worker=getattr(sender, "hostname", None))
+    actions.clean_cluster_orphans()

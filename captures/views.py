@@ -72,7 +72,7 @@ def capture_list(request):
 @require_http_methods(["GET", "POST"])
 @login_required
 def capture_new(request):
-    targets = sources.list_targets()
+    targets = sources.list_targets(request.user)
     error, status = "", 200
     if request.method == "POST":
         try:

@@ -161,3 +161,11 @@ KVIZ_SHARE_DAYS = envint("KVIZ_SHARE_DAYS", 7)
 KVIZ_LIVE_RETAIN = envint("KVIZ_LIVE_RETAIN", 1000)
 KVIZ_LIVE_MAX_ROWS = envint("KVIZ_LIVE_MAX_ROWS", 200)
 KVIZ_LIVE_PREFIX = env("KVIZ_LIVE_PREFIX", "kviz:live:")  # Redis keys of the replay streams
+
+# Kubernetes (captures/k8s.py): a kubeconfig and context, or in-cluster credentials when kviz
+# runs in a pod. Node-capture pods are created in KVIZ_K8S_NAMESPACE (kviz's own).
+KVIZ_KUBECONFIG = env("KVIZ_KUBECONFIG", "")
+KVIZ_KUBE_CONTEXT = env("KVIZ_KUBE_CONTEXT", "")
+KVIZ_K8S_NAMESPACE = env("KVIZ_K8S_NAMESPACE", "")
+KVIZ_DEBUG_IMAGE = env("KVIZ_DEBUG_IMAGE", "nicolaka/netshoot:v0.13")
+KVIZ_NODE_PRIVILEGED = envbool("KVIZ_NODE_PRIVILEGED", False)

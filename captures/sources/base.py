@@ -68,14 +68,17 @@ class LiveSource:
         return None
 
 
-def resolve_target(target) -> Target:
-    """Check a requested target (the API's `target` object); raise TargetError."""
+def resolve_target(target, user=None) -> Target:
+    """Check a requested target (the API's `target` object) for `user`; raise TargetError.
+
+    Cluster targets check the user's namespace grant before anything reaches the cluster."""
     if not isinstance(target, dict):
         raise TargetError("target must be an object such as {\"kind\": \"local\", ...}")
     kind = target.get("kind")
     if kind in CLUSTER_KINDS:
-        raise TargetError("no cluster configured: address lab pods and the lab node as "
-                          "{\"kind\": \"lab\", \"target\": \"pod/default/ubuntu\"}")
+        from captures.sources import kubernetes
+
+        return kubernetes.resolve(target, user)
     if kind == "local":
         from captures.sources import local
 
@@ -89,9 +92,15 @@ def resolve_target(target) -> Target:
     raise TargetError("target kind must be one of local, lab, pod, node, service")
 
 
-def open_live(kind: str, spec: dict, bpf: str, max_packets: int | None = None) -> LiveSource:
+def open_live(kind: str, spec: dict, bpf: str, max_packets: int | None = None,
+              capture_id=None) -> LiveSource:
     """A source for a validated target. `max_packets` lets a source stop itself exactly at the
-    packet limit where it can; the runner enforces every limit anyway."""
+    packet limit where it can; the runner enforces every limit anyway. `capture_id` labels
+    what a source creates in a cluster, so orphans can be found after a worker dies."""
+    if kind in CLUSTER_KINDS:
+        from captures.sources import kubernetes
+
+        return kubernetes.open_source(kind, spec, bpf, capture_id)
     if kind == "local":
         from captures.sources import local
 
@@ -103,7 +112,9 @@ def open_live(kind: str, spec: dict, bpf: str, max_packets: int | None = None) -
     raise TargetError(f"no live source for kind {kind!r}")
 
 
-def list_targets() -> list[dict]:
-    from captures.sources import labsource, local
+def list_targets(user=None) -> list[dict]:
+    """What `user` may capture: local interfaces, the lab, the cluster's granted namespaces."""
+    from captures.sources import kubernetes, labsource, local
 
-    return [*local.targets(), *labsource.targets(), {"kind": "upload"}]
+    return [*local.targets(), *labsource.targets(), *kubernetes.targets(user),
+            {"kind": "upload"}]

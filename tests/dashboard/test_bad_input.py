@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
@@ -82,9 +83,30 @@ def test_it_rejects_targets_that_do_not_exist_or_are_hostile(alice_client, nothi
     assert not Capture.objects.exists()
 
 
-@pytest.mark.parametrize("kind", ["pod", "node", "service"])
-def test_it_says_no_cluster_is_configured_for_cluster_kinds(alice_client, nothing_runs, kind):
-    response = start(alice_client, target={"kind": kind, "namespace": "default", "pod": "x"})
+CLUSTER_TARGETS = {
+    "pod": {"kind": "pod", "namespace": "default", "pod": "x"},
+    "node": {"kind": "node", "node": "x"},
+    "service": {"kind": "service", "namespace": "default", "service": "x"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CLUSTER_TARGETS))
+def test_it_refuses_a_cluster_target_not_granted_before_asking_any_cluster(
+    alice_client, nothing_runs, kind
+):
+    response = start(alice_client, target=CLUSTER_TARGETS[kind])
+    assert response.status_code == 400
+    assert "not granted to you" in response.json()["error"]
+
+
+@pytest.mark.parametrize("kind", sorted(CLUSTER_TARGETS))
+def test_it_says_no_cluster_is_configured_for_granted_cluster_kinds(
+    users, alice_client, nothing_runs, kind
+):
+    alice = users["alice"]
+    for group in ("k8s-ns:default", "k8s-nodes"):
+        alice.groups.add(Group.objects.get_or_create(name=group)[0])
+    response = start(alice_client, target=CLUSTER_TARGETS[kind])
     assert response.status_code == 400
     assert "no cluster configured" in response.json()["error"]
 

@@ -66,3 +66,27 @@ def test_the_picker_offers_only_granted_namespaces(k8s_settings, apiserver, peop
     assert alice_view["nodes"] == []
     [root_view] = ks.targets(people["root"])
     assert len(root_view["namespaces"]) == 4 and root_view["nodes"][0]["name"] == "kviz-node"
+
+
+def test_the_api_refuses_an_ungranted_namespace_with_nothing_sent_or_stored(
+        k8s_settings, apiserver, people, client):
+    from captures.models import Capture
+
+    client.force_login(people["bob"])
+    response = client.post(
+        "/api/captures/", {"name": "peek", "filter": "",
+                           "target": {"kind": "pod", "namespace": "default", "pod": "ubuntu"},
+                           "limits": {"seconds": 10}},
+        content_type="application/json")
+    assert response.status_code == 400
+    assert "namespace 'default' is not granted" in response.json()["error"]
+    assert not Capture.objects.exists()
+    assert apiserver.api_requests() == []
+
+
+def test_the_api_lists_the_granted_cluster_targets(k8s_settings, apiserver, people, client):
+    client.force_login(people["alice"])
+    targets = client.get("/api/targets/").json()["targets"]
+    [cluster] = [t for t in targets if t["kind"] == "cluster"]
+    assert [n["namespace"] for n in cluster["namespaces"]] == ["default"]
+    assert cluster["nodes"] == []  # node captures are granted apart

@@ -20,7 +20,7 @@ def _drain(source) -> bytes:
 
 
 def test_a_pod_capture_stores_exactly_the_bytes_tcpdump_streamed(
-        k8s_settings, apiserver, transactional_db, monkeypatch):
+        k8s_settings, apiserver, transactional_db):
     """Through the runner, as a worker runs it: the stored file is tcpdump's pcap, unchanged."""
     from django.contrib.auth import get_user_model
 
@@ -28,8 +28,6 @@ def test_a_pod_capture_stores_exactly_the_bytes_tcpdump_streamed(
     with pytest.raises(UnicodeDecodeError):
         recording.decode("utf-8")  # the client's text mode would have mangled these bytes
     packets = 23  # frames in tests/k8s/fixtures/ubuntu.pcap: the limit stops the capture
-    monkeypatch.setattr(runner.sources, "open_live",
-                        lambda kind, spec, bpf, limit: ks.open_source(kind, spec, bpf))
     owner = get_user_model().objects.create_user("alice")
     capture = Capture.objects.create(
         name="pod", owner=owner, target_kind="pod",
@@ -46,7 +44,8 @@ def test_a_pod_capture_stores_exactly_the_bytes_tcpdump_streamed(
     assert capture.summary["participants"] >= 3
     [session] = apiserver.sessions
     assert session.ended_by == "stop-line"  # runner's stop() → the script SIGINTs tcpdump
-    meta = capture.pcap_file.with_name("capture.pcapng.meta.json").read_text()
+    assert capture.pcap_file.name == "capture.pcap"  # tcpdump writes classic pcap
+    meta = capture.pcap_file.with_name("capture.pcap.meta.json").read_text()
     assert '"vantage": "pod/default/ubuntu"' in meta and '"2": "eth0"' in meta
 
 
