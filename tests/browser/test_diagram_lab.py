@@ -1,0 +1,114 @@
+"""The diagram of real lab captures (captures/lab, `kviz lab run`): the node view with the
+kube-proxy DNAT badge, the mesh view with its mTLS lock and "no FIN: kept open".
+
+The dashboard's upload takes a bare pcap, without the `.meta.json` (interface names of a cooked
+`-i any` capture) and the inventory (pod and Service names) that a lab run writes beside it;
+so these tests store the capture the way a live lab capture is stored (file, meta, inventory on
+the row) and analyse it with the runner's own `analyse`. Skipped where the lab cannot run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.browser.test_diagram_view import open_diagram, screenshot  # noqa: F401
+
+MANAGE = Path(__file__).resolve().parents[2] / "manage.py"
+
+
+def _lab_unavailable() -> str | None:
+    try:
+        from tests.lab.conftest import lab_unavailable_reason
+    except ImportError:
+        return "this build has no lab (captures/lab)"
+    return lab_unavailable_reason()
+
+
+def record(scenario: str, out: Path) -> Path:
+    reason = _lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    prefix = f"kvb{os.getpid() % 1000}"
+    kviz = [sys.executable, str(MANAGE), "kviz", "lab"]
+    try:
+        done = subprocess.run([*kviz, "run", scenario, "--prefix", prefix, "--out", str(out)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    finally:
+        subprocess.run([*kviz, "down", "--prefix", prefix], capture_output=True, timeout=120)
+    return out
+
+
+def store(owner, pcap: Path, inventory: Path, name: str) -> str:
+    """A completed capture of `pcap` with its meta file and inventory, analysed."""
+    from django.conf import settings
+
+    from captures import runner
+    from captures.models import Capture, Status
+
+    capture = Capture.objects.create(
+        name=name, owner=owner, target_kind="lab", target_spec={"target": "node/kviz-node"},
+        limit_seconds=60, limit_packets=100000, limit_bytes=10**8, status=Status.RUNNING,
+        inventory=json.loads(inventory.read_text()))
+    capture.directory.mkdir(parents=True)
+    stored = capture.directory / "capture.pcapng"
+    shutil.copy(pcap, stored)
+    shutil.copy(pcap.with_name(pcap.name + ".meta.json"),
+                stored.with_name(stored.name + ".meta.json"))
+    capture.pcap_path = str(stored.relative_to(settings.DATA_DIR))
+    result = runner.analyse(capture)
+    Capture.objects.filter(id=capture.id).update(
+        pcap_path=capture.pcap_path, status=Status.COMPLETED, **result)
+    return str(capture.id)
+
+
+@pytest.fixture(scope="module")
+def node_run(tmp_path_factory):
+    return record("node", tmp_path_factory.mktemp("lab-node"))
+
+
+@pytest.fixture(scope="module")
+def mesh_run(tmp_path_factory):
+    return record("mesh", tmp_path_factory.mktemp("lab-mesh"))
+
+
+def test_the_node_view_shows_the_dnat_badge(kviz_server, signed_in_page, make_user, node_run,
+                                            screenshot):  # noqa: F811
+    owner = make_user()
+    capture_id = store(owner, node_run / "node.pcapng", node_run / "inventory.json", "lab-node")
+    page = signed_in_page(owner)
+    diagram = open_diagram(page, f"/captures/{capture_id}/")
+    heads = diagram.locator(".kd-head").text_content()
+    assert "ubuntu" in heads and "nginx" in heads
+    badge = diagram.locator(".kd-badge-dnat").first
+    badge.wait_for()
+    assert badge.text_content().startswith("DNAT ") and " → " in badge.text_content()
+    screenshot(page, "diagram-lab-node")
+
+
+def test_the_mesh_view_shows_the_lock_and_no_fin(kviz_server, signed_in_page, make_user,
+                                                 mesh_run, screenshot):  # noqa: F811
+    owner = make_user()
+    capture_id = store(owner, mesh_run / "mesh-node.pcapng", mesh_run / "inventory.json",
+                       "lab-mesh")
+    page = signed_in_page(owner)
+    open_diagram(page, f"/captures/{capture_id}/")
+    # Everything drawn, so every finding is on screen somewhere as we scroll.
+    page.uncheck("#diagram .kd-fold-all")
+    page.wait_for_selector("#diagram[data-state=ready]")
+    texts = page.evaluate("""async () => {
+        const s = document.querySelector('#diagram .kd-scroll'); const seen = new Set();
+        for (let top = 0; top <= s.scrollHeight; top += s.clientHeight) {
+            s.scrollTop = top; await new Promise(r => setTimeout(r, 120));
+            document.querySelectorAll('#diagram .kd-badge').forEach(b => seen.add(b.textContent));
+        }
+        s.scrollTop = 0; return [...seen]; }""")
+    assert any(t.startswith("🔒") for t in texts), texts
+    assert any("no FIN" in t for t in texts), texts
+    screenshot(page, "diagram-lab-mesh")
