@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 SUBCOMMANDS = {
     "analyze": "captures.cli.analyze",
+    "demo": "captures.cli.demo",
     "lab": "captures.cli.lab",
     "token": "captures.cli.token",
 }
