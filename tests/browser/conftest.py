@@ -48,7 +48,9 @@ def kviz_server(worker, worker_env, tmp_path_factory) -> str:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while it lives, Playwright's loop runs on this thread, and any
+# later test (outside tests/browser) that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (./scripts/setup.sh installs Debian's)")
