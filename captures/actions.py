@@ -7,6 +7,7 @@ Views call these and translate ActionError into a 4xx; nothing here knows about 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import shutil
 import uuid
@@ -113,11 +114,19 @@ def start_capture(user, data) -> Capture:
     return capture
 
 
-def upload_capture(user, name, uploaded) -> Capture:
-    """Store an uploaded pcap/pcapng byte for byte and queue its analysis."""
+def upload_capture(user, name, uploaded, meta=None, inventory=None) -> Capture:
+    """Store an uploaded pcap/pcapng byte for byte and queue its analysis.
+
+    `meta` (where it was taken: vantage, interface names) and `inventory` (names for its IPs)
+    are optional JSON parts, checked before anything is stored."""
     name = validate_name(name)
     if uploaded is None:
         raise ActionError("send the capture as multipart/form-data in a field named `file`")
+    try:
+        meta = uploads.capture_meta(meta)
+        inventory = uploads.inventory(inventory)
+    except uploads.UploadError as exc:
+        raise ActionError(str(exc), exc.status) from None
     if uploaded.size is not None and uploaded.size > settings.KVIZ_MAX_UPLOAD_BYTES:
         raise ActionError(f"the file is larger than {settings.KVIZ_MAX_UPLOAD_BYTES} bytes", 413)
     capture_id = uuid.uuid4()
@@ -126,6 +135,8 @@ def upload_capture(user, name, uploaded) -> Capture:
         stored = uploads.store(uploaded, directory, settings.KVIZ_MAX_UPLOAD_BYTES)
     except uploads.UploadError as exc:
         raise ActionError(str(exc), exc.status) from None
+    if meta is not None:
+        stored.with_name(stored.name + ".meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     try:
         with transaction.atomic():
             capture = Capture.objects.create(
@@ -134,7 +145,7 @@ def upload_capture(user, name, uploaded) -> Capture:
                 limit_seconds=settings.KVIZ_MAX_SECONDS, limit_packets=settings.KVIZ_MAX_PACKETS,
                 limit_bytes=settings.KVIZ_MAX_UPLOAD_BYTES,
                 pcap_path=str(stored.relative_to(settings.DATA_DIR)), bytes=stored.stat().st_size,
-                log=append_log([], f"uploaded by {user.get_username()}"),
+                log=append_log([], f"uploaded by {user.get_username()}"), inventory=inventory,
             )
             _enqueue("run_capture", capture.id)
     except BaseException:

@@ -126,8 +126,10 @@ def captures(request):
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if declared > settings.KVIZ_MAX_UPLOAD_BYTES + 64 * 1024:
             return error(413, f"the file is larger than {settings.KVIZ_MAX_UPLOAD_BYTES} bytes")
-        capture = actions.upload_capture(request.user, request.POST.get("name"),
-                                         request.FILES.get("file"))
+        capture = actions.upload_capture(
+            request.user, request.POST.get("name"), request.FILES.get("file"),
+            meta=request.FILES.get("meta") or request.POST.get("meta"),
+            inventory=request.FILES.get("inventory") or request.POST.get("inventory"))
     else:
         capture = actions.start_capture(request.user, _read_json(request))
     return JsonResponse(capture_json(capture), status=201)

@@ -6,6 +6,7 @@ can read its first frames in a supported link type; its name proves nothing.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -78,3 +79,58 @@ def store(uploaded, directory: Path, max_bytes: int) -> Path:
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
+
+
+MAX_SIDECAR_BYTES = 4 * 1024 * 1024
+
+
+def _json_part(part, what: str):
+    """An optional JSON part of the upload form: a file or a text field."""
+    if part is None or part == "":
+        return None
+    if hasattr(part, "chunks"):
+        if part.size is not None and part.size > MAX_SIDECAR_BYTES:
+            raise UploadError(f"the {what} is larger than {MAX_SIDECAR_BYTES} bytes", 413)
+        part = b"".join(part.chunks())
+    if len(part) > MAX_SIDECAR_BYTES:
+        raise UploadError(f"the {what} is larger than {MAX_SIDECAR_BYTES} bytes", 413)
+    try:
+        value = json.loads(part)
+    except ValueError as exc:
+        raise UploadError(f"the {what} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise UploadError(f"the {what} must be a JSON object")
+    return value
+
+
+def capture_meta(part) -> dict | None:
+    """Where an uploaded capture was taken (docs/model.md: kviz.capture-meta/1), checked."""
+    meta = _json_part(part, "capture metadata")
+    if meta is None:
+        return None
+    if meta.get("schema") != "kviz.capture-meta/1":
+        raise UploadError("capture metadata must have \"schema\": \"kviz.capture-meta/1\"")
+    vantage = meta.get("vantage")
+    interfaces = meta.get("interfaces") or {}
+    if vantage is not None and (not isinstance(vantage, str) or len(vantage) > 300):
+        raise UploadError("capture metadata: vantage must be a short string")
+    if not isinstance(interfaces, dict) or not all(
+        str(k).isdigit() and isinstance(v, str) and 0 < len(v) <= 64
+        for k, v in interfaces.items()
+    ):
+        raise UploadError("capture metadata: interfaces must map interface indexes to names")
+    return {"schema": "kviz.capture-meta/1", "vantage": vantage,
+            "interfaces": {str(k): v for k, v in interfaces.items()}}
+
+
+def inventory(part) -> dict | None:
+    """Names for the capture's IPs (docs/inventory.md: kviz.inventory/1), checked."""
+    document = _json_part(part, "inventory")
+    if document is None:
+        return None
+    if document.get("schema", "kviz.inventory/1") != "kviz.inventory/1":
+        raise UploadError("an inventory must have \"schema\": \"kviz.inventory/1\"")
+    for section in ("pods", "services", "endpoints", "nodes"):
+        if not isinstance(document.get(section, []), list):
+            raise UploadError(f"inventory: {section} must be a list")
+    return document

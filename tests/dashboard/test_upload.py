@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -43,7 +44,7 @@ def test_it_stores_an_upload_byte_for_byte_and_analyses_it(worker, alice_client,
     assert done["counters"]["packets"] == expected > 0
     analysis = alice_client.get(f"/api/captures/{capture_id}/analysis")
     assert analysis.status_code == 200
-    document = __import__("json").loads(b"".join(analysis.streaming_content))
+    document = json.loads(b"".join(analysis.streaming_content))
     assert document["schema"] == "kviz.sequence/1"
     assert document["capture"]["packets"] == expected
     assert Capture.objects.get(id=capture_id).summary["packets"] == expected
@@ -55,3 +56,55 @@ def test_it_accepts_pcapng_by_content_whatever_the_name(worker, alice_client, co
     assert response.status_code == 201, response.content
     capture = Capture.objects.get(id=response.json()["id"])
     assert capture.pcap_path.endswith("capture.pcapng")
+
+
+@pytest.fixture(scope="module")
+def dnat_recording(tmp_path_factory):
+    from tests.support.dnat import record_dnat
+
+    return record_dnat(tmp_path_factory.mktemp("upload-dnat"), "kvu")
+
+
+def test_it_analyses_an_upload_with_its_interface_names_and_inventory(
+        worker, alice_client, dnat_recording):
+    from tests.support.dnat import SERVER, VIP
+
+    meta = {"schema": "kviz.capture-meta/1", "vantage": "node/router",
+            "interfaces": {str(k): v for k, v in dnat_recording.router_interfaces.items()}}
+    inventory = {"schema": "kviz.inventory/1",
+                 "pods": [{"namespace": "default", "name": "web", "ips": [SERVER]}],
+                 "services": [{"namespace": "default", "name": "web", "cluster_ips": [VIP]}]}
+    response = alice_client.post("/api/captures/", {
+        "name": "with-names",
+        "file": SimpleUploadedFile("router.pcapng", dnat_recording.router.read_bytes()),
+        "meta": SimpleUploadedFile("router.pcapng.meta.json", json.dumps(meta).encode()),
+        "inventory": json.dumps(inventory)})
+    assert response.status_code == 201, response.content
+    capture_id = response.json()["id"]
+    wait_for(lambda: alice_client.get(f"/api/captures/{capture_id}/").json()["status"]
+             in ("completed", "failed") or None, 30, what="the upload's analysis")
+    document = json.loads(b"".join(
+        alice_client.get(f"/api/captures/{capture_id}/analysis").streaming_content))
+    dnat = next(a for a in document["annotations"] if a["kind"] == "dnat")
+    assert dnat["where"] == "r0 → r1"  # interface names from the uploaded metadata
+    named = {p["ip"]: (p["name"], p["kind"]) for p in document["participants"]}
+    assert named[VIP] == ("web", "service") and named[SERVER] == ("web", "pod")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("meta", "not json", "capture metadata is not valid JSON"),
+    ("meta", '{"schema": "other"}', "kviz.capture-meta/1"),
+    ("meta", '{"schema": "kviz.capture-meta/1", "interfaces": {"eth": "x"}}',
+     "interfaces must map"),
+    ("inventory", "[1]", "inventory must be a JSON object"),
+    ("inventory", '{"pods": 3}', "pods must be a list"),
+])
+def test_it_refuses_bad_metadata_or_inventory_and_stores_nothing(
+        alice_client, corpus, field, value, message):
+    response = alice_client.post("/api/captures/", {
+        "name": "bad-extra",
+        "file": SimpleUploadedFile("a.pcap", (corpus / CORPUS_FILE).read_bytes()),
+        field: value})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert not Capture.objects.exists()
