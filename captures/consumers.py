@@ -8,9 +8,16 @@ consumer replays the stored events after N, then forwards live ones. It tracks t
 sent, drops duplicates and, should the channel layer have dropped an event (a slow consumer's
 channel is capped), fetches the gap from the store, so the client sees every seq exactly once.
 The only I/O in handlers is that store read; there is no database work after connect().
+
+Without Redis (the embedded default) the capture runs in another thread of this process, whose
+in-memory channel layer cannot wake a consumer waiting in the server's event loop; there the
+consumer reads the in-process store a few times a second instead.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -53,8 +60,23 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         await self.send_json({"kind": "hello", "capture": self.capture_id,
                               "status": capture.status, "redacted": self.redacted})
+        if isinstance(self.store, live.MemoryStore):
+            self.poller = asyncio.get_running_loop().create_task(self._poll())
+
+    POLL_SECONDS = 0.1
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.POLL_SECONDS)
+            if self.last_seq is not None:
+                await self._replay()
 
     async def disconnect(self, code) -> None:
+        poller = getattr(self, "poller", None)
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
