@@ -175,8 +175,11 @@ def capture_share(request, capture_id):
         raise actions.ActionError("the body must be a JSON object")
     link, token = actions.share_capture(request.user, capture, body.get("redacted", False),
                                         body.get("days"))
-    url = request.build_absolute_uri(reverse("share", args=[token]))
-    return JsonResponse({"url": url, "token": token, "expires": link.expires.isoformat(),
+    # `url` is what a person opens (the read-only page); `api_url` what a script reads.
+    url = request.build_absolute_uri(reverse("page-share", args=[token]))
+    api_url = request.build_absolute_uri(reverse("share", args=[token]))
+    return JsonResponse({"url": url, "api_url": api_url, "token": token,
+                         "expires": link.expires.isoformat(),
                          "redacted": link.redacted}, status=201)
 
 

@@ -212,8 +212,13 @@ def test_a_valid_share_link_is_read_only_and_redaction_hides_the_packets(client,
     shared = client.post(f"/api/captures/{capture.id}/share/", {"redacted": True},
                          content_type="application/json")
     assert shared.status_code == 201
-    token = shared.json()["url"].rstrip("/").rsplit("/", 1)[-1]
+    link = shared.json()
+    token = link["token"]
+    assert link["url"].endswith(f"/s/{token}/") and link["api_url"].endswith(
+        f"/api/share/{token}/")
     client.logout()
+    page = client.get(f"/s/{token}/")  # the link people open: a page, no sign-in
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
     seen = client.get(f"/api/share/{token}/")
     assert seen.status_code == 200
     assert seen.json()["status"] == "completed"
