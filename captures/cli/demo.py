@@ -92,9 +92,15 @@ def run(options, out, err) -> int:
         name = capture_name(prefix, path)
         if Capture.objects.filter(owner=owner, name=name).exists():
             continue
+        # Lab recordings keep their interface names and pod/Service names (written beside).
+        meta = path.with_name(path.name + ".meta.json")
+        inventory = path.with_name("inventory.json")
         try:
             with open(path, "rb") as fp:
-                capture = actions.upload_capture(owner, name, File(fp, name=path.name))
+                capture = actions.upload_capture(
+                    owner, name, File(fp, name=path.name),
+                    meta=meta.read_bytes() if meta.is_file() else None,
+                    inventory=inventory.read_bytes() if inventory.is_file() else None)
         except actions.ActionError as exc:
             err.write(f"kviz demo: {path.name}: {exc.message}")
             continue
