@@ -48,12 +48,18 @@ def _limits_form(post) -> dict:
 
 
 def _target_form(value: str) -> dict:
-    # The picker's values are "local:<iface>" and "lab:<pod/ns/name | node/name>".
+    # The picker's values are "local:<iface>", "lab:<pod/ns/name | node/name>", and for a
+    # cluster "pod:<ns>/<name>", "service:<ns>/<name>", "node:<name>".
     kind, _, rest = (value or "").partition(":")
     if kind == "local":
         return {"kind": "local", "interface": rest}
     if kind == "lab":
         return {"kind": "lab", "target": rest}
+    if kind in ("pod", "service"):
+        namespace, _, name = rest.partition("/")
+        return {"kind": kind, "namespace": namespace, kind: name}
+    if kind == "node":
+        return {"kind": "node", "node": rest}
     if kind == "upload":
         raise actions.ActionError("choose a pcap or pcapng file to upload")
     raise actions.ActionError("choose a target, or a file to upload")

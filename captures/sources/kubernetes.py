@@ -205,10 +205,13 @@ def targets(user=None) -> list[dict]:
     if not enabled():
         return []
     namespaces = grants.granted_namespaces(user) if user is not None else None
+    may_nodes = user is None or grants.may_capture_nodes(user)
+    if namespaces is not None and not namespaces and not may_nodes:
+        return []  # nothing granted: nothing to ask the cluster
     cluster = connect()
     try:
         listing = cluster.targets(None if namespaces is None else sorted(namespaces))
-        nodes = cluster.nodes() if user is None or grants.may_capture_nodes(user) else []
+        nodes = cluster.nodes() if may_nodes else []
     except k8s.K8sError as exc:
         return [{"kind": "cluster", "error": str(exc)}]
     finally:

@@ -90,3 +90,26 @@ def test_the_api_lists_the_granted_cluster_targets(k8s_settings, apiserver, peop
     [cluster] = [t for t in targets if t["kind"] == "cluster"]
     assert [n["namespace"] for n in cluster["namespaces"]] == ["default"]
     assert cluster["nodes"] == []  # node captures are granted apart
+
+
+def test_the_new_capture_page_offers_the_granted_namespace_pods_and_services(
+        k8s_settings, apiserver, people, client):
+    client.force_login(people["alice"])
+    page = client.get("/captures/new/").content.decode()
+    assert 'value="pod:default/ubuntu"' in page
+    assert 'value="service:default/nginx"' in page
+    assert "namespace kube-system" not in page  # not granted to alice
+    assert "cannot remove it afterwards" in page
+
+
+def test_the_new_capture_form_refuses_an_ungranted_pod_before_any_api_call(
+        k8s_settings, apiserver, people, client):
+    from captures.models import Capture
+
+    client.force_login(people["bob"])
+    response = client.post("/captures/new/", {"name": "peek", "target": "pod:default/ubuntu",
+                                              "filter": "", "seconds": "10"})
+    assert response.status_code == 400
+    assert "not granted to you" in response.content.decode()
+    assert not Capture.objects.exists()
+    assert apiserver.api_requests() == []
