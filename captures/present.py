@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from captures.analysis.narrative import finding
+
 MAX_LINES = 300  # per section; the full story is in the diagram and the downloads
 MAX_LISTED_BYTES = 64 * 1024 * 1024  # a bigger analysis is summarised, not listed
 
@@ -81,37 +83,6 @@ def http_line(request: dict) -> str:
             f"#{request.get('connection')}: {what} {answer}" + (f" (TTFB {ttfb})" if ttfb else ""))
 
 
-def annotation_line(note: dict, name) -> str:
-    kind = note.get("kind")
-    conn = f" (connection #{note['connection']})" if note.get("connection") is not None else ""
-    if kind in ("dnat", "snat"):
-        where = note.get("where") or "unknown"
-        where = "" if where == "unknown" else f" at {where}"
-        how = " (REDIRECT)" if note.get("mechanism") == "redirect" else ""
-        return f"{kind.upper()}{how} {note.get('before')} → {note.get('after')}{where}{conn}"
-    if kind == "sidecar":
-        return (f"sidecar redirect ({note.get('mesh', 'mesh')}, {note.get('direction', '?')}) "
-                f"to port {note.get('port')} for {note.get('app')}{conn}")
-    if kind == "mtls":
-        evidence = ", ".join(note.get("evidence") or []) or "none recorded"
-        return (f"mutual TLS between {name(note.get('client'))} and {name(note.get('server'))} "
-                f"(evidence: {evidence}){conn}")
-    if kind == "pooled":
-        return f"pooled connection: {note.get('requests')} requests on one connection{conn}"
-    if kind == "kept_open":
-        return f"no FIN: kept open{conn}"
-    if kind == "control_plane":
-        return f"{note.get('mesh', 'mesh')} control plane traffic to {note.get('server')}{conn}"
-    if kind == "retransmission":
-        return f"{note.get('count')} retransmissions{conn}"
-    if kind == "rst":
-        return f"RST sent by {name(note.get('by'))}{conn}"
-    if kind == "nxdomain":
-        return f"NXDOMAIN for {note.get('name')} ({note.get('count', 1)}×)"
-    if kind == "dns_unanswered":
-        return f"DNS query for {note.get('name')} never answered ({note.get('count', 1)}×)"
-    return f"{kind}{conn}"
-
 
 def _section(items, line, *args) -> dict:
     items = items or []
@@ -129,7 +100,7 @@ def describe(doc: dict) -> dict:
         "dns": _section(doc.get("dns"), dns_line, name),
         "connections": _section(doc.get("connections"), connection_line, name),
         "http": _section(doc.get("http"), http_line),
-        "annotations": _section(doc.get("annotations"), annotation_line, name),
+        "annotations": _section(doc.get("annotations"), finding, name),
         "warnings": list(facts.get("warnings") or []),
         "partial": bool(facts.get("partial")),
     }

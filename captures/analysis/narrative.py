@@ -27,6 +27,49 @@ class _Names:
         return f"{found['name']}{suffix} ({ep})"
 
 
+def finding(note: dict, name=str) -> str:
+    """One annotation as a sentence (the dashboard's findings list, the Markdown postmortem).
+    `name` turns an "ip:port" into what a reader knows it by."""
+    kind = note.get("kind")
+    connection = note.get("connection")
+    on = f"Connection {connection}: " if connection is not None else ""
+    if kind in ("dnat", "snat"):
+        what = "destination" if kind == "dnat" else "source"
+        where = note.get("where")
+        at = f" between {where}" if where and where != "unknown" else ""
+        how = " by a REDIRECT to a local port" if note.get("mechanism") == "redirect" else ""
+        seen = " (seen in the replies)" if note.get("seen_on") == "reply" else ""
+        return (f"{on}{kind.upper()}: the {what} {note.get('before')} was rewritten to "
+                f"{name(note.get('after'))}{how}{at}{seen}.")
+    if kind == "sidecar":
+        via = f" via {note['via']}" if note.get("via") else ""
+        meant = f" (the app meant {note['original_dst']})" if note.get("original_dst") else ""
+        return (f"{on}the {note.get('mesh')} sidecar intercepted {note.get('direction')} traffic "
+                f"on port {note.get('port')}{via} for the app at {name(note.get('app'))}{meant}.")
+    if kind == "mtls":
+        return (f"{on}mutual TLS between {name(note.get('client'))} and "
+                f"{name(note.get('server'))} (evidence: {', '.join(note.get('evidence') or [])}).")
+    if kind == "pooled":
+        basis = " (counted by encrypted request/response turns)" if note.get(
+            "basis", "requests") != "requests" else ""
+        return f"{on}{note.get('requests')} requests reused this one connection{basis}."
+    if kind == "kept_open":
+        return f"{on}no FIN: the connection was kept open when the capture ended."
+    if kind == "control_plane":
+        return f"{on}{note.get('mesh')} control-plane traffic to {name(note.get('server'))}."
+    if kind == "retransmission":
+        return f"{on}{note.get('count')} retransmitted segment(s)."
+    if kind == "rst":
+        return f"{on}reset (RST) by {name(note.get('by'))}."
+    times = f" ({note['count']}×)" if note.get("count", 1) > 1 else ""
+    if kind == "nxdomain":
+        return f"DNS: {note.get('name')} does not exist (NXDOMAIN){times}."
+    if kind == "dns_unanswered":
+        return f"DNS: the query for {note.get('name')} got no answer in the capture{times}."
+    fields = ", ".join(f"{k} {v}" for k, v in note.items() if k not in ("kind", "connection"))
+    return f"{on}{kind}: {fields}."
+
+
 def narrate(model) -> list[str]:
     name = _Names(model.participants)
     capture = model.capture

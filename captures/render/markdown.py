@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from captures.analysis.narrative import finding
 from captures.analysis.records import split_endpoint
 
 from .layout import Layout, format_seconds
@@ -188,47 +189,12 @@ def _dns_table(layout: Layout) -> list[str]:
     return [*out, ""]
 
 
-def describe(note: dict, names) -> str:
-    """One annotation in words."""
-    kind = note.get("kind")
-    connection = note.get("connection")
-    on = f"Connection {connection}: " if connection is not None else ""
-    if kind in ("dnat", "snat"):
-        what = "destination" if kind == "dnat" else "source"
-        where = note.get("where")
-        at = f" between {where}" if where and where != "unknown" else ""
-        return (f"{on}{kind.upper()}: the {what} {note.get('before')} was rewritten to "
-                f"{names(note.get('after'))}{at}.")
-    if kind == "sidecar":
-        via = f" via {note['via']}" if note.get("via") else ""
-        return (f"{on}the {note.get('mesh')} sidecar intercepted {note.get('direction')} traffic "
-                f"on port {note.get('port')}{via} for the app at {names(note.get('app'))}.")
-    if kind == "mtls":
-        return (f"{on}mutual TLS between {names(note.get('client'))} and "
-                f"{names(note.get('server'))} (evidence: {', '.join(note.get('evidence') or [])}).")
-    if kind == "pooled":
-        return f"{on}{note.get('requests')} requests reused this one connection (pooling)."
-    if kind == "kept_open":
-        return f"{on}no FIN: the connection was kept open when the capture ended."
-    if kind == "control_plane":
-        return f"{on}{note.get('mesh')} control-plane traffic to {names(note.get('server'))}."
-    if kind == "retransmission":
-        return f"{on}{note.get('count')} retransmitted segment(s)."
-    if kind == "rst":
-        return f"{on}reset (RST) by {names(note.get('by'))}."
-    if kind == "nxdomain":
-        return f"DNS: `{note.get('name')}` does not exist (NXDOMAIN)."
-    if kind == "dns_unanswered":
-        return f"DNS: the query for `{note.get('name')}` got no answer in the capture."
-    fields = ", ".join(f"{k} {v}" for k, v in note.items() if k not in ("kind", "connection"))
-    return f"{on}{kind}: {fields}."
-
 
 def _findings(layout: Layout, names) -> list[str]:
     out = ["## Findings", ""]
     counted: dict[str, int] = {}
     for note in layout.annotations:
-        sentence = describe(note, names)
+        sentence = finding(note, names)
         counted[sentence] = counted.get(sentence, 0) + 1
     out += [f"- {s}" + (f" (×{n})" if n > 1 else "") for s, n in counted.items()]
     for group in layout.folds:
