@@ -7,33 +7,17 @@ stable one. KVIZ_CORPUS overrides it.
 
 from __future__ import annotations
 
-import os
 import shutil
 from functools import cache
 from pathlib import Path
 
 import pytest
 
+from tests.support.corpus import corpus_dir, corpus_files
+
 from . import tshark_reference
 
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
-
-
-def corpus_dir() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[3] / "shared" / "corpus"]
-    if os.environ.get("KVIZ_CORPUS"):
-        candidates.insert(0, Path(os.environ["KVIZ_CORPUS"]))
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    return None
-
-
-def corpus_files() -> list[Path]:
-    root = corpus_dir()
-    if root is None:
-        return []
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in CAPTURE_SUFFIXES)
+__all__ = ["corpus_dir", "corpus_files", "corpus_id"]
 
 
 def corpus_id(path: Path) -> str:

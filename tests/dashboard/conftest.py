@@ -4,11 +4,9 @@ worker) are suite-wide fixtures in tests/support/services.py, shared with the br
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
+from tests.support.corpus import corpus_dir
 from tests.support.services import (  # noqa: F401 - re-exported for the dashboard tests
     HEARTBEAT_TIMEOUT,
     QUEUE,
@@ -36,13 +34,6 @@ def users(transactional_db):
 def alice_client(users, client):
     client.force_login(users["alice"])
     return client
-
-
-def corpus_dir() -> Path | None:
-    candidates = [ROOT.parent / "shared" / "corpus"]
-    if os.environ.get("KVIZ_CORPUS"):
-        candidates.insert(0, Path(os.environ["KVIZ_CORPUS"]))
-    return next((c for c in candidates if c.is_dir()), None)
 
 
 @pytest.fixture
