@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 
 from captures.analysis import CaptureFile, analyze_files
-from tests.support.netns import capture, interface_indexes, namespaces, require_netns, run
+from tests.support.netns import (
+    capture,
+    http_server,
+    interface_indexes,
+    namespaces,
+    require_netns,
+    run,
+)
 
 PORT = 8080
 
@@ -39,21 +45,11 @@ def overlay_capture(tmp_path_factory):
                 pytest.skip(f"no VXLAN in this kernel: {made.stderr.strip()}")
             run("ip", "-n", ns, "addr", "add", f"{overlay}/24", "dev", "vxlan0")
             run("ip", "-n", ns, "link", "set", "vxlan0", "up")
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", right, "python3", "-m", "http.server", str(PORT), "--bind",
-             "10.42.0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(50):  # until the server listens, at most 5 s
-                if f":{PORT}" in run("ss", "-ltn", ns=right):
-                    break
-                time.sleep(0.1)
+        with http_server(right, "10.42.0.2", PORT):
             names = {int(k): v for k, v in interface_indexes(left).items()}
             with capture(left, "any", out / "left.pcapng", linktype="LINUX_SLL2"):
                 run("curl", "-sS", "-o", "/dev/null", "-m", "5", f"http://10.42.0.2:{PORT}/",
                     ns=left)
-        finally:
-            server.kill()
-            server.wait(timeout=5)
     return CaptureFile(out / "left.pcapng", "node/left", names)
 
 

@@ -8,13 +8,18 @@ with `-i any` (Linux cooked v2, interface indexes kept, names alongside).
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from captures.analysis import CaptureFile
-from tests.support.netns import capture, interface_indexes, namespaces, require_netns, run
+from tests.support.netns import (
+    capture,
+    http_server,
+    interface_indexes,
+    namespaces,
+    require_netns,
+    run,
+)
 
 VIP, SERVER, PORT = "10.96.7.10", "10.2.0.2", 8080
 
@@ -49,23 +54,11 @@ def record_dnat(out: Path, tag: str) -> DnatRecording:
         run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", ns=router)
         run("iptables", "-t", "nat", "-A", "PREROUTING", "-d", VIP, "-p", "tcp", "--dport", "80",
             "-j", "DNAT", "--to-destination", f"{SERVER}:{PORT}", ns=router)
-        server_process = subprocess.Popen(
-            ["ip", "netns", "exec", server, "python3", "-m", "http.server", str(PORT),
-             "--bind", SERVER],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(50):  # until the server listens, at most 5 s
-                if f":{PORT}" in run("ss", "-ltn", ns=server):
-                    break
-                time.sleep(0.1)
+        with http_server(server, SERVER, PORT):
             names = {int(k): v for k, v in interface_indexes(router).items()}
             with capture(client, "eth0", out / "client.pcapng"), \
                     capture(server, "eth0", out / "server.pcapng"), \
                     capture(router, "any", out / "router.pcapng", linktype="LINUX_SLL2"):
                 run("curl", "-sS", "-o", "/dev/null", "-m", "5", f"http://{VIP}/", ns=client)
-        finally:
-            server_process.kill()
-            server_process.wait(timeout=5)
     return DnatRecording(out / "client.pcapng", out / "server.pcapng", out / "router.pcapng",
                          names)

@@ -87,3 +87,20 @@ def capture(ns: str, interface: str, path: Path, linktype: str | None = None):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+@contextmanager
+def http_server(ns: str, address: str, port: int):
+    """Python's http.server in `ns` on address:port, listening when the block starts."""
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "python3", "-m", "http.server", str(port), "--bind",
+         address], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):  # until it listens, at most 5 s
+            if f":{port}" in run("ss", "-ltn", ns=ns):
+                break
+            time.sleep(0.1)
+        yield
+    finally:
+        process.kill()
+        process.wait(timeout=5)
