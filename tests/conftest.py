@@ -1,5 +1,6 @@
 """Suite-wide fixtures: the real services (tests/support/services.py), one set per run."""
 
+from tests.support.lab import lab, lab_traffic  # noqa: F401 - fixtures, found by name
 from tests.support.services import (  # noqa: F401 - fixtures, found by name
     data_dir,
     django_db_modify_db_settings,

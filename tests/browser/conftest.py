@@ -18,16 +18,14 @@ headless Chromium driven by Playwright.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import secrets
-import threading
 from pathlib import Path
 
 import pytest
 
-from tests.support.services import ROOT, RUN_TAG, WebServer, wait_for
+from tests.support.services import ROOT, WebServer, wait_for
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("KVIZ_CHROMIUM", "/usr/bin/chromium")
@@ -173,64 +171,3 @@ def corpus_path():
         return root / relative
 
     return find
-
-
-@pytest.fixture(scope="session")
-def lab(data_dir):
-    """The network-namespace lab under this run's prefix and data directory, where the
-    worker's and the web server's settings (KVIZ_LAB_PREFIX, KVIZ_DATA_DIR) look for it."""
-    try:
-        from tests.lab.conftest import lab_unavailable_reason
-    except ImportError:
-        pytest.skip("this checkout has no lab (captures/lab, tests/lab)")
-    reason = lab_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    from captures.lab import Lab
-
-    lab = Lab(RUN_TAG[:10], data_dir / "lab")
-    try:
-        try:
-            lab.up(sidecar_enabled=False)
-        except Exception as exc:  # any reason the lab cannot come up
-            pytest.skip(f"the lab cannot come up here: {exc}")
-        yield lab
-    finally:
-        lab.down()
-
-
-class Traffic(threading.Thread):
-    """curl from the lab's client pod to the nginx Service, over and over, until stopped."""
-
-    def __init__(self, lab, interval: float = 0.2):
-        super().__init__(daemon=True)
-        self.lab, self.interval = lab, interval
-        self.done = threading.Event()
-
-    def run(self):
-        from captures.lab import scenarios
-
-        while not self.done.is_set():
-            with contextlib.suppress(Exception):  # a failed request is just fewer packets
-                scenarios.curl(self.lab, "-sI")
-            self.done.wait(self.interval)
-
-    def stop(self):
-        self.done.set()
-        self.join(15)
-
-
-@pytest.fixture
-def lab_traffic(lab):
-    """lab_traffic(interval=0.2) starts HTTP traffic in the lab; stopped at teardown."""
-    started = []
-
-    def start(interval: float = 0.2) -> Traffic:
-        traffic = Traffic(lab, interval)
-        traffic.start()
-        started.append(traffic)
-        return traffic
-
-    yield start
-    for traffic in started:
-        traffic.stop()

@@ -5,66 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from captures.analysis import CaptureFile, analyze_files
+from tests.support.lab import Traffic
 
 from . import live_client
-from .conftest import RUN_TAG, wait_for
+from .conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 POD = "pod/default/ubuntu"
-
-
-@pytest.fixture(scope="module")
-def lab(data_dir):
-    try:
-        from tests.lab.conftest import lab_unavailable_reason
-    except ImportError:
-        pytest.skip("this checkout has no lab (captures/lab, tests/lab)")
-    reason = lab_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    from captures.lab import Lab
-
-    # The prefix and state directory the worker's settings name (conftest: KVIZ_LAB_PREFIX,
-    # KVIZ_DATA_DIR), so the worker finds this lab.
-    lab = Lab(RUN_TAG[:10], data_dir / "lab")
-    try:
-        try:
-            lab.up(sidecar_enabled=False)
-        except Exception as exc:  # any reason the lab cannot come up
-            pytest.skip(f"the lab cannot come up here: {exc}")
-        yield lab
-    finally:
-        lab.down()
-
-
-class Traffic(threading.Thread):
-    """curl from the client pod to the nginx Service, over and over, until stopped."""
-
-    def __init__(self, lab, interval: float = 0.2):
-        super().__init__(daemon=True)
-        self.lab, self.interval = lab, interval
-        self.done = threading.Event()
-        self.requests = 0
-
-    def run(self):
-        from captures.lab import scenarios
-
-        while not self.done.is_set():
-            scenarios.curl(self.lab, "-sI")
-            self.requests += 1
-            self.done.wait(self.interval)
-
-    def stop(self):
-        self.done.set()
-        self.join(15)
 
 
 def start_lab(client, name: str, bpf: str = "tcp port 80 or udp port 53") -> str:
