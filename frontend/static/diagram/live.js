@@ -25,6 +25,7 @@ export class LiveSource {
     this.start = null;
     this.thinned = 0;
     this.dropped = 0;
+    this.notIp = 0; // frames without an IP packet (ARP, ...): no lanes; the analysis skips them too
     this.onChunk = () => {};
   }
 
@@ -45,6 +46,7 @@ export class LiveSource {
     const lanesBefore = this.head.lanes.length;
     this.thinned += batch.thinned || 0;
     for (const packet of batch.rows || []) {
+      if (!packet.src || !packet.dst) { this.notIp += 1; continue; }
       if (this.rows.length >= MAX_ROWS) { this.dropped += 1; continue; }
       if (this.start === null) this.start = packet.t;
       const index = this.rows.length;

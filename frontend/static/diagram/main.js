@@ -110,7 +110,8 @@ class Diagram {
         this.view.schedule(true);
         const skipped = live.thinned + live.dropped;
         this.say(`live: ${live.rowCount} provisional arrows` +
-          (skipped ? ` (${skipped} packets not drawn to keep up; the capture keeps them all)` : ""));
+          (skipped ? ` (${skipped} packets not drawn to keep up; the capture keeps them all)` : "") +
+          (live.notIp ? `; frames without IP (ARP, ...) left out: ${live.notIp}` : ""));
       },
       onStatus: (event) => {
         if (!RUNNING.has(event.status)) {
@@ -122,11 +123,15 @@ class Diagram {
     });
   }
 
+  // The real layout, as a reload of the page would show it: from its top (the live view's
+  // scroll offset means nothing there), then any deep link in the address.
   async awaitLayout() {
     for (;;) {
       try {
         this.root.dataset.state = "loading";
+        this.view.scroll.scrollTop = 0;
         await this.reload(-1);
+        await this.followHash();
         return;
       } catch (error) {
         if (error.status !== 409) return;
