@@ -29,6 +29,7 @@ from .http import (
     H2_FRAME_NAMES,
     H2_PREFACE,
     H2Direction,
+    h2_pseudo_headers,
     http_requests,
     http_responses,
     plausible_h2_frames,
@@ -534,10 +535,16 @@ class TcpTracker:
         if not found:
             return None, None
         labels = []
+        upgrade_at = upgrade_to_h2c(data)
         for status, reason in found:
             labels.append(f"HTTP {status} {reason}".rstrip())
-            if 100 <= status < 200 and status != 101:
-                continue  # interim response: the final one still follows
+            if 100 <= status < 200 and not (status == 101 and upgrade_at is None):
+                # Interim: the final response still follows; after an upgrade to h2c it
+                # comes as HTTP/2 on stream 1 (RFC 7540 §3.2).
+                if status == 101 and conn.answered < len(conn.requests):
+                    conn.h2_streams[1] = conn.requests[conn.answered]
+                    conn.answered += 1
+                continue
             # Responses come back in request order (RFC 9112 §9.3.2), pipelined or not. But
             # when server bytes went missing, the lost bytes may have held responses: then
             # this one answers the newest request the server had read (its ACK covers it).
@@ -554,11 +561,12 @@ class TcpTracker:
                 request["status"] = status
                 request["response_t"] = now
                 conn.answered = index + 1
-        offset = upgrade_to_h2c(data)
-        if offset is not None:
+        if upgrade_at is not None:
             conn.app = "h2"
             conn.h2 = [H2Direction(expect_preface=True), H2Direction(expect_preface=False)]
-            conn.h2[1].feed(data[offset:])
+            frames, _phase = self._h2(conn, 1, data[upgrade_at:], now)
+            if frames:
+                labels.append(frames)
         return "; ".join(labels), "response"
 
     def _h2(self, conn, direction, data, now):
@@ -566,18 +574,20 @@ class TcpTracker:
         if not frames:
             return None, None
         names = []
-        for frame_type, _flags, stream in frames:
+        for frame_type, flags, stream, payload in frames:
             name = H2_FRAME_NAMES.get(frame_type, f"frame {frame_type}")
-            names.append(f"{name} s{stream}" if stream else name)
+            pseudo = h2_pseudo_headers(payload, flags) if frame_type == 1 else {}
+            shown = " ".join(v for k, v in pseudo.items() if k in (":method", ":path", ":status"))
+            names.append((f"{name} s{stream}" if stream else name) + (f" {shown}" if shown else ""))
             if frame_type != 1 or not stream:
                 continue
             if direction == 0 and stream % 2 == 1 and stream not in conn.h2_streams:
                 request = {
                     "connection": conn.id,
                     "n": len(conn.requests) + 1,
-                    "method": None,
-                    "target": None,
-                    "host": None,
+                    "method": pseudo.get(":method"),
+                    "target": pseudo.get(":path"),
+                    "host": pseudo.get(":authority"),
                     "t": now,
                     "status": None,
                     "response_t": None,
@@ -588,7 +598,11 @@ class TcpTracker:
                 conn.requests.append(request)
                 self.http.append(request)
             elif direction == 1 and stream in conn.h2_streams:
-                conn.h2_streams[stream]["response_t"] = conn.h2_streams[stream]["response_t"] or now
+                request = conn.h2_streams[stream]
+                request["response_t"] = request["response_t"] or now
+                status = pseudo.get(":status")
+                if request["status"] is None and status and status.isdigit():
+                    request["status"] = int(status)
         shown = names[:4] + ([f"+{len(names) - 4} frames"] if len(names) > 4 else [])
         return "HTTP/2 " + ", ".join(shown), ("request", "response")[direction]
 

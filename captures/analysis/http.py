@@ -100,6 +100,100 @@ def plausible_h2_frames(payload: bytes) -> bool:
     return frames > 0 and offset == len(payload)
 
 
+# HPACK's static table (RFC 7541, Appendix A): the pseudo-headers that carry a value there.
+HPACK_STATIC = {
+    2: (":method", "GET"),
+    3: (":method", "POST"),
+    4: (":path", "/"),
+    5: (":path", "/index.html"),
+    8: (":status", "200"),
+    9: (":status", "204"),
+    10: (":status", "206"),
+    11: (":status", "304"),
+    12: (":status", "400"),
+    13: (":status", "404"),
+    14: (":status", "500"),
+}
+HPACK_NAMES = {
+    1: ":authority",
+    2: ":method",
+    3: ":method",
+    4: ":path",
+    5: ":path",
+    8: ":status",
+    9: ":status",
+    10: ":status",
+    11: ":status",
+    12: ":status",
+    13: ":status",
+    14: ":status",
+}
+PSEUDO_HEADERS_READ = 8  # a header block starts with its pseudo-headers
+
+
+def _hpack_int(block: bytes, offset: int, prefix_bits: int) -> tuple[int, int]:
+    mask = (1 << prefix_bits) - 1
+    value = block[offset] & mask
+    offset += 1
+    if value < mask:
+        return value, offset
+    shift = 0
+    while offset < len(block) and shift < 28:
+        byte = block[offset]
+        offset += 1
+        value += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, offset
+    raise IndexError("cut-off HPACK integer")
+
+
+def h2_pseudo_headers(block: bytes, flags: int) -> dict[str, str]:
+    """The pseudo-headers readable without the connection's HPACK state: those indexed in the
+    static table, and literal values not Huffman-coded. A capture that starts mid-connection
+    lacks the dynamic table, and Huffman-coded values need a decoder; both are left out."""
+    found: dict[str, str] = {}
+    offset = 0
+    try:
+        if flags & 0x08:  # PADDED: pad length first
+            offset += 1
+        if flags & 0x20:  # PRIORITY: stream dependency and weight
+            offset += 5
+        for _ in range(PSEUDO_HEADERS_READ):
+            if offset >= len(block):
+                break
+            first = block[offset]
+            if first & 0x80:  # indexed header field
+                index, offset = _hpack_int(block, offset, 7)
+                if index in HPACK_STATIC:
+                    name, value = HPACK_STATIC[index]
+                    found.setdefault(name, value)
+                continue
+            if first & 0xE0 == 0x20:  # dynamic table size update
+                _size, offset = _hpack_int(block, offset, 5)
+                continue
+            prefix = 6 if first & 0x40 else 4  # literal (incremental indexing, or not)
+            index, offset = _hpack_int(block, offset, prefix)
+            if index == 0:  # a literal name: not a pseudo-header we know by index
+                huffman = block[offset] & 0x80
+                length, offset = _hpack_int(block, offset, 7)
+                name = None if huffman else block[offset : offset + length].decode("latin-1")
+                offset += length
+            else:
+                name = HPACK_NAMES.get(index)
+            huffman = block[offset] & 0x80
+            length, offset = _hpack_int(block, offset, 7)
+            value = block[offset : offset + length]
+            offset += length
+            if name and name.startswith(":") and not huffman and len(value) == length:
+                found.setdefault(name, value.decode("latin-1"))
+            if name and not name.startswith(":"):
+                break  # regular headers follow the pseudo-headers
+    except IndexError:
+        pass
+    return found
+
+
 class H2Direction:
     """Walks HTTP/2 frames through one direction's in-order bytes."""
 
@@ -111,8 +205,9 @@ class H2Direction:
         self.skip = 0
         self.lost = False
 
-    def feed(self, data: bytes) -> list[tuple[int, int, int]]:
-        """Returns (type, flags, stream id) of each frame whose header is in this chunk."""
+    def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
+        """Returns (type, flags, stream id, the start of its payload found in this chunk) of
+        each frame whose header is in this chunk."""
         if self.lost:
             return []
         frames = []
@@ -139,7 +234,7 @@ class H2Direction:
             if frame_type > 9 and frame_type != 0xA and frame_type != 0x10:
                 self.lost = True
                 break
-            frames.append((frame_type, flags, stream))
+            frames.append((frame_type, flags, stream, data[offset : offset + min(length, 256)]))
             self.skip = length
         return frames
 

@@ -39,19 +39,28 @@ def finding(note: dict, name=str) -> str:
         at = f" between {where}" if where and where != "unknown" else ""
         how = " by a REDIRECT to a local port" if note.get("mechanism") == "redirect" else ""
         seen = " (seen in the replies)" if note.get("seen_on") == "reply" else ""
-        return (f"{on}{kind.upper()}: the {what} {note.get('before')} was rewritten to "
-                f"{name(note.get('after'))}{how}{at}{seen}.")
+        return (
+            f"{on}{kind.upper()}: the {what} {note.get('before')} was rewritten to "
+            f"{name(note.get('after'))}{how}{at}{seen}."
+        )
     if kind == "sidecar":
         via = f" via {note['via']}" if note.get("via") else ""
         meant = f" (the app meant {note['original_dst']})" if note.get("original_dst") else ""
-        return (f"{on}the {note.get('mesh')} sidecar intercepted {note.get('direction')} traffic "
-                f"on port {note.get('port')}{via} for the app at {name(note.get('app'))}{meant}.")
+        return (
+            f"{on}the {note.get('mesh')} sidecar intercepted {note.get('direction')} traffic "
+            f"on port {note.get('port')}{via} for the app at {name(note.get('app'))}{meant}."
+        )
     if kind == "mtls":
-        return (f"{on}mutual TLS between {name(note.get('client'))} and "
-                f"{name(note.get('server'))} (evidence: {', '.join(note.get('evidence') or [])}).")
+        return (
+            f"{on}mutual TLS between {name(note.get('client'))} and "
+            f"{name(note.get('server'))} (evidence: {', '.join(note.get('evidence') or [])})."
+        )
     if kind == "pooled":
-        basis = " (counted by encrypted request/response turns)" if note.get(
-            "basis", "requests") != "requests" else ""
+        basis = (
+            " (counted by encrypted request/response turns)"
+            if note.get("basis", "requests") != "requests"
+            else ""
+        )
         return f"{on}{note.get('requests')} requests reused this one connection{basis}."
     if kind == "kept_open":
         return f"{on}no FIN: the connection was kept open when the capture ended."
@@ -179,9 +188,16 @@ def narrate(model) -> list[str]:
 
     for request in model.http:
         what = (
-            f"{request['method']} {request['target']}"
-            if request["method"]
-            else f"HTTP/2 stream {request.get('stream')}"
+            " ".join(
+                str(part)
+                for part in (
+                    request["method"],
+                    request["target"],
+                    f"(HTTP/2 stream {request['stream']})" if request.get("stream") else None,
+                )
+                if part
+            )
+            or "request"
         )
         host = f" (Host {request['host']})" if request.get("host") else ""
         if request["status"] is not None:
