@@ -274,32 +274,14 @@ class _Attached:
             self.stream.close()
 
 
-class PodSource(LiveSource):
-    """tcpdump in an ephemeral container of the pod (it shares the pod's network namespace).
+class _AttachedSource(LiveSource):
+    """A tcpdump container whose output comes back over the attach WebSocket."""
 
-    `stream` is tcpdump's classic pcap, byte for byte as it came over the WebSocket."""
+    attached: _Attached | None = None
+    _inventory: dict | None = None
 
-    def __init__(self, namespace: str, pod: str, bpf: str = "", cluster=None,
-                 snapshot: bool = True):
-        self.namespace, self.pod, self.bpf = namespace, pod, bpf
-        self.vantage = f"pod/{namespace}/{pod}"
-        self.interfaces = {}
-        self.cluster = cluster
-        self.snapshot = snapshot  # a Service's pods share the Service's one snapshot
-        self.attached: _Attached | None = None
-        self._inventory = None
-
-    def open(self) -> None:
-        self.cluster = self.cluster or connect()
-        pod = self.cluster.pod(self.namespace, self.pod)
-        if self.snapshot:
-            # Taken as the capture starts: names as they were at that moment.
-            self._inventory = _snapshot(self.cluster)
-        name = f"kviz-{uuid.uuid4().hex[:8]}"
-        self.cluster.add_debug_container(self.namespace, self.pod,
-                                         debug_container(name, pod["containers"][0], self.bpf))
-        self.cluster.wait_running(self.namespace, self.pod, name, True, START_TIMEOUT)
-        self.attached = _Attached(self.cluster, self.namespace, self.pod, name)
+    def _attach(self, namespace: str, pod: str, container: str) -> None:
+        self.attached = _Attached(self.cluster, namespace, pod, container)
         self.attached.start()
         self.interfaces = self.attached.interfaces
         self.stream = self.attached.stream.stdout
@@ -322,7 +304,33 @@ class PodSource(LiveSource):
         return self._inventory
 
 
-class NodeSource(LiveSource):
+class PodSource(_AttachedSource):
+    """tcpdump in an ephemeral container of the pod (it shares the pod's network namespace).
+
+    `stream` is tcpdump's classic pcap, byte for byte as it came over the WebSocket."""
+
+    def __init__(self, namespace: str, pod: str, bpf: str = "", cluster=None,
+                 snapshot: bool = True):
+        self.namespace, self.pod, self.bpf = namespace, pod, bpf
+        self.vantage = f"pod/{namespace}/{pod}"
+        self.interfaces = {}
+        self.cluster = cluster
+        self.snapshot = snapshot  # a Service's pods share the Service's one snapshot
+
+    def open(self) -> None:
+        self.cluster = self.cluster or connect()
+        pod = self.cluster.pod(self.namespace, self.pod)
+        if self.snapshot:
+            # Taken as the capture starts: names as they were at that moment.
+            self._inventory = _snapshot(self.cluster)
+        name = f"kviz-{uuid.uuid4().hex[:8]}"
+        self.cluster.add_debug_container(self.namespace, self.pod,
+                                         debug_container(name, pod["containers"][0], self.bpf))
+        self.cluster.wait_running(self.namespace, self.pod, name, True, START_TIMEOUT)
+        self._attach(self.namespace, self.pod, name)
+
+
+class NodeSource(_AttachedSource):
     """tcpdump in a short-lived hostNetwork pod pinned to the node; the pod is always deleted."""
 
     def __init__(self, node: str, capture_id, bpf: str = "", cluster=None):
@@ -332,8 +340,6 @@ class NodeSource(LiveSource):
         self.cluster = cluster
         self.namespace = own_namespace()
         self.pod_name = ""
-        self.attached: _Attached | None = None
-        self._inventory = None
 
     def open(self) -> None:
         self.cluster = self.cluster or connect()
@@ -344,33 +350,17 @@ class NodeSource(LiveSource):
             self.cluster.create_pod(self.namespace, manifest)
             self.cluster.wait_running(self.namespace, self.pod_name, "capture", False,
                                       START_TIMEOUT)
-            self.attached = _Attached(self.cluster, self.namespace, self.pod_name, "capture")
-            self.attached.start()
+            self._attach(self.namespace, self.pod_name, "capture")
         except BaseException:
             self.close()  # the runner closes only sources that opened
             raise
-        self.interfaces = self.attached.interfaces
-        self.stream = self.attached.stream.stdout
-
-    def stop(self) -> None:
-        self.attached.stop()
-
-    def kill(self) -> None:
-        self.attached.stream.ws.close()
 
     def close(self) -> None:
         try:
-            if self.attached:
-                self.attached.close()
+            super().close()
         finally:
             if self.pod_name:
                 self.cluster.delete_pod(self.namespace, self.pod_name)
-
-    def failure(self) -> str:
-        return self.attached.stream.failure() if self.attached and self.attached.stream else ""
-
-    def inventory(self) -> dict | None:
-        return self._inventory
 
 
 def _snapshot(cluster) -> dict | None:
