@@ -96,6 +96,7 @@ class _Analysis:
         self.tcp = TcpTracker(max_flows, self.warnings)
         self.dns = DnsTracker(max_flows, self.warnings)
         self.udp_flows: dict[tuple, tuple[int, int]] = {}
+        self.udp_servers: list[tuple] = []  # per UDP flow: the destination its client used
         self.max_flows = max_flows
         self.messages = MessageSpool()
         self.annotations: list[dict] = []
@@ -310,7 +311,8 @@ class _Analysis:
         if len(self.udp_flows) >= 2 * self.max_flows:
             self.warnings.add(f"more than {self.max_flows} UDP flows: later ones are not tracked")
             return None, 0
-        flow_id = len(self.udp_flows) // 2
+        flow_id = len(self.udp_servers)
+        self.udp_servers.append((record.dst, record.dport))
         self.udp_flows[key] = (flow_id, 0)
         self.udp_flows[(record.dst, record.dport, record.src, record.sport)] = (flow_id, 1)
         return ("udp", flow_id), 0
@@ -337,16 +339,25 @@ class _Analysis:
         def hop_ref(hop):
             return {"interface": hop[0], "direction": hop[1]}
 
+        # The address the client used names the pre-NAT side. Hops are in time order, which
+        # is path order on one host but not across hosts whose clocks differ.
+        server = conn.server if conn is not None else self.udp_servers[flow[1]]
         for before, after, src_changed, dst_changed in changes:
             found = []
             if direction == 0:
                 if dst_changed:
-                    found.append(("dnat", ep(before[4], before[5]), ep(after[4], after[5])))
+                    old, new = (before[4], before[5]), (after[4], after[5])
+                    if new == server and old != server:
+                        old, new = new, old
+                    found.append(("dnat", ep(*old), ep(*new)))
                 if src_changed:
                     found.append(("snat", ep(before[2], before[3]), ep(after[2], after[3])))
             else:
                 if src_changed:
-                    found.append(("dnat", ep(after[2], after[3]), ep(before[2], before[3])))
+                    old, new = (after[2], after[3]), (before[2], before[3])
+                    if new == server and old != server:
+                        old, new = new, old
+                    found.append(("dnat", ep(*old), ep(*new)))
                 if dst_changed:
                     found.append(("snat", ep(after[4], after[5]), ep(before[4], before[5])))
             for kind, old, new in found:

@@ -10,6 +10,7 @@ from pathlib import Path
 from django.conf import settings
 
 from captures.analysis import CaptureError, CaptureFile, analyze_files
+from captures.analysis.hops import DEFAULT_WINDOW
 from captures.analysis.narrative import narrate
 from captures.render import (
     build_layout,
@@ -48,6 +49,15 @@ def add_arguments(parser) -> None:
         "markdown also writes the SVG beside it (PATH with .svg) and links it",
     )
     parser.add_argument(
+        "--copy-window",
+        type=float,
+        default=DEFAULT_WINDOW,
+        metavar="SECONDS",
+        help="how far apart two copies of one packet may be seen and still be folded into one "
+        f"message (default {DEFAULT_WINDOW}); raise it for captures from several hosts whose "
+        "clocks differ",
+    )
+    parser.add_argument(
         "--no-fold",
         action="store_true",
         help="draw every message (repeated exchanges are folded into one with a count by "
@@ -59,7 +69,10 @@ def run(options, out, err) -> int:
     try:
         inventory = _load_inventory(options["inventory"]) if options["inventory"] else None
         files = [CaptureFile.from_path(path) for path in options["files"]]
-        model = analyze_files(files, inventory, max_flows=settings.KVIZ_MAX_FLOWS)
+        if not 0 < options["copy_window"] <= 60:
+            raise CaptureError("--copy-window must be between 0 and 60 seconds")
+        model = analyze_files(files, inventory, window=options["copy_window"],
+                              max_flows=settings.KVIZ_MAX_FLOWS)
     except CaptureError as exc:
         err.write(f"kviz analyze: {exc}")
         return 2

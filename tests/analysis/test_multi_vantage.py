@@ -69,3 +69,19 @@ def test_it_sees_no_dnat_from_the_client_side_alone(recorded):
     assert not [a for a in doc["annotations"] if a["kind"] in ("dnat", "snat")]
     assert doc["connections"][0]["server"] == f"{VIP}:80"
     assert all(len(m["hops"]) == 1 for m in doc["messages"])
+
+
+def test_it_folds_copies_from_hosts_with_skewed_clocks_when_told_how_far_apart(
+        recorded, tmp_path):
+    import subprocess
+
+    skewed = tmp_path / "server-skewed.pcapng"  # the server's clock 2 s ahead
+    subprocess.run(["editcap", "-t", "2", str(recorded.server), str(skewed)], check=True,
+                   capture_output=True, timeout=30)
+    files = [CaptureFile(recorded.client, "client"), CaptureFile(skewed, "server")]
+    apart = analyze_files(files).to_dict()
+    assert all(len(m["hops"]) == 1 for m in apart["messages"])  # too far apart by default
+    together = analyze_files(files, window=3.0).to_dict()
+    assert len(_syn(together)["hops"]) == 2
+    assert [a["where"] for a in together["annotations"] if a["kind"] == "dnat"] == [
+        "client:eth0 → server:eth0"]
