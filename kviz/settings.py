@@ -53,7 +53,6 @@ DATA_DIR = Path(env("KVIZ_DATA_DIR", str(BASE_DIR / "data"))).resolve()
 REDIS_URL = env("REDIS_URL", "")
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
