@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 CONTENT_CCS, CONTENT_ALERT, CONTENT_HANDSHAKE, CONTENT_APPDATA = 20, 21, 22, 23
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST = 1, 2, 11, 13
-HS_SERVER_HELLO_DONE, HS_CLIENT_KEY_EXCHANGE = 14, 16
 EXT_SNI, EXT_ALPN, EXT_SUPPORTED_VERSIONS = 0, 16, 43
 MAX_BUFFER = 65536
 
@@ -113,7 +112,7 @@ def parse_hello(body: bytes, client: bool) -> Hello:
 class TlsDirection:
     """Feeds in-order bytes of one direction; collects handshake messages until encryption."""
 
-    __slots__ = ("buffer", "done", "encrypted", "handshake", "is_client", "messages")
+    __slots__ = ("buffer", "done", "encrypted", "handshake", "is_client")
 
     def __init__(self, is_client: bool) -> None:
         self.is_client = is_client
@@ -121,7 +120,6 @@ class TlsDirection:
         self.handshake = b""  # handshake-layer bytes (messages may span records)
         self.done = False
         self.encrypted = False
-        self.messages: list[tuple[int, bytes]] = []
 
     def feed(self, data: bytes) -> list[tuple[str, object]]:
         """The events this chunk completed: ("hs", (type, body)), ("ccs" | "appdata" | "alert")."""
