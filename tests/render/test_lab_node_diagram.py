@@ -1,4 +1,5 @@
-"""The lab's node capture drawn: names from its inventory, the kube-proxy DNAT badge on the
+"""The lab's captures drawn: every scenario's Mermaid parses; the node view has names from its
+inventory, the kube-proxy DNAT badge on the
 SYN to the nginx VIP, and the arrow carried on to the pod that served it.
 
 Uses `python manage.py kviz lab run node` (captures/lab); skipped where the lab cannot run
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -19,6 +21,7 @@ from captures.analysis import CaptureFile, analyze_files
 from captures.render import build_layout, render_markdown, render_mermaid, render_svg
 
 MANAGE = Path(__file__).resolve().parents[2] / "manage.py"
+JS = Path(__file__).resolve().parent / "js"
 
 
 def _lab_unavailable() -> str | None:
@@ -30,21 +33,54 @@ def _lab_unavailable() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def node_capture(tmp_path_factory):
+def lab_recordings(tmp_path_factory) -> dict[str, Path]:
+    """Each lab scenario recorded once: scenario → its output folder."""
     reason = _lab_unavailable()
     if reason:
         pytest.skip(reason)
-    out = tmp_path_factory.mktemp("labnode")
     prefix = f"kvr{os.getpid() % 1000}"
     kviz = [sys.executable, str(MANAGE), "kviz", "lab"]
+    folders = {}
     try:
-        done = subprocess.run([*kviz, "run", "node", "--prefix", prefix, "--out", str(out)],
-                              capture_output=True, text=True, timeout=240)
-        assert done.returncode == 0, done.stderr
+        for scenario in ("pod", "node", "mesh"):
+            out = tmp_path_factory.mktemp(f"lab{scenario}")
+            done = subprocess.run([*kviz, "run", scenario, "--prefix", prefix, "--out", str(out)],
+                                  capture_output=True, text=True, timeout=240)
+            assert done.returncode == 0, done.stderr
+            folders[scenario] = out
     finally:
         subprocess.run([*kviz, "down", "--prefix", prefix], capture_output=True, timeout=120)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def node_capture(lab_recordings):
+    out = lab_recordings["node"]
     inventory = json.loads((out / "inventory.json").read_text(encoding="utf-8"))
     return CaptureFile.from_path(out / "node.pcapng"), inventory
+
+
+def test_every_lab_capture_s_mermaid_parses_with_the_mermaid_package(lab_recordings, tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (apt-get install nodejs npm)")
+    diagrams = {}
+    for scenario, out in lab_recordings.items():
+        inventory = json.loads((out / "inventory.json").read_text(encoding="utf-8"))
+        for path in sorted(out.glob("*.pcapng")):
+            model = analyze_files([CaptureFile.from_path(path)], inventory)
+            try:
+                diagrams[f"{scenario}/{path.name}"] = render_mermaid(build_layout(model))
+            finally:
+                model.close()
+    assert len(diagrams) == 4  # pod, node, and the mesh's node and pod views
+    source = tmp_path / "diagrams.json"
+    source.write_text(json.dumps(diagrams), encoding="utf-8")
+    done = subprocess.run([node, str(JS / "check_mermaid.mjs"), str(source)], cwd=JS,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    errors = {name: error for name, error in json.loads(done.stdout).items() if error}
+    assert not errors, json.dumps(errors, indent=1)
 
 
 def test_it_draws_the_node_view_with_names_and_the_dnat(node_capture):
