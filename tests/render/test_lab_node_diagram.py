@@ -1,9 +1,9 @@
-"""The lab's captures drawn: every scenario's Mermaid parses; the node view has names from its
-inventory, the kube-proxy DNAT badge on the
-SYN to the nginx VIP, and the arrow carried on to the pod that served it.
+"""The lab's captures drawn: every scenario's Mermaid parses with the mermaid package, and the
+node view has names from its inventory, the kube-proxy DNAT badge on the SYN to the nginx VIP,
+and the arrow carried on to the pod that served it.
 
-Uses `python manage.py kviz lab run node` (captures/lab); skipped where the lab cannot run
-(not root, lab tools missing, or a build without the lab)."""
+Uses `python manage.py kviz lab run` (captures/lab); skipped where the lab cannot run (not root,
+lab tools missing, or a build without the lab)."""
 
 from __future__ import annotations
 
