@@ -33,3 +33,28 @@ def corpus_path(relative: str) -> Path:
     if root is None or not (root / relative).is_file():
         pytest.skip(f"corpus capture {relative} not found")
     return root / relative
+
+
+JS = Path(__file__).resolve().parent / "js"
+
+
+def mermaid_errors(diagrams: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """Parse every diagram with the real `mermaid` package under Node, in one process (the
+    package is installed by `npm ci --prefix tests/render/js`); returns name → parse error."""
+    import json
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (apt-get install nodejs npm)")
+    assert (JS / "node_modules" / "mermaid").is_dir(), (
+        "the mermaid package is missing: run `npm ci --prefix tests/render/js`")
+    source = tmp_path / "diagrams.json"
+    source.write_text(json.dumps(diagrams), encoding="utf-8")
+    done = subprocess.run([node, str(JS / "check_mermaid.mjs"), str(source)], cwd=JS,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert len(results) == len(diagrams)
+    return {name: error for name, error in results.items() if error}
