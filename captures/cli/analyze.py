@@ -1,24 +1,22 @@
-"""Analyse capture files: the sequence model as JSON, a narrative, or a diagram/postmortem."""
+"""Analyse capture files: the sequence model as JSON, a narrative, or a diagram/postmortem.
+
+It needs no database and no Django app: manage.py calls `main` directly for `kviz analyze`,
+because Django's start-up (0.4 s) would be a large part of analysing a typical capture.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from django.conf import settings
-
 from captures.analysis import CaptureError, CaptureFile, analyze_files
+from captures.analysis.engine import DEFAULT_MAX_FLOWS
 from captures.analysis.hops import DEFAULT_WINDOW
 from captures.analysis.narrative import narrate
-from captures.render import (
-    build_layout,
-    render_markdown,
-    render_mermaid,
-    render_plantuml,
-    render_svg,
-)
 
 DIAGRAM_FORMATS = ["svg", "mermaid", "plantuml", "markdown", "layout"]
 
@@ -63,6 +61,46 @@ def add_arguments(parser) -> None:
         help="draw every message (repeated exchanges are folded into one with a count by "
         "default; the layout format never hides any)",
     )
+    parser.add_argument(
+        "--max-flows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="track at most N TCP connections, UDP flows and DNS exchanges; later ones are "
+        f"counted in a warning (default: $KVIZ_MAX_FLOWS, else {DEFAULT_MAX_FLOWS})",
+    )
+
+
+def main(argv: list[str]) -> int:
+    """`manage.py kviz analyze ARGS` without Django: the same arguments and output."""
+    parser = argparse.ArgumentParser(prog="manage.py kviz analyze", description=__doc__)
+    add_arguments(parser)
+    options = vars(parser.parse_args(argv))
+    return run(options, _Lines(sys.stdout), _Lines(sys.stderr))
+
+
+class _Lines:
+    """Ends each write with a newline, as Django's command output does for `run`."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write(text if text.endswith("\n") else text + "\n")
+
+
+def _max_flows(options) -> int:
+    if options.get("max_flows") is not None:
+        value = str(options["max_flows"])
+    else:
+        value = os.environ.get("KVIZ_MAX_FLOWS", str(DEFAULT_MAX_FLOWS))
+    try:
+        flows = int(value)
+    except ValueError:
+        raise CaptureError(f"KVIZ_MAX_FLOWS={value!r} is not an integer") from None
+    if flows < 1:
+        raise CaptureError("the flow limit must be at least 1")
+    return flows
 
 
 def run(options, out, err) -> int:
@@ -72,7 +110,7 @@ def run(options, out, err) -> int:
         if not 0 < options["copy_window"] <= 60:
             raise CaptureError("--copy-window must be between 0 and 60 seconds")
         model = analyze_files(files, inventory, window=options["copy_window"],
-                              max_flows=settings.KVIZ_MAX_FLOWS)
+                              max_flows=_max_flows(options))
     except CaptureError as exc:
         err.write(f"kviz analyze: {exc}")
         return 2
@@ -107,6 +145,14 @@ def _load_inventory(path: str) -> dict:
 
 
 def _write_diagram(model, options) -> None:
+    from captures.render import (
+        build_layout,
+        render_markdown,
+        render_mermaid,
+        render_plantuml,
+        render_svg,
+    )
+
     fmt = options["format"]
     layout = build_layout(model, fold=fmt != "layout" and not options["no_fold"])
     names = [Path(f).name for f in options["files"]]

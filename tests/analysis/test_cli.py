@@ -4,6 +4,7 @@ inventory, clear errors for what it cannot read."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,36 @@ def test_it_refuses_a_missing_file_with_a_clear_message(tmp_path):
     assert done.returncode != 0
     assert "nope.pcap: No such file or directory" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+EIGHT_CONNS = (
+    CORPUS / "dns-http" / "zeek_dns-search-suffix-nxdomain-then-http11-keepalive-8-conns.pcap"
+)
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_flow_limit_keeps_the_first_connections_and_flags_the_result_partial(how):
+    args, env = [str(EIGHT_CONNS), "--format", "json"], None
+    if how == "option":
+        args.append("--max-flows=3")
+    else:
+        env = {**os.environ, "KVIZ_MAX_FLOWS": "3"}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "kviz", "analyze", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert len(doc["connections"]) == 3
+    assert doc["capture"]["partial"] is True
+    assert any("more than 3 TCP connections" in w for w in doc["capture"]["warnings"])
+
+
+def test_a_flow_limit_that_is_not_a_number_is_a_clear_error():
+    done = subprocess.run(
+        [sys.executable, "manage.py", "kviz", "analyze", str(EIGHT_CONNS)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "KVIZ_MAX_FLOWS": "lots"},
+    )
+    assert done.returncode == 2
+    assert "KVIZ_MAX_FLOWS='lots' is not an integer" in done.stderr
