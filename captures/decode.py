@@ -42,6 +42,15 @@ class FollowReader:
             time.sleep(POLL)
         return data
 
+    def read1(self, size: int = -1) -> bytes:
+        """What has arrived, up to `size` bytes; waits only while nothing has."""
+        while True:
+            finished = self.done.is_set()
+            data = self.fp.read(size)
+            if data or finished:
+                return data
+            time.sleep(POLL)
+
 
 def _endpoint(ip: str, port: int, version: int, proto: int) -> str:
     if proto not in (6, 17):

@@ -89,6 +89,26 @@ class MessageSpool:
             self.file.seek(0, 2)
         yield from self.items
 
+    def write_joined(self, fp: TextIO, separator: str) -> None:
+        """Every message's text, separated by `separator`, copied in large blocks: a message
+        never holds a raw newline (JSON escapes it), so the spool's newlines are the
+        separators."""
+        wrote = False
+        if self.file is not None:
+            self.file.flush()
+            self.file.seek(0)
+            pending = ""
+            while block := self.file.read(1 << 20):
+                # Hold back the last newline of the block: if the file ends there, it ends
+                # the last message rather than separating two.
+                block = pending + block
+                pending = "\n" if block.endswith("\n") else ""
+                fp.write((block[:-1] if pending else block).replace("\n", separator))
+                wrote = True
+            self.file.seek(0, 2)
+        if self.items:
+            fp.write((separator if wrote else "") + separator.join(self.items))
+
     def __iter__(self) -> Iterator[dict]:
         for text in self.encoded():
             yield json.loads(text)
@@ -149,10 +169,7 @@ class SequenceModel:
         for index, exchange in enumerate(self.dns_exchanges):
             fp.write(("," if index else "") + _dumps(exchange.to_dict(self.t0)))
         fp.write('],"messages":[')
-        first = True
-        for text in self.messages.encoded():
-            fp.write(text if first else "," + text)
-            first = False
+        self.messages.write_joined(fp, ",")
         fp.write("]}\n")
 
     def close(self) -> None:

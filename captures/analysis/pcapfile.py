@@ -71,28 +71,35 @@ def _open_pcap(fp, magic, file_index, warnings, name):
 
     def frames() -> Iterator[RawFrame]:
         number = 0
-        read = fp.read
-        unpack = record.unpack
+        more = _refiller(fp)
+        unpack = record.unpack_from
+        buf, pos = b"", 0
         while True:
-            rec = read(16)
-            if not rec:
-                return
-            if len(rec) < 16:
-                warnings.add(f"{name}: file ends inside a record header after frame {number}")
-                return
-            sec, frac, caplen, _wirelen = unpack(rec)
+            if len(buf) - pos < 16:
+                buf, pos = more(buf, pos, 16)
+                if len(buf) < 16:
+                    if buf:
+                        warnings.add(
+                            f"{name}: file ends inside a record header after frame {number}"
+                        )
+                    return
+            sec, frac, caplen, _wirelen = unpack(buf, pos)
             if caplen > MAX_RECORD:
                 warnings.add(
                     f"{name}: record after frame {number} claims {caplen} bytes; "
                     "the rest of the file is unreadable"
                 )
                 return
-            data = read(caplen)
-            if len(data) < caplen:
-                warnings.add(f"{name}: file ends inside frame {number + 1} (cut off)")
-                return
+            end = pos + 16 + caplen
+            if end > len(buf):
+                buf, pos = more(buf, pos, 16 + caplen)
+                end = 16 + caplen
+                if end > len(buf):
+                    warnings.add(f"{name}: file ends inside frame {number + 1} (cut off)")
+                    return
             number += 1
-            yield RawFrame(file_index, number, sec + frac * unit, linktype, data)
+            yield RawFrame(file_index, number, sec + frac * unit, linktype, buf[pos + 16 : end])
+            pos = end
 
     return [linktype], frames()
 
@@ -121,37 +128,57 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
     # Per section: interfaces are (linktype, name, seconds-per-tick).
     interfaces: list[tuple[int, str | None, float]] = []
     number = 0
-    read = fp.read
+    more = _refiller(fp)
+    buf, pos = b"", 0
+    block_head = epb_head = None
     while endian:
-        head = read(8)
-        if not head:
-            return
-        if len(head) < 8:
-            warnings.add(f"{name}: file ends inside a block header after frame {number}")
-            return
-        if head[:4] == PCAPNG_SHB:
-            endian = _read_shb(fp, head, name, warnings)
+        if block_head is None:
+            block_head = struct.Struct(endian + "II").unpack_from
+            epb_head = struct.Struct(endian + "IIIII").unpack_from
+        if len(buf) - pos < 8:
+            buf, pos = more(buf, pos, 8)
+            if len(buf) < 8:
+                if buf:
+                    warnings.add(f"{name}: file ends inside a block header after frame {number}")
+                return
+        btype, total = block_head(buf, pos)
+        if btype == 0x0A0D0D0A:  # a new section: its own byte order, its own interfaces
+            if len(buf) - pos < 12:
+                buf, pos = more(buf, pos, 12)
+            endian = _section_endian(buf[pos + 8 : pos + 12])
+            if endian is None:
+                warnings.add(f"{name}: corrupt pcapng section header")
+                return
+            block_head = struct.Struct(endian + "II").unpack_from
+            epb_head = struct.Struct(endian + "IIIII").unpack_from
+            btype, total = block_head(buf, pos)
+            if total < 28:
+                warnings.add(f"{name}: corrupt pcapng section header")
+                return
             interfaces = []
-            continue
-        btype, total = struct.unpack(endian + "II", head)
         if total < 12 or total % 4 or total > MAX_BLOCK:
             warnings.add(f"{name}: corrupt block after frame {number}; the rest is unreadable")
             return
-        body = read(total - 8)
-        if len(body) < total - 8:
-            warnings.add(f"{name}: file ends inside a block after frame {number} (cut off)")
-            return
-        body = body[:-4]
+        end = pos + total
+        if end > len(buf):
+            buf, pos = more(buf, pos, total)
+            end = total
+            if end > len(buf):
+                warnings.add(f"{name}: file ends inside a block after frame {number} (cut off)")
+                return
+        start, body_end, pos = pos + 8, end - 4, end
         if btype == 6:  # Enhanced Packet Block
-            if len(body) < 20:
+            if body_end - start < 20:
                 warnings.add(f"{name}: short packet block after frame {number}")
                 continue
-            iface, ts_high, ts_low, caplen, _wirelen = struct.unpack_from(endian + "IIIII", body)
-            data = body[20 : 20 + caplen]
+            iface, ts_high, ts_low, caplen, _wirelen = epb_head(buf, start)
+            data_at = start + 20
+            data_end = data_at + caplen
+            data = buf[data_at : data_end if data_end <= body_end else body_end]
             direction = None
-            opts_at = 20 + ((caplen + 3) & ~3)
-            if opts_at < len(body):
-                for code, value in _options(body, opts_at, endian):
+            opts_at = data_at + ((caplen + 3) & ~3)
+            if opts_at < body_end:
+                for code, value in _options(buf[opts_at:body_end], 0, endian):
                     if code == 2 and len(value) == 4:  # epb_flags
                         bits = struct.unpack(endian + "I", value)[0] & 3
                         direction = {1: "in", 2: "out"}.get(bits)
@@ -169,7 +196,9 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
                 if_name,
                 direction,
             )
-        elif btype == 1:  # Interface Description Block
+            continue
+        body = buf[start:body_end]
+        if btype == 1:  # Interface Description Block
             if len(body) < 8:
                 warnings.add(f"{name}: short interface block")
                 continue
@@ -210,17 +239,45 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
         # other blocks (name resolution, statistics, custom) carry nothing we use
 
 
+READ_BLOCK = 1 << 20
+
+
+def _refiller(fp):
+    """more(buf, pos, need) -> (buf, 0): the unread rest of buf with at least `need` bytes,
+    read from fp in large blocks (fewer only at the end of the file). Framing then slices one
+    buffer instead of making two read calls per frame. A file being written reads through
+    `read1`, which returns what has arrived without waiting for a whole block."""
+    read = getattr(fp, "read1", None) or fp.read
+
+    def more(buf: bytes, pos: int, need: int) -> tuple[bytes, int]:
+        rest = buf[pos:]
+        while len(rest) < need:
+            block = read(max(READ_BLOCK, need - len(rest)))
+            if not block:
+                break
+            rest += block
+        return rest, 0
+
+    return more
+
+
+def _section_endian(magic: bytes) -> str | None:
+    if magic == b"\x4d\x3c\x2b\x1a":
+        return "<"
+    if magic == b"\x1a\x2b\x3c\x4d":
+        return ">"
+    return None
+
+
 def _read_shb(fp, head, name, warnings):
-    """The rest of a section header whose type and length are in `head`: its byte order."""
+    """The rest of a file's first section header, whose type and length are in `head`: its
+    byte order."""
     rest = fp.read(4)
     if len(head) < 8 or len(rest) < 4:
         warnings.add(f"{name}: file ends inside a section header")
         return None
-    if rest == b"\x4d\x3c\x2b\x1a":
-        endian = "<"
-    elif rest == b"\x1a\x2b\x3c\x4d":
-        endian = ">"
-    else:
+    endian = _section_endian(rest)
+    if endian is None:
         warnings.add(f"{name}: corrupt pcapng section header")
         return None
     (total,) = struct.unpack(endian + "I", head[4:8])
