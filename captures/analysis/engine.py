@@ -22,7 +22,7 @@ from .conversations import DnsTracker, TcpTracker, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
 from .identity import Identity
 from .mesh import is_loopback, sidecar_findings
-from .model import MessageSpool, SequenceModel, encode_hop, encode_message
+from .model import MessageSpool, SequenceModel, encode_hop, encode_message, hop_vantage
 from .packets import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode_frame
 from .pcapfile import Warnings, read_frames
 from .records import ACK, FIN, IPPROTO_NAMES, PSH, RST, SYN, URG, CaptureError, endpoint
@@ -102,6 +102,7 @@ class _Analysis:
         self.annotations: list[dict] = []
         self.annotation_index: dict[tuple, int] = {}
         self.participants: dict[str, set] = {}
+        self.vantage_json: dict[tuple, str] = {}  # (interface label, direction) → hop_vantage
         self.t0 = None
         self.multi = len(files) > 1
         self.vantages = [f.vantage or Path(f.path).stem for f in files]
@@ -267,22 +268,30 @@ class _Analysis:
             participants[record.dst] = set()
         t0 = self.t0
         t = round(record.time - t0, 6)
+        vantages = self.vantage_json
         first = hops[0]
-        hop_list = [encode_hop(first[0], first[1], src, dst, t, first[7])]
+        vantage = vantages.get((first[0], first[1]))
+        if vantage is None:
+            vantage = vantages[(first[0], first[1])] = hop_vantage(first[0], first[1])
+        hops_json = encode_hop(vantage, src, dst, t, first[7])
         notes = ()
         if len(hops) > 1:
             if flow is not None:
                 notes = self._nat(hops, direction, flow, conn, version, has_ports)
-            hop_list.extend(
-                encode_hop(
-                    h[0],
-                    h[1],
-                    endpoint(h[2], h[3], version) if has_ports else h[2],
-                    endpoint(h[4], h[5], version) if has_ports else h[4],
-                    round(h[6] - t0, 6),
-                    h[7],
-                )
-                for h in hops[1:]
+            hops_json = ",".join(
+                [
+                    hops_json,
+                    *(
+                        encode_hop(
+                            hop_vantage(h[0], h[1]),
+                            endpoint(h[2], h[3], version) if has_ports else h[2],
+                            endpoint(h[4], h[5], version) if has_ports else h[4],
+                            round(h[6] - t0, 6),
+                            h[7],
+                        )
+                        for h in hops[1:]
+                    ),
+                ]
             )
         self.messages.append(
             encode_message(
@@ -296,7 +305,7 @@ class _Analysis:
                 record.payload_len,
                 conn.id if conn is not None else None,
                 phase,
-                hop_list,
+                hops_json,
                 record.file_index,
                 record.frame_number,
                 notes,

@@ -21,12 +21,18 @@ def _optional(text: str | None) -> str:
     return "null" if text is None else _string(text)
 
 
-def encode_hop(interface, direction, src: str, dst: str, t: float, tunnel=None) -> str:
-    return (
-        f'{{"interface":{_optional(interface)},"direction":{_optional(direction)},'
-        f'"src":{_string(src)},"dst":{_string(dst)},"t":{t!r}'
-        + (f',"tunnel":{_string(tunnel)}}}' if tunnel else "}")
-    )
+def hop_vantage(interface: str | None, direction: str | None) -> str:
+    """The start of a hop's JSON: where it was seen. A capture has few vantage points and
+    every message repeats one, so callers keep this text per vantage point."""
+    return f'{{"interface":{_optional(interface)},"direction":{_optional(direction)},'
+
+
+def encode_hop(vantage: str, src: str, dst: str, t: float, tunnel=None) -> str:
+    """One hop as JSON text. src and dst are endpoints the decoder wrote (digits, dots,
+    colons, brackets), so they need no escaping."""
+    if tunnel:
+        return f'{vantage}"src":"{src}","dst":"{dst}","t":{t!r},"tunnel":{_string(tunnel)}}}'
+    return f'{vantage}"src":"{src}","dst":"{dst}","t":{t!r}}}'
 
 
 def encode_message(
@@ -46,13 +52,16 @@ def encode_message(
     annotations,
 ) -> str:
     """One message as JSON text: written by hand because json.dumps of a dict per packet
-    (and the garbage those dicts make) was most of the analysis time at a million packets."""
+    (and the garbage those dicts make) was most of the analysis time at a million packets.
+    `hops` is their JSON text, comma-separated; src, dst, proto and phase need no escaping
+    (endpoints the decoder wrote, fixed words)."""
     return (
-        f'{{"id":{ident},"t":{t!r},"src":{_string(src)},"dst":{_string(dst)},'
-        f'"proto":{_string(proto)},"label":{_string(label)},"flags":{_optional(flags)},'
+        f'{{"id":{ident},"t":{t!r},"src":"{src}","dst":"{dst}",'
+        f'"proto":"{proto}","label":{_string(label)},"flags":'
+        f"{'null' if flags is None else f'{chr(34)}{flags}{chr(34)}'},"
         f'"len":{length},"connection":{"null" if connection is None else connection},'
-        f'"phase":"{phase}","hops":[{",".join(hops)}],"frame":[{frame_file},{frame_number}],'
-        f'"annotations":[{",".join(map(str, annotations))}]}}'
+        f'"phase":"{phase}","hops":[{hops}],"frame":[{frame_file},{frame_number}],'
+        f'"annotations":[{",".join(map(str, annotations)) if annotations else ""}]}}'
     )
 
 
