@@ -251,7 +251,7 @@ def analyse(capture: Capture) -> dict:
                 "partial": bool(facts.get("partial")),
                 "warnings": list(facts.get("warnings") or [])[:10],
                 "participants": len(model.participants), "messages": len(model.messages),
-                "connections": len(model.connections), "dns": len(model.dns),
+                "connections": len(model.connections), "dns": len(model.dns_exchanges),
                 "http": len(model.http),
             },
         }

@@ -22,6 +22,7 @@ only new in-order bytes to the TLS and HTTP/2 readers.
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring as _string
 from sys import intern
 
 from .dns import qtype_name, rcode_name
@@ -672,6 +673,28 @@ class DnsExchange:
             "transport": self.transport,
             "retries": self.retries,
         }
+
+    def to_json(self, t0: float) -> str:
+        """to_dict() as compact JSON text, written by hand: a DNS-heavy capture has tens of
+        thousands of exchanges, and building a dict for each was a tenth of writing the
+        model. Endpoints and transport are decoder-written text that needs no escaping."""
+        answers = self.answers
+        records = ",".join(
+            f'{{"name":{_string(n)},"type":{_string(qtype_name(t))},"value":{_string(v)}}}'
+            for n, t, v in answers
+        )
+        rcode = self.rcode
+        return (
+            f'{{"id":{self.id},"name":{_string(self.name)},'
+            f'"type":{_string(qtype_name(self.qtype))},'
+            f'"answers":[{",".join(_string(v) for _n, _t, v in answers)}],'
+            f'"answer_records":[{records}],'
+            f'"rcode":{"null" if rcode is None else _string(rcode_name(rcode))},'
+            f'"client":"{self.client}","server":"{self.server}",'
+            f'"t":{"null" if self.t is None else repr(round(self.t - t0, 6))},'
+            f'"latency_ms":{"null" if self.latency_ms is None else repr(self.latency_ms)},'
+            f'"transport":"{self.transport}","retries":{self.retries}}}'
+        )
 
 
 class DnsTracker:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 SCHEMA = "kviz.sequence/1"
+COPY_BLOCK = 1 << 20  # characters per read when copying the spilled messages out
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _string = json.encoder.encode_basestring  # the quoted, escaped JSON string
 
@@ -107,7 +108,7 @@ class MessageSpool:
             self.file.flush()
             self.file.seek(0)
             pending = ""
-            while block := self.file.read(1 << 20):
+            while block := self.file.read(COPY_BLOCK):
                 # Hold back the last newline of the block: if the file ends there, it ends
                 # the last message rather than separating two.
                 block = pending + block
@@ -175,8 +176,13 @@ class SequenceModel:
         for key, value in self._parts():
             fp.write(f',"{key}":' + _dumps(value))
         fp.write(',"dns":[')
-        for index, exchange in enumerate(self.dns_exchanges):
-            fp.write(("," if index else "") + _dumps(exchange.to_dict(self.t0)))
+        t0 = self.t0
+        exchanges = self.dns_exchanges
+        for start in range(0, len(exchanges), 10_000):
+            fp.write(
+                ("," if start else "")
+                + ",".join([exchange.to_json(t0) for exchange in exchanges[start : start + 10_000]])
+            )
         fp.write('],"messages":[')
         self.messages.write_joined(fp, ",")
         fp.write("]}\n")

@@ -43,6 +43,8 @@ NFLOG_HOOKS = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postr
 MAX_TUNNEL_DEPTH = 4
 
 _unpack = struct.unpack_from
+_ipv4_header = struct.Struct("!BxHHHBBxx4s4s").unpack_from
+_tcp_header = struct.Struct("!HHIIH").unpack_from
 _ntoa = socket.inet_ntoa
 _addr_cache: dict[bytes, str] = {}
 
@@ -73,7 +75,12 @@ def decode_frame(
     linktype = frame.linktype
     interface, direction = frame.interface, frame.direction
     if linktype == LINKTYPE_ETHERNET:
-        return _ethernet(data, 0, frame, interface, direction, 0)
+        if len(data) < 14:
+            return None
+        ethertype = data[12] << 8 | data[13]
+        if ethertype == ETH_IPV4:
+            return _ipv4(data, 14, frame, interface, direction, 0)
+        return _ethertype(data, 14, ethertype, frame, interface, direction, 0)
     if linktype == LINKTYPE_LINUX_SLL2:
         if len(data) < 20:
             return None
@@ -136,12 +143,12 @@ def _ip_any(data, offset, frame, interface, direction, depth):
 def _ipv4(data, offset, frame, interface, direction, depth):
     if len(data) < offset + 20:
         return None
-    first, total_len, ip_id, frag, _ttl, proto = _unpack("!BxHHHBB", data, offset)
+    first, total_len, ip_id, frag, _ttl, proto, src, dst = _ipv4_header(data, offset)
     header_len = (first & 0x0F) * 4
     if first >> 4 != 4 or header_len < 20:
         return None
-    src = _ip4(data[offset + 12 : offset + 16])
-    dst = _ip4(data[offset + 16 : offset + 20])
+    src = _addr_cache.get(src) or _ip4(src)
+    dst = _addr_cache.get(dst) or _ip4(dst)
     # Ethernet pads short frames; the IP length says where the packet really ends. TSO
     # captures may record total_len 0: then the frame itself is the bound.
     end = offset + total_len if total_len >= header_len else len(data)
@@ -254,7 +261,7 @@ def _transport(
     depth,
 ):
     if proto == 6 and end - start >= 20:
-        sport, dport, seq, ack, off_flags = _unpack("!HHIIH", data, start)
+        sport, dport, seq, ack, off_flags = _tcp_header(data, start)
         header_len = (off_flags >> 12) * 4
         payload = data[start + header_len : end]
         record = PacketRecord(

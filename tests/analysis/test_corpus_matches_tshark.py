@@ -10,6 +10,7 @@ asserts the right behaviour instead.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections import Counter, defaultdict
 
 import pytest
@@ -387,3 +388,17 @@ def test_it_folds_copies_logged_at_several_netfilter_hooks_into_one_message(refe
             f"{ref.copy_retransmissions} of them copies of one packet; "
             f"model retransmissions={mine['retransmissions']}"
         )
+
+
+def test_the_streamed_json_is_the_same_document_as_the_built_one(corpus_file, model):
+    """`kviz analyze --format json` streams the model with hand-written encoders (messages,
+    DNS exchanges); parsed back, it must be exactly the document to_dict() builds."""
+    import io
+
+    from captures.analysis import CaptureFile, analyze_files
+
+    result = analyze_files([CaptureFile(str(corpus_file))], inventory=None)
+    out = io.StringIO()
+    result.write_json(out)
+    streamed = json.loads(out.getvalue())
+    assert streamed == model

@@ -1,0 +1,32 @@
+"""The message spool keeps order and text across its move to a temporary file."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from captures.analysis import model
+from captures.analysis.model import MessageSpool
+
+
+@pytest.mark.parametrize("block", [1, 5, 13, 1 << 20])
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 7, 9, 10])
+def test_messages_come_back_in_order_joined_whether_in_memory_or_spilled(
+    count, block, monkeypatch
+):
+    monkeypatch.setattr(model, "COPY_BLOCK", block)  # copy blocks that end anywhere
+    spool = MessageSpool(in_memory=3)
+    texts = [json.dumps({"id": i, "label": f"line\nbreak {i}"}) for i in range(count)]
+    for text in texts:
+        spool.append(text)
+    out = io.StringIO()
+    spool.write_joined(out, ",")
+    assert json.loads(f"[{out.getvalue()}]") == [json.loads(t) for t in texts]
+    assert list(spool.encoded()) == texts
+    # Writing again gives the same text: reading the spill file leaves it whole.
+    again = io.StringIO()
+    spool.write_joined(again, ",")
+    assert again.getvalue() == out.getvalue()
+    spool.close()
