@@ -115,10 +115,36 @@ def _rdata(msg: bytes, rtype: int, start: int, length: int, seen: dict[int, str]
     return data.hex()
 
 
+# Clients ask the same names over and over (search paths, retries, every pod resolving the
+# same Services), and a server answers them with the same bytes: a message is parsed once
+# per distinct content after its ID. Bounded: cleared when full.
+_parsed: dict[bytes, tuple | None] = {}
+PARSE_CACHE_SIZE = 4096
+
+
 def parse_dns(msg: bytes) -> DnsInfo | None:
     """One DNS message, or None when the bytes are not a well-formed DNS message."""
     if len(msg) < 12:
         return None
+    content = msg[2:]
+    known = _parsed.get(content, False)
+    if known is False:
+        if len(_parsed) >= PARSE_CACHE_SIZE:
+            _parsed.clear()
+        info = _parse(msg)
+        known = _parsed[content] = (
+            None
+            if info is None
+            else (info.is_response, info.rcode, info.name, info.qtype, tuple(info.answers))
+        )
+        return info
+    if known is None:
+        return None
+    is_response, rcode, name, qtype, answers = known
+    return DnsInfo(msg[0] << 8 | msg[1], is_response, rcode, name, qtype, list(answers))
+
+
+def _parse(msg: bytes) -> DnsInfo | None:
     ident, flags, qdcount, ancount, _ns, _ar = struct.unpack_from("!HHHHHH", msg)
     if qdcount > 16 or ancount > 512:
         return None
