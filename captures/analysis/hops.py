@@ -15,8 +15,8 @@ Messages leave the folder in first-seen order once the window has passed them.
 
 from __future__ import annotations
 
-import zlib
 from collections import deque
+from zlib import crc32
 
 from .records import PacketRecord
 
@@ -36,17 +36,17 @@ class LogicalMessage:
         self.hops = [hop]
 
 
-def copy_key(record: PacketRecord) -> tuple:
-    if record.proto == 6:
-        return (
-            record.ip_id,
-            record.seq,
-            record.ack,
-            record.tcp_flags,
-            record.payload_len,
-            zlib.crc32(record.payload),
-        )
-    return (record.proto, record.ip_id, record.payload_len, zlib.crc32(record.payload))
+def _hop(record: PacketRecord, interface: str | None, now: float) -> tuple:
+    return (
+        interface,
+        record.direction,
+        record.src,
+        record.sport,
+        record.dst,
+        record.dport,
+        now,
+        record.tunnel,
+    )
 
 
 class CopyFolder:
@@ -63,18 +63,19 @@ class CopyFolder:
         now = record.time
         if now > self.deadline:
             self._release_until(now)
-        key = copy_key(record)
+        # What no hop rewrites (see the module docstring).
+        if record.proto == 6:
+            key = (
+                record.ip_id,
+                record.seq,
+                record.ack,
+                record.tcp_flags,
+                record.payload_len,
+                crc32(record.payload),
+            )
+        else:
+            key = (record.proto, record.ip_id, record.payload_len, crc32(record.payload))
         direction = record.direction
-        hop = (
-            interface,
-            direction,
-            record.src,
-            record.sport,
-            record.dst,
-            record.dport,
-            now,
-            record.tunnel,
-        )
         message = self.newest.get(key)
         if message is not None:
             hops = message.hops
@@ -82,7 +83,7 @@ class CopyFolder:
                 if seen[0] == interface and seen[1] == direction:
                     break
             else:
-                hops.append(hop)
+                hops.append(_hop(record, interface, now))
                 return
             # The same nonzero IPv4 ID at the same vantage point within a millisecond is one
             # packet recorded twice (an NFLOG rule in two chains, an interface captured
@@ -90,7 +91,7 @@ class CopyFolder:
             # new ID. Zero IDs (Linux SYN-ACKs) and IPv6 prove nothing.
             if record.ip_id and now - hops[-1][6] <= SAME_PACKET_SECONDS:
                 return
-        message = LogicalMessage(record, key, hop)
+        message = LogicalMessage(record, key, _hop(record, interface, now))
         self.newest[key] = message
         if not self.pending:
             self.deadline = now + self.window
