@@ -22,7 +22,14 @@ from .conversations import DnsTracker, TcpTracker, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
 from .identity import Identity
 from .mesh import is_loopback, sidecar_findings
-from .model import MessageSpool, SequenceModel, encode_hop, encode_message, hop_vantage
+from .model import (
+    MessageSpool,
+    SequenceModel,
+    encode_hop,
+    encode_message,
+    hop_vantage,
+    seconds_text,
+)
 from .packets import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode_frame
 from .pcapfile import Warnings, read_frames
 from .records import ACK, FIN, IPPROTO_NAMES, PSH, RST, SYN, URG, CaptureError, endpoint
@@ -267,7 +274,7 @@ class _Analysis:
         if record.dst not in participants:
             participants[record.dst] = set()
         t0 = self.t0
-        t = round(record.time - t0, 6)
+        t = seconds_text(record.time - t0)
         vantages = self.vantage_json
         first = hops[0]
         vantage = vantages.get((first[0], first[1]))
@@ -286,7 +293,7 @@ class _Analysis:
                             hop_vantage(h[0], h[1]),
                             endpoint(h[2], h[3], version) if has_ports else h[2],
                             endpoint(h[4], h[5], version) if has_ports else h[4],
-                            round(h[6] - t0, 6),
+                            seconds_text(h[6] - t0),
                             h[7],
                         )
                         for h in hops[1:]

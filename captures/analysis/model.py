@@ -22,18 +22,25 @@ def _optional(text: str | None) -> str:
     return "null" if text is None else _string(text)
 
 
+def seconds_text(seconds: float) -> str:
+    """JSON text for round(seconds, 6): one correctly rounded formatting instead of round()
+    and repr(), which together cost more than the rest of a message's encoding."""
+    text = f"{seconds:.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
 def hop_vantage(interface: str | None, direction: str | None) -> str:
     """The start of a hop's JSON: where it was seen. A capture has few vantage points and
     every message repeats one, so callers keep this text per vantage point."""
     return f'{{"interface":{_optional(interface)},"direction":{_optional(direction)},'
 
 
-def encode_hop(vantage: str, src: str, dst: str, t: float, tunnel=None) -> str:
-    """One hop as JSON text. src and dst are endpoints the decoder wrote (digits, dots,
-    colons, brackets), so they need no escaping."""
+def encode_hop(vantage: str, src: str, dst: str, t: str, tunnel=None) -> str:
+    """One hop as JSON text, its time already text (seconds_text). src and dst are
+    endpoints the decoder wrote (digits, dots, colons, brackets): they need no escaping."""
     if tunnel:
-        return f'{vantage}"src":"{src}","dst":"{dst}","t":{t!r},"tunnel":{_string(tunnel)}}}'
-    return f'{vantage}"src":"{src}","dst":"{dst}","t":{t!r}}}'
+        return f'{vantage}"src":"{src}","dst":"{dst}","t":{t},"tunnel":{_string(tunnel)}}}'
+    return f'{vantage}"src":"{src}","dst":"{dst}","t":{t}}}'
 
 
 def encode_message(
@@ -54,10 +61,10 @@ def encode_message(
 ) -> str:
     """One message as JSON text: written by hand because json.dumps of a dict per packet
     (and the garbage those dicts make) was most of the analysis time at a million packets.
-    `hops` is their JSON text, comma-separated; src, dst, proto and phase need no escaping
-    (endpoints the decoder wrote, fixed words)."""
+    `t` is seconds_text(); `hops` is their JSON text, comma-separated; src, dst, proto and
+    phase need no escaping (endpoints the decoder wrote, fixed words)."""
     return (
-        f'{{"id":{ident},"t":{t!r},"src":"{src}","dst":"{dst}",'
+        f'{{"id":{ident},"t":{t},"src":"{src}","dst":"{dst}",'
         f'"proto":"{proto}","label":{_string(label)},"flags":'
         f"{'null' if flags is None else f'{chr(34)}{flags}{chr(34)}'},"
         f'"len":{length},"connection":{"null" if connection is None else connection},'
