@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     for tool, n, seconds, pps, rss in rows:
         log(f"{tool:<34} {n:>9} {seconds:>9.2f} {pps:>11.0f} {rss:>12}")
     log()
-    log("notes: wall time of each whole process (kviz includes Django start-up, tshark its own);")
+    log("notes: wall time of each whole process (kviz and tshark each include their start-up);")
     log(
         f"  pyshark is timed inside its process from FileCapture() on, on the first "
         f"{slice_packets} packets (scaled: its packets/s is that slice's)"
