@@ -7,6 +7,7 @@ document without building it in memory; `to_dict` builds it for small captures a
 
 from __future__ import annotations
 
+import codecs
 import json
 import tempfile
 from collections.abc import Iterator
@@ -87,10 +88,11 @@ class MessageSpool:
         self.items.append(encoded)
         if len(self.items) >= self.in_memory:
             if self.file is None:
-                # Closed by close(); it must outlive this call, so no `with` here.
-                self.file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+                # Closed by close(); it must outlive this call, so no `with` here. Binary:
+                # the text is encoded once here and copied out as bytes (write_joined).
+                self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115
             self.items.append("")  # so the join ends with a newline
-            self.file.write("\n".join(self.items))
+            self.file.write("\n".join(self.items).encode())
             self.items.clear()
 
     def __len__(self) -> int:
@@ -102,25 +104,37 @@ class MessageSpool:
             self.file.flush()
             self.file.seek(0)
             for line in self.file:
-                yield line.rstrip("\n")
+                yield line[:-1].decode()
             self.file.seek(0, 2)
         yield from self.items
 
     def write_joined(self, fp: TextIO, separator: str) -> None:
         """Every message's text, separated by `separator`, copied in large blocks: a message
         never holds a raw newline (JSON escapes it), so the spool's newlines are the
-        separators."""
+        separators. To a text stream over a byte stream (a file, standard output), the
+        spilled bytes go straight to the bytes underneath, never decoded."""
         wrote = False
         if self.file is not None:
+            raw = getattr(fp, "buffer", None)
+            if raw is not None:
+                fp.flush()
+                write, newline, joint = raw.write, b"\n", separator.encode()
+            else:
+                decode = codecs.getincrementaldecoder("utf-8")().decode
+
+                def write(block: bytes) -> None:
+                    fp.write(decode(block))
+
+                newline, joint = b"\n", separator.encode()
             self.file.flush()
             self.file.seek(0)
-            pending = ""
+            pending = b""
             while block := self.file.read(COPY_BLOCK):
                 # Hold back the last newline of the block: if the file ends there, it ends
                 # the last message rather than separating two.
                 block = pending + block
-                pending = "\n" if block.endswith("\n") else ""
-                fp.write((block[:-1] if pending else block).replace("\n", separator))
+                pending = newline if block.endswith(newline) else b""
+                write((block[:-1] if pending else block).replace(newline, joint))
                 wrote = True
             self.file.seek(0, 2)
         if self.items:

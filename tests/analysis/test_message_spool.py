@@ -14,19 +14,26 @@ from captures.analysis.model import MessageSpool
 @pytest.mark.parametrize("block", [1, 5, 13, 1 << 20])
 @pytest.mark.parametrize("count", [0, 1, 3, 4, 7, 9, 10])
 def test_messages_come_back_in_order_joined_whether_in_memory_or_spilled(
-    count, block, monkeypatch
+    count, block, monkeypatch, tmp_path
 ):
     monkeypatch.setattr(model, "COPY_BLOCK", block)  # copy blocks that end anywhere
     spool = MessageSpool(in_memory=3)
-    texts = [json.dumps({"id": i, "label": f"line\nbreak {i}"}) for i in range(count)]
+    # Non-ASCII text: a copy block may end inside a character's bytes.
+    texts = [
+        json.dumps({"id": i, "label": f"line\nbreak {i} → café ✓"}, ensure_ascii=False)
+        for i in range(count)
+    ]
     for text in texts:
         spool.append(text)
     out = io.StringIO()
     spool.write_joined(out, ",")
     assert json.loads(f"[{out.getvalue()}]") == [json.loads(t) for t in texts]
     assert list(spool.encoded()) == texts
-    # Writing again gives the same text: reading the spill file leaves it whole.
-    again = io.StringIO()
-    spool.write_joined(again, ",")
-    assert again.getvalue() == out.getvalue()
+    # Writing again gives the same text: reading the spill file leaves it whole. To a text
+    # file over bytes (standard output, a file), the spilled bytes are copied underneath.
+    with open(tmp_path / "out.json", "w", encoding="utf-8") as again:
+        again.write("[")
+        spool.write_joined(again, ",")
+        again.write("]")
+    assert (tmp_path / "out.json").read_text(encoding="utf-8") == f"[{out.getvalue()}]"
     spool.close()
