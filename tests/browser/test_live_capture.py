@@ -17,8 +17,9 @@ def seqs_are_contiguous(page) -> str:
     return seqs
 
 
-def start_from_form(page, name: str) -> None:
-    page.goto("/captures/new/")
+def start_from_form(page, name: str, server: str = "") -> None:
+    """Start a capture of the lab pod from the form of `server` (default: the suite's)."""
+    page.goto(f"{server}/captures/new/")
     page.fill("#target-search", "ubuntu")
     page.select_option("#target", POD)
     page.fill("input[name=name]", name)
