@@ -308,3 +308,40 @@ def test_it_fails_cleanly_from_the_command_line(tmp_path, case):
         if line.strip() and line.strip() != DJANGO_WRAPPER
     ]
     assert len(lines) == 1, f"expected a one-line message on stderr, got {proc.stderr!r}"
+
+
+@pytest.mark.timeout(60)
+def test_a_pcapng_of_several_sections_is_read_whole_with_each_sections_interfaces(tmp_path):
+    """Concatenated pcapng files are one valid file of several sections, each with its own
+    interfaces (what `cat a.pcapng b.pcapng` or a restarted writer leaves): every frame is
+    read, numbered as tshark numbers it, and named by its own section's interface."""
+    from captures.analysis import CaptureFile, analyze_files
+
+    corpus = corpus_dir()
+    if corpus is None:
+        pytest.skip("no capture corpus found")
+    first = corpus / "linktype" / "zeek_pcapng-two-interfaces-dns.pcapng"
+    second = corpus / "linktype" / "zeek_pcapng-126-idbs-packets-on-idb48-ldap-vlan-ipv6.pcapng"
+    joined = _write(tmp_path, "joined.pcapng", first.read_bytes() + second.read_bytes())
+    fields = subprocess.run(
+        ["tshark", "-r", str(joined), "-n", "-T", "fields", "-e", "frame.number",
+         "-e", "frame.interface_name"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()
+    # tshark prints "-" for an interface its section left unnamed; the model says null.
+    expected = {
+        int(n): None if name == "-" else name
+        for n, _, name in (line.partition("\t") for line in fields)
+    }
+
+    document = analyze_files([CaptureFile(str(joined))], inventory=None).to_dict()
+    assert document["capture"]["packets"] == len(expected)
+    assert not document["capture"]["partial"], document["capture"]["warnings"]
+    seen = {m["frame"][1]: m["hops"][0]["interface"] for m in document["messages"]}
+    assert seen and all(expected[number] == name for number, name in seen.items())
+    # Frames of both sections made messages, on interfaces of both.
+    boundary = int(subprocess.run(
+        ["capinfos", "-c", "-M", "-r", "-T", str(first)], capture_output=True, text=True,
+        timeout=60, check=True).stdout.split()[-1])
+    assert min(seen) <= boundary < max(seen)
+    assert len(set(seen.values())) >= 3  # two named in the first section, unnamed in the second
