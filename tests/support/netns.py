@@ -90,11 +90,14 @@ def capture(ns: str, interface: str, path: Path, linktype: str | None = None):
 
 
 @contextmanager
-def http_server(ns: str, address: str, port: int):
-    """Python's http.server in `ns` on address:port, listening when the block starts."""
-    process = subprocess.Popen(
-        ["ip", "netns", "exec", ns, "python3", "-m", "http.server", str(port), "--bind",
-         address], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def http_server(ns: str, address: str, port: int, directory: Path | None = None):
+    """Python's http.server in `ns` on address:port, listening when the block starts; it
+    serves `directory` (default: the current one)."""
+    argv = ["ip", "netns", "exec", ns, "python3", "-m", "http.server", str(port), "--bind",
+            address]
+    if directory is not None:
+        argv += ["--directory", str(directory)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(50):  # until it listens, at most 5 s
             if f":{port}" in run("ss", "-ltn", ns=ns):
