@@ -102,7 +102,7 @@ def test_an_unanswered_connection_counts_its_repeated_syns(outcomes):
 @pytest.mark.timeout(120)
 def test_a_reused_client_port_makes_two_connections_each_answered(outcomes):
     doc = analyze_files([outcomes["reused"]]).to_dict()
-    streams = {stream for (stream,) in tshark(outcomes["reused"], "tcp.stream")}
+    streams = {s for (s,) in tshark(outcomes["reused"], "tcp.stream", display_filter="tcp")}
     assert len(streams) == 2  # tshark sees the port reuse too
     connections = doc["connections"]
     assert len(connections) == 2
