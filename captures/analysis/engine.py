@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .conversations import DnsTracker, TcpTracker, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
+from .icmp import parse_icmp
 from .identity import Identity
 from .mesh import is_loopback, sidecar_findings
 from .model import (
@@ -242,6 +243,7 @@ class _Analysis:
         conn = None
         direction = 0
         flow = None
+        icmp_note = None
         if proto == 6:
             conn, direction = self.tcp.lookup(record)
             if conn is not None:
@@ -260,6 +262,9 @@ class _Analysis:
                 if record.tunnel:
                     label += f" (in {record.tunnel})"
                 phase = "other"
+        elif proto in (1, 58):
+            label, icmp_note = self._icmp(record)
+            phase = "other"
         else:
             label, phase = f"{IPPROTO_NAMES.get(proto, f'IP proto {proto}').upper()}", "other"
         if record.dns:
@@ -281,7 +286,7 @@ class _Analysis:
         if vantage is None:
             vantage = vantages[(first[0], first[1])] = hop_vantage(first[0], first[1])
         hops_json = encode_hop(vantage, src, dst, t, first[7])
-        notes = ()
+        notes = () if icmp_note is None else (icmp_note,)
         if len(hops) > 1:
             if flow is not None:
                 notes = self._nat(hops, direction, flow, conn, version, has_ports)
@@ -332,6 +337,32 @@ class _Analysis:
         self.udp_flows[key] = (flow_id, 0)
         self.udp_flows[(record.dst, record.dport, record.src, record.sport)] = (flow_id, 1)
         return ("udp", flow_id), 0
+
+    def _icmp(self, record) -> tuple[str, int | None]:
+        """The message's label and, for an error, the icmp_error finding it counts towards
+        (one per sender, error and quoted packet)."""
+        info = parse_icmp(4 if record.proto == 1 else 6, record.payload)
+        if info is None:
+            return ("ICMP" if record.proto == 1 else "ICMPv6"), None
+        if info.error is None:
+            return info.label, None
+        key = ("icmp_error", record.src, info.error, info.about)
+        index = self.annotation_index.get(key)
+        if index is None:
+            note = {
+                "kind": "icmp_error",
+                "from": record.src,
+                "to": record.dst,
+                "error": info.error,
+                "about": info.about,
+                "count": 0,
+                "t": round(record.time - self.t0, 6),
+            }
+            if info.mtu:
+                note["mtu"] = info.mtu
+            index = self._annotate(note, key)
+        self.annotations[index]["count"] += 1
+        return info.label, index
 
     def _dns(self, record, src, dst, transport):
         self.dns.observe(record, src, dst, transport)

@@ -71,6 +71,9 @@ def finding(note: dict, name=str) -> str:
     if kind == "rst":
         return f"{on}reset (RST) by {name(note.get('by'))}."
     times = f" ({note['count']}×)" if note.get("count", 1) > 1 else ""
+    if kind == "icmp_error":
+        about = f" for {note['about']}" if note.get("about") else ""
+        return f"ICMP: {name(note.get('from'))} answered {note.get('error')}{about}{times}."
     if kind == "nxdomain":
         return f"DNS: {note.get('name')} does not exist (NXDOMAIN){times}."
     if kind == "dns_unanswered":
@@ -213,6 +216,10 @@ def narrate(model) -> list[str]:
                 f"HTTP #{request['connection']} request {request['n']}: {what}{host} → {outcome}",
             )
         )
+
+    for note in annotations:
+        if note.get("kind") == "icmp_error":
+            events.append((note["t"], 3, f"ICMP {finding(note, name)[6:]}"))
 
     events.sort(key=lambda e: (e[0], e[1]))
     lines += [f"{t * 1000:10.3f} ms  {text}" for t, _order, text in events]

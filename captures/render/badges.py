@@ -6,7 +6,7 @@ where a reader looks for it (theory of operation):
 
 | finding | arrow |
 | --- | --- |
-| dnat, snat (and anything else a message references) | every message that references it |
+| dnat, snat, icmp_error (anything a message references) | every message that references it |
 | sidecar, control_plane | the connection's first message |
 | mtls | the connection's first TLS message (else its first message) |
 | pooled | the connection's first request |
@@ -66,6 +66,9 @@ def annotation_badge(index: int, note: dict) -> dict:
         return badge(kind, f"NXDOMAIN {note.get('name')}", None, index)
     if kind == "dns_unanswered":
         return badge(kind, f"no answer for {note.get('name')}", None, index)
+    if kind == "icmp_error":
+        times = f" ×{note['count']}" if note.get("count", 1) > 1 else ""
+        return badge(kind, f"{note.get('error')}{times}", note.get("about"), index)
     fields = ", ".join(f"{k}={v}" for k, v in note.items() if k != "kind")
     return badge(kind, kind, fields or None, index)
 

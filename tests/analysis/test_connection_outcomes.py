@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +16,20 @@ from tests.support.netns import capture, http_server, namespaces, require_netns,
 SERVER, CLIENT = "10.199.1.1", "10.199.1.2"
 OPEN_PORT, CLOSED_PORT, SILENT_PORT = 8080, 8081, 8082
 REUSED_CLIENT_PORT = 40123
+# Two requests from one client port. Each reads to the end of the response before closing, so
+# the server (HTTP/1.0: it closes after answering) sends FIN first and keeps TIME_WAIT; the
+# client's port is free again at once.
+REUSING_CLIENT = f"""
+import socket
+for _ in range(2):
+    with socket.create_connection(("{SERVER}", {OPEN_PORT}), timeout=10,
+                                  source_address=("{CLIENT}", {REUSED_CLIENT_PORT})) as s:
+        s.sendall(b"GET / HTTP/1.0\\r\\nHost: {SERVER}\\r\\n\\r\\n")
+        response = b""
+        while chunk := s.recv(65536):
+            response += chunk
+        assert response.startswith(b"HTTP/1.0 200"), response[:80]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +67,7 @@ def outcomes(tmp_path_factory):
         with http_server(server, SERVER, OPEN_PORT, root / "www"):
             paths["reused"] = root / "reused.pcapng"
             with capture(client, "c0", paths["reused"]):
-                for _ in range(2):
-                    # http.server closes first, so the server side holds TIME_WAIT and the
-                    # client may bind the same port again at once.
-                    assert run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                               "--local-port", str(REUSED_CLIENT_PORT), "--max-time", "10",
-                               f"http://{SERVER}:{OPEN_PORT}/", ns=client) == "200"
+                run(sys.executable, "-c", REUSING_CLIENT, ns=client, timeout=30)
     return paths
 
 
