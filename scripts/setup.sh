@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   python3 python3-venv python3-dev
-  tshark tcpdump iproute2 iptables
+  tshark tcpdump iproute2 iptables iputils-ping
   dnsmasq-base nginx-light curl openssl procps
   chromium
 )

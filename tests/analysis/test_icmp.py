@@ -1,0 +1,156 @@
+"""ICMP from real traffic: pings, a path narrower than the packets sent on it, and a UDP port
+nobody listens on. A client and a server with a router between them (its link to the server
+has an MTU of 1280); the client's side is recorded, and tshark's reading of the same file is
+the reference for what each ICMP message said."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from captures.analysis import analyze_files
+from captures.analysis.narrative import narrate
+from tests.support.netns import capture, namespaces, require_netns, run
+
+CLIENT, ROUTER_IN, ROUTER_OUT, SERVER = "10.199.2.2", "10.199.2.1", "10.199.3.1", "10.199.3.2"
+CLIENT6, ROUTER6_IN, ROUTER6_OUT, SERVER6 = (
+    "fd00:199:2::2", "fd00:199:2::1", "fd00:199:3::1", "fd00:199:3::2")
+NARROW_MTU = 1280
+CLOSED_UDP_PORT = 9
+UDP_SENDER = f"""
+import socket, time
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    for _ in range(2):
+        s.sendto(b"anyone there?", ("{SERVER}", {CLOSED_UDP_PORT}))
+        time.sleep(1.1)  # past Linux's rate limit on unreachables, so each gets its answer
+    print(s.getsockname()[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def icmp_capture(tmp_path_factory):
+    require_netns()
+    if subprocess.run(["which", "ping"], capture_output=True).returncode:
+        pytest.skip("needs ping (iputils-ping)")
+    path = tmp_path_factory.mktemp("icmp") / "icmp.pcapng"
+    tag = os.getpid() % 100000
+    client, router, server = f"kvic{tag}", f"kvir{tag}", f"kvis{tag}"
+    with namespaces(client, router, server):
+        run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "r0",
+            "netns", router)
+        run("ip", "link", "add", "r1", "netns", router, "type", "veth", "peer", "name", "s0",
+            "netns", server)
+        for ns, dev, v4, v6 in ((client, "c0", CLIENT, CLIENT6), (router, "r0", ROUTER_IN,
+                                ROUTER6_IN), (router, "r1", ROUTER_OUT, ROUTER6_OUT),
+                                (server, "s0", SERVER, SERVER6)):
+            run("ip", "addr", "add", f"{v4}/24", "dev", dev, ns=ns)
+            run("ip", "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad", ns=ns)
+        for ns, dev in ((router, "r1"), (server, "s0")):
+            run("ip", "link", "set", dev, "mtu", str(NARROW_MTU), ns=ns)
+        for ns, dev in ((client, "c0"), (router, "r0"), (router, "r1"), (server, "s0")):
+            run("ip", "link", "set", dev, "up", ns=ns)
+        run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
+        run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=router)
+        run("ip", "route", "add", "default", "via", ROUTER_IN, ns=client)
+        run("ip", "route", "add", "default", "via", ROUTER_OUT, ns=server)
+        run("ip", "-6", "route", "add", "default", "via", ROUTER6_IN, ns=client)
+        run("ip", "-6", "route", "add", "default", "via", ROUTER6_OUT, ns=server)
+
+        def ping(*args):
+            return subprocess.run(["ip", "netns", "exec", client, "ping", "-n", "-W", "2",
+                                   *args], capture_output=True, text=True, timeout=20)
+
+        with capture(client, "c0", path):
+            assert ping("-c", "2", "-i", "0.2", SERVER).returncode == 0
+            # Too big for the router's way out, and "don't fragment": it says so.
+            ping("-c", "1", "-M", "do", "-s", "1400", SERVER)
+            ping("-6", "-c", "1", "-s", "1400", SERVER6)
+            udp_port = int(run(sys.executable, "-c", UDP_SENDER, ns=client, timeout=20))
+    return path, udp_port
+
+
+def tshark(path, display_filter, *fields) -> list[list[str]]:
+    # An ICMP error quotes a packet: its fields repeat the outer ones; take each field's
+    # first occurrence, the ICMP message's own.
+    argv = ["tshark", "-r", str(path), "-n", "-T", "fields", "-E", "separator=/t",
+            "-E", "occurrence=f", "-Y", display_filter]
+    for field in fields:
+        argv += ["-e", field]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def doc(icmp_capture):
+    return analyze_files([icmp_capture[0]]).to_dict()
+
+
+@pytest.mark.timeout(120)
+def test_each_ping_says_request_or_reply_with_its_id_and_sequence(icmp_capture, doc):
+    path, _ = icmp_capture
+    expected = [
+        f"ICMP echo {'request' if kind == '8' else 'reply'} id={ident} seq={seq}"
+        for kind, ident, seq in tshark(
+            path, "(icmp.type == 8 or icmp.type == 0) and !(icmp.type == 3)",  # not quoted
+            "icmp.type", "icmp.ident", "icmp.seq")
+    ]
+    labels = [m["label"] for m in doc["messages"] if m["label"].startswith("ICMP echo")]
+    assert len(expected) >= 4 and labels == expected
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_narrow_path_is_named_with_its_mtu_and_the_packet_that_hit_it(
+    icmp_capture, doc, version
+):
+    path, _ = icmp_capture
+    if version == 4:
+        rows = tshark(path, "icmp.type == 3 && icmp.code == 4", "ip.src", "icmp.mtu")
+        client, server = CLIENT, SERVER
+    else:
+        rows = tshark(path, "icmpv6.type == 2", "ipv6.src", "icmpv6.mtu")
+        client, server = CLIENT6, SERVER6
+    assert rows, "the router sent no ICMP about the MTU"
+    (router, mtu), *_ = rows
+    assert int(mtu) == NARROW_MTU
+    found = [a for a in doc["annotations"]
+             if a["kind"] == "icmp_error" and a.get("mtu") == NARROW_MTU and a["from"] == router]
+    assert len(found) == 1
+    note = found[0]
+    assert note["about"] == f"{'icmp' if version == 4 else 'icmpv6'} {client} → {server}"
+    assert note["count"] == len(rows)
+    too_big = "fragmentation needed" if version == 4 else "packet too big"
+    assert note["error"] == f"{too_big} (MTU {NARROW_MTU})"
+    assert any(f"{too_big} (MTU {NARROW_MTU})" in line and line.split()[2] == "ICMP"
+               for line in narrate_lines(doc))
+
+
+@pytest.mark.timeout(120)
+def test_a_closed_udp_port_is_reported_for_the_datagrams_it_refused(icmp_capture, doc):
+    path, udp_port = icmp_capture
+    rows = tshark(path, "icmp.type == 3 && icmp.code == 3", "ip.src", "udp.srcport",
+                  "udp.dstport")  # the ports are the quoted datagram's
+    assert rows and all(r == [SERVER, str(udp_port), str(CLOSED_UDP_PORT)] for r in rows)
+    (note,) = [a for a in doc["annotations"]
+               if a["kind"] == "icmp_error" and a["error"] == "port unreachable"]
+    assert note["from"] == SERVER and note["to"] == CLIENT
+    assert note["about"] == f"udp {CLIENT}:{udp_port} → {SERVER}:{CLOSED_UDP_PORT}"
+    assert note["count"] == len(rows)
+    # The arrow of each such ICMP message carries the finding.
+    index = doc["annotations"].index(note)
+    carrying = [m for m in doc["messages"] if index in m["annotations"]]
+    assert len(carrying) == len(rows)
+    assert all(m["label"].startswith("ICMP port unreachable (udp ") for m in carrying)
+
+
+def narrate_lines(document: dict) -> list[str]:
+    class Model:  # narrate() reads the model's parts as attributes
+        pass
+
+    model = Model()
+    for key, value in document.items():
+        setattr(model, key, value)
+    return narrate(model)
