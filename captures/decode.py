@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+from captures.analysis.icmp import parse_icmp
 from captures.analysis.packets import decode_frame
 from captures.analysis.pcapfile import Warnings, read_frames
 from captures.analysis.records import ACK, FIN, IPPROTO_NAMES, PSH, RST, SYN, CaptureError
@@ -82,6 +83,9 @@ def describe(frame, record) -> dict:
         info = f"[{flags}] seq={record.seq} ack={record.ack} len={record.payload_len}"
     elif record.proto == 17:
         info = f"len={record.payload_len}"
+    elif record.proto in (1, 58):
+        icmp = parse_icmp(4 if record.proto == 1 else 6, record.payload)
+        info = icmp.label if icmp else proto
     else:
         info = proto
     if record.interface:
