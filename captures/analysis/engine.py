@@ -360,7 +360,17 @@ class _Analysis:
             }
             if info.mtu:
                 note["mtu"] = info.mtu
+            # An error about a TCP segment belongs to its connection too: a path MTU too
+            # small for a connection's segments is why it stalls.
+            quoted = info.quoted
+            found = None
+            if quoted and quoted[0] == 6 and quoted[2] is not None:
+                found = self.tcp.table.get(quoted[1:])
+            if found is not None:
+                note["connection"] = found[0].id
             index = self._annotate(note, key)
+            if found is not None:
+                found[0].annotations.append(index)
         self.annotations[index]["count"] += 1
         return info.label, index
 

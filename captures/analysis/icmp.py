@@ -57,6 +57,7 @@ class IcmpInfo:
     error: str | None = None  # what went wrong, for error messages only
     about: str | None = None  # the quoted packet: "udp 10.0.0.2:40000 → 10.0.0.1:53"
     mtu: int | None = None  # what "fragmentation needed" / "packet too big" allows
+    quoted: tuple | None = None  # the quoted packet's (proto, src, sport, dst, dport)
 
 
 def parse_icmp(version: int, payload: bytes) -> IcmpInfo | None:
@@ -76,9 +77,10 @@ def _echo(protocol: str, what: str, payload: bytes) -> IcmpInfo:
     return IcmpInfo(f"{protocol} {what} id={ident} seq={sequence}")
 
 
-def _error(protocol: str, error: str, about: str | None, mtu: int | None = None) -> IcmpInfo:
+def _error(protocol: str, error: str, quoted: tuple | None, mtu: int | None = None) -> IcmpInfo:
+    about = _describe(quoted) if quoted else None
     label = f"{protocol} {error}" + (f" ({about})" if about else "")
-    return IcmpInfo(label, error, about, mtu)
+    return IcmpInfo(label, error, about, mtu, quoted)
 
 
 def _icmp4(kind: int, code: int, payload: bytes) -> IcmpInfo:
@@ -135,27 +137,33 @@ def _icmp6(kind: int, code: int, payload: bytes) -> IcmpInfo:
     return _error("ICMPv6", "parameter problem", about)
 
 
-def _quoted_ipv4(quote: bytes) -> str | None:
+def _quoted_ipv4(quote: bytes) -> tuple | None:
     if len(quote) < 20 or quote[0] >> 4 != 4:
         return None
     header_len = (quote[0] & 0x0F) * 4
-    proto = quote[9]
     src, dst = socket.inet_ntoa(quote[12:16]), socket.inet_ntoa(quote[16:20])
-    return _describe(proto, src, dst, quote[header_len : header_len + 4], 4)
+    return _quoted(quote[9], src, dst, quote[header_len : header_len + 4])
 
 
-def _quoted_ipv6(quote: bytes) -> str | None:
+def _quoted_ipv6(quote: bytes) -> tuple | None:
     if len(quote) < 40 or quote[0] >> 4 != 6:
         return None
-    proto = quote[6]
     src = socket.inet_ntop(socket.AF_INET6, quote[8:24])
     dst = socket.inet_ntop(socket.AF_INET6, quote[24:40])
-    return _describe(proto, src, dst, quote[40:44], 6)
+    return _quoted(quote[6], src, dst, quote[40:44])
 
 
-def _describe(proto: int, src: str, dst: str, ports: bytes, version: int) -> str:
+def _quoted(proto: int, src: str, dst: str, ports: bytes) -> tuple:
     if proto in (6, 17) and len(ports) == 4:
         sport, dport = struct.unpack("!HH", ports)
+        return (proto, src, sport, dst, dport)
+    return (proto, src, None, dst, None)
+
+
+def _describe(quoted: tuple) -> str:
+    proto, src, sport, dst, dport = quoted
+    if sport is not None:
+        version = 6 if ":" in src else 4
         name = "tcp" if proto == 6 else "udp"
         return f"{name} {endpoint(src, sport, version)} → {endpoint(dst, dport, version)}"
     names = {1: "icmp", 58: "icmpv6", 6: "tcp", 17: "udp"}

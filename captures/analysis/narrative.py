@@ -73,7 +73,7 @@ def finding(note: dict, name=str) -> str:
     times = f" ({note['count']}×)" if note.get("count", 1) > 1 else ""
     if kind == "icmp_error":
         about = f" for {note['about']}" if note.get("about") else ""
-        return f"ICMP: {name(note.get('from'))} answered {note.get('error')}{about}{times}."
+        return f"{on}ICMP: {name(note.get('from'))} answered {note.get('error')}{about}{times}."
     if kind == "nxdomain":
         return f"DNS: {note.get('name')} does not exist (NXDOMAIN){times}."
     if kind == "dns_unanswered":
@@ -219,7 +219,10 @@ def narrate(model) -> list[str]:
 
     for note in annotations:
         if note.get("kind") == "icmp_error":
-            events.append((note["t"], 3, f"ICMP {finding(note, name)[6:]}"))
+            about = f" for {note['about']}" if note.get("about") else ""
+            times = f" ({note['count']}×)" if note["count"] > 1 else ""
+            events.append((note["t"], 3, f"ICMP {name(note['from'])} answered "
+                           f"{note['error']}{about}{times}"))
 
     events.sort(key=lambda e: (e[0], e[1]))
     lines += [f"{t * 1000:10.3f} ms  {text}" for t, _order, text in events]

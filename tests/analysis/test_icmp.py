@@ -1,7 +1,8 @@
-"""ICMP from real traffic: pings, a path narrower than the packets sent on it, and a UDP port
-nobody listens on. A client and a server with a router between them (its link to the server
-has an MTU of 1280); the client's side is recorded, and tshark's reading of the same file is
-the reference for what each ICMP message said."""
+"""ICMP from real traffic: pings, a path narrower than the packets sent on it (by ping and by a
+TCP upload), and a UDP port nobody listens on. A client and a server with a router between
+them whose way out to the server has an MTU of 1280 while both ends have 1500 (so TCP's MSS
+does not avoid it: path MTU discovery must). The client's side is recorded, and tshark's
+reading of the same file is the reference for what each ICMP message said."""
 
 from __future__ import annotations
 
@@ -16,10 +17,31 @@ from captures.analysis.narrative import narrate
 from tests.support.netns import capture, namespaces, require_netns, run
 
 CLIENT, ROUTER_IN, ROUTER_OUT, SERVER = "10.199.2.2", "10.199.2.1", "10.199.3.1", "10.199.3.2"
+# The upload goes to a second address of the server: the client keeps the path MTU it learnt
+# per destination, and the pings to SERVER teach it 1280 before the upload starts.
+UPLOAD_SERVER = "10.199.3.3"
 CLIENT6, ROUTER6_IN, ROUTER6_OUT, SERVER6 = (
     "fd00:199:2::2", "fd00:199:2::1", "fd00:199:3::1", "fd00:199:3::2")
 NARROW_MTU = 1280
 CLOSED_UDP_PORT = 9
+UPLOAD_PORT = 5001
+SINK = f"""
+import socket
+with socket.create_server(("{UPLOAD_SERVER}", {UPLOAD_PORT})) as server:
+    print("listening", flush=True)
+    conn, _ = server.accept()
+    with conn:
+        while conn.recv(65536):
+            pass
+"""
+UPLOADER = f"""
+import socket
+with socket.create_connection(("{UPLOAD_SERVER}", {UPLOAD_PORT}), timeout=10) as s:
+    s.sendall(bytes(40000))
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+    print(s.getsockname()[1])
+"""
 UDP_SENDER = f"""
 import socket, time
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -48,8 +70,8 @@ def icmp_capture(tmp_path_factory):
                                 (server, "s0", SERVER, SERVER6)):
             run("ip", "addr", "add", f"{v4}/24", "dev", dev, ns=ns)
             run("ip", "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad", ns=ns)
-        for ns, dev in ((router, "r1"), (server, "s0")):
-            run("ip", "link", "set", dev, "mtu", str(NARROW_MTU), ns=ns)
+        run("ip", "addr", "add", f"{UPLOAD_SERVER}/24", "dev", "s0", ns=server)
+        run("ip", "link", "set", "r1", "mtu", str(NARROW_MTU), ns=router)
         for ns, dev in ((client, "c0"), (router, "r0"), (router, "r1"), (server, "s0")):
             run("ip", "link", "set", dev, "up", ns=ns)
         run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
@@ -69,7 +91,16 @@ def icmp_capture(tmp_path_factory):
             ping("-c", "1", "-M", "do", "-s", "1400", SERVER)
             ping("-6", "-c", "1", "-s", "1400", SERVER6)
             udp_port = int(run(sys.executable, "-c", UDP_SENDER, ns=client, timeout=20))
-    return path, udp_port
+            sink = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-c", SINK],
+                                    stdout=subprocess.PIPE, text=True)
+            try:
+                assert sink.stdout.readline().strip() == "listening"
+                upload_port = int(run(sys.executable, "-c", UPLOADER, ns=client, timeout=30))
+                sink.wait(timeout=10)
+            finally:
+                sink.kill()
+                sink.wait()
+    return path, udp_port, upload_port
 
 
 def tshark(path, display_filter, *fields) -> list[list[str]]:
@@ -90,7 +121,7 @@ def doc(icmp_capture):
 
 @pytest.mark.timeout(120)
 def test_each_ping_says_request_or_reply_with_its_id_and_sequence(icmp_capture, doc):
-    path, _ = icmp_capture
+    path = icmp_capture[0]
     expected = [
         f"ICMP echo {'request' if kind == '8' else 'reply'} id={ident} seq={seq}"
         for kind, ident, seq in tshark(
@@ -106,9 +137,10 @@ def test_each_ping_says_request_or_reply_with_its_id_and_sequence(icmp_capture, 
 def test_a_narrow_path_is_named_with_its_mtu_and_the_packet_that_hit_it(
     icmp_capture, doc, version
 ):
-    path, _ = icmp_capture
+    path = icmp_capture[0]
     if version == 4:
-        rows = tshark(path, "icmp.type == 3 && icmp.code == 4", "ip.src", "icmp.mtu")
+        # (the ones about the ping, not about the TCP upload's segments)
+        rows = tshark(path, "icmp.type == 3 && icmp.code == 4 && !tcp", "ip.src", "icmp.mtu")
         client, server = CLIENT, SERVER
     else:
         rows = tshark(path, "icmpv6.type == 2", "ipv6.src", "icmpv6.mtu")
@@ -117,7 +149,8 @@ def test_a_narrow_path_is_named_with_its_mtu_and_the_packet_that_hit_it(
     (router, mtu), *_ = rows
     assert int(mtu) == NARROW_MTU
     found = [a for a in doc["annotations"]
-             if a["kind"] == "icmp_error" and a.get("mtu") == NARROW_MTU and a["from"] == router]
+             if a["kind"] == "icmp_error" and a.get("mtu") == NARROW_MTU and a["from"] == router
+             and a["about"].startswith("icmp")]
     assert len(found) == 1
     note = found[0]
     assert note["about"] == f"{'icmp' if version == 4 else 'icmpv6'} {client} → {server}"
@@ -130,7 +163,7 @@ def test_a_narrow_path_is_named_with_its_mtu_and_the_packet_that_hit_it(
 
 @pytest.mark.timeout(120)
 def test_a_closed_udp_port_is_reported_for_the_datagrams_it_refused(icmp_capture, doc):
-    path, udp_port = icmp_capture
+    path, udp_port, _ = icmp_capture
     rows = tshark(path, "icmp.type == 3 && icmp.code == 3", "ip.src", "udp.srcport",
                   "udp.dstport")  # the ports are the quoted datagram's
     assert rows and all(r == [SERVER, str(udp_port), str(CLOSED_UDP_PORT)] for r in rows)
@@ -144,6 +177,22 @@ def test_a_closed_udp_port_is_reported_for_the_datagrams_it_refused(icmp_capture
     carrying = [m for m in doc["messages"] if index in m["annotations"]]
     assert len(carrying) == len(rows)
     assert all(m["label"].startswith("ICMP port unreachable (udp ") for m in carrying)
+
+
+@pytest.mark.timeout(120)
+def test_a_tcp_connection_too_big_for_the_path_carries_the_routers_answer(icmp_capture, doc):
+    path, _, upload_port = icmp_capture
+    rows = tshark(path, f"icmp.type == 3 && icmp.code == 4 && tcp.srcport == {upload_port}",
+                  "ip.src", "icmp.mtu")
+    assert rows, "the router never said the upload's segments were too big"
+    (conn,) = [c for c in doc["connections"] if c["client"] == f"{CLIENT}:{upload_port}"]
+    (note,) = [a for a in doc["annotations"]
+               if a["kind"] == "icmp_error" and a.get("connection") == conn["id"]]
+    assert note["from"] == ROUTER_IN and note["mtu"] == int(rows[0][1]) == NARROW_MTU
+    assert note["about"] == f"tcp {CLIENT}:{upload_port} → {UPLOAD_SERVER}:{UPLOAD_PORT}"
+    assert note["count"] == len(rows)
+    assert doc["annotations"].index(note) in conn["annotations"]
+    assert conn["closed"] == "fin"  # it got through once the client sent smaller segments
 
 
 def narrate_lines(document: dict) -> list[str]:
