@@ -619,10 +619,11 @@ def dns_label(infos) -> str:
             v for _n, _t, v in info.answers
         ]
         shown = ", ".join(values[:3]) + (" …" if len(values) > 3 else "")
+        cut = " (truncated)" if info.truncated else ""
         if info.rcode:
-            parts.append(f"DNS {rcode_name(info.rcode)} {qtype} {info.name}")
+            parts.append(f"DNS {rcode_name(info.rcode)} {qtype} {info.name}{cut}")
         else:
-            parts.append(f"DNS answer {qtype} {info.name} → {shown or 'no records'}")
+            parts.append(f"DNS answer {qtype} {info.name} → {shown or 'no records'}{cut}")
     return "; ".join(parts)
 
 
@@ -641,6 +642,7 @@ class DnsExchange:
         "server",
         "t",
         "transport",
+        "truncated",
     )
 
     def __init__(self, ident, name, qtype, client, server, t, transport) -> None:
@@ -655,6 +657,7 @@ class DnsExchange:
         self.rcode = None
         self.latency_ms = None
         self.retries = 0
+        self.truncated = False
 
     def to_dict(self, t0: float) -> dict:
         return {
@@ -672,6 +675,7 @@ class DnsExchange:
             "latency_ms": self.latency_ms,
             "transport": self.transport,
             "retries": self.retries,
+            "truncated": self.truncated,
         }
 
     def to_json(self, t0: float) -> str:
@@ -693,7 +697,8 @@ class DnsExchange:
             f'"client":"{self.client}","server":"{self.server}",'
             f'"t":{"null" if self.t is None else repr(round(self.t - t0, 6))},'
             f'"latency_ms":{"null" if self.latency_ms is None else repr(self.latency_ms)},'
-            f'"transport":"{self.transport}","retries":{self.retries}}}'
+            f'"transport":"{self.transport}","retries":{self.retries},'
+            f'"truncated":{"true" if self.truncated else "false"}}}'
         )
 
 
@@ -734,4 +739,5 @@ class DnsTracker:
             else:
                 exchange.latency_ms = round((record.time - exchange.t) * 1000, 3)
             exchange.rcode = info.rcode
+            exchange.truncated = info.truncated
             exchange.answers = tuple((intern(n), t, intern(v)) for n, t, v in info.answers)

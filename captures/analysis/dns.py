@@ -135,13 +135,20 @@ def parse_dns(msg: bytes) -> DnsInfo | None:
         known = _parsed[content] = (
             None
             if info is None
-            else (info.is_response, info.rcode, info.name, info.qtype, tuple(info.answers))
+            else (
+                info.is_response,
+                info.rcode,
+                info.name,
+                info.qtype,
+                tuple(info.answers),
+                info.truncated,
+            )
         )
         return info
     if known is None:
         return None
-    is_response, rcode, name, qtype, answers = known
-    return DnsInfo(msg[0] << 8 | msg[1], is_response, rcode, name, qtype, list(answers))
+    is_response, rcode, name, qtype, answers, truncated = known
+    return DnsInfo(msg[0] << 8 | msg[1], is_response, rcode, name, qtype, list(answers), truncated)
 
 
 def _parse(msg: bytes) -> DnsInfo | None:
@@ -175,7 +182,9 @@ def _parse(msg: bytes) -> DnsInfo | None:
         return None
     if not qdcount and answers:  # mDNS announcements carry answers without a question
         name, qtype = answers[0][0], answers[0][1]
-    return DnsInfo(ident, bool(flags & 0x8000), flags & 0x000F, name, qtype, answers)
+    return DnsInfo(
+        ident, bool(flags & 0x8000), flags & 0x000F, name, qtype, answers, bool(flags & 0x0200)
+    )
 
 
 def parse_dns_tcp(payload: bytes) -> list[DnsInfo]:

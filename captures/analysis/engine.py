@@ -33,7 +33,18 @@ from .model import (
 )
 from .packets import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode_frame
 from .pcapfile import Warnings, read_frames
-from .records import ACK, FIN, IPPROTO_NAMES, PSH, RST, SYN, URG, CaptureError, endpoint
+from .records import (
+    ACK,
+    FIN,
+    IPPROTO_NAMES,
+    PSH,
+    RST,
+    SYN,
+    URG,
+    CaptureError,
+    endpoint,
+    split_endpoint,
+)
 
 META_SCHEMA = "kviz.capture-meta/1"
 DEFAULT_MAX_FLOWS = 200_000
@@ -492,6 +503,29 @@ class _Analysis:
 
     # -- the end ---------------------------------------------------------------------------
 
+    def _truncated_answers(self) -> None:
+        """A truncated UDP answer (TC) is only the start of one: the client should ask the
+        same question again over TCP (RFC 7766). Say, per name, whether it did."""
+        asked_over_tcp: dict[tuple, list[float]] = {}
+        for exchange in self.dns.exchanges:
+            if exchange.transport == "tcp" and exchange.t is not None:
+                key = (split_endpoint(exchange.client)[0], exchange.name.lower(), exchange.qtype)
+                asked_over_tcp.setdefault(key, []).append(exchange.t)
+        truncated: dict[str, list[int]] = {}  # name → [truncated answers, retried over TCP]
+        for exchange in self.dns.exchanges:
+            if not exchange.truncated or exchange.transport != "udp":
+                continue
+            counts = truncated.setdefault(exchange.name, [0, 0])
+            counts[0] += 1
+            key = (split_endpoint(exchange.client)[0], exchange.name.lower(), exchange.qtype)
+            since = exchange.t or 0.0
+            if any(t >= since for t in asked_over_tcp.get(key, ())):
+                counts[1] += 1
+        for name, (count, retried) in truncated.items():
+            self._annotate(
+                {"kind": "dns_truncated", "name": name, "count": count, "retried_over_tcp": retried}
+            )
+
     def _finish(self, file_facts) -> SequenceModel:
         t0 = self.t0 or 0.0
         connections = []
@@ -559,6 +593,7 @@ class _Analysis:
             self._annotate({"kind": "nxdomain", "name": name, "count": count})
         for name, count in unanswered.items():
             self._annotate({"kind": "dns_unanswered", "name": name, "count": count})
+        self._truncated_answers()
 
         http = []
         for request in self.tcp.http:

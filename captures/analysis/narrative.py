@@ -78,6 +78,18 @@ def finding(note: dict, name=str) -> str:
         return f"DNS: {note.get('name')} does not exist (NXDOMAIN){times}."
     if kind == "dns_unanswered":
         return f"DNS: the query for {note.get('name')} got no answer in the capture{times}."
+    if kind == "dns_truncated":
+        retried, count = note.get("retried_over_tcp", 0), note.get("count", 1)
+        if retried >= count:
+            then = "the client asked again over TCP"
+        elif retried:
+            then = f"{retried} of them were asked again over TCP"
+        else:
+            then = "no retry over TCP was seen, so the client had only part of the answer"
+        return (
+            f"DNS: the answer for {note.get('name')} was too big for UDP and came "
+            f"truncated{times}; {then}."
+        )
     fields = ", ".join(f"{k} {v}" for k, v in note.items() if k not in ("kind", "connection"))
     return f"{on}{kind}: {fields}."
 
@@ -105,6 +117,8 @@ def narrate(model) -> list[str]:
         else:
             answers = ", ".join(exchange["answers"][:4]) or "no records"
             text = f"DNS  {who}: {query} → {answers} in {_ms(exchange['latency_ms'])}"
+        if exchange.get("truncated"):
+            text += f" over {exchange['transport'].upper()}, truncated (too big)"
         if exchange.get("retries"):
             text += f" (asked {exchange['retries'] + 1} times)"
         events.append((t, 0, text))
@@ -221,8 +235,9 @@ def narrate(model) -> list[str]:
         if note.get("kind") == "icmp_error":
             about = f" for {note['about']}" if note.get("about") else ""
             times = f" ({note['count']}×)" if note["count"] > 1 else ""
-            events.append((note["t"], 3, f"ICMP {name(note['from'])} answered "
-                           f"{note['error']}{about}{times}"))
+            events.append(
+                (note["t"], 3, f"ICMP {name(note['from'])} answered {note['error']}{about}{times}")
+            )
 
     events.sort(key=lambda e: (e[0], e[1]))
     lines += [f"{t * 1000:10.3f} ms  {text}" for t, _order, text in events]

@@ -34,6 +34,7 @@ class DnsInfo:
     name: str
     qtype: int
     answers: list[tuple[str, int, str]] = field(default_factory=list)  # (name, type, value)
+    truncated: bool = False  # TC: the answer did not fit (UDP); the client should ask over TCP
 
 
 @dataclass(slots=True)

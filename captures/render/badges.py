@@ -66,6 +66,10 @@ def annotation_badge(index: int, note: dict) -> dict:
         return badge(kind, f"NXDOMAIN {note.get('name')}", None, index)
     if kind == "dns_unanswered":
         return badge(kind, f"no answer for {note.get('name')}", None, index)
+    if kind == "dns_truncated":
+        return badge(kind, f"truncated answer {note.get('name')}",
+                     f"{note.get('retried_over_tcp', 0)} of {note.get('count')} asked again "
+                     "over TCP", index)
     if kind == "icmp_error":
         times = f" ×{note['count']}" if note.get("count", 1) > 1 else ""
         return badge(kind, f"{note.get('error')}{times}", note.get("about"), index)
