@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 from collections import Counter, defaultdict
 
 import pytest
 
-from .conftest import corpus_files, corpus_id
+from .conftest import corpus_dir, corpus_files, corpus_id, require_tshark
 from .tshark_reference import (
     Reading,
     TcpConnection,
     canonical_endpoint,
+    decode_as_for,
     dns_type_name,
     parse_endpoint,
     tls_version_name,
@@ -402,3 +404,32 @@ def test_the_streamed_json_is_the_same_document_as_the_built_one(corpus_file, mo
     result.write_json(out)
     streamed = json.loads(out.getvalue())
     assert streamed == model
+
+
+def test_it_reports_icmp_errors_and_truncated_dns_answers_only_where_tshark_sees_them(
+    corpus_file, model
+):
+    """The corpus holds pings, but no ICMP error and no truncated DNS answer (tshark finds
+    none): so no `icmp_error` or `dns_truncated` finding, no message labelled as either, and
+    the ICMP echoes the engine names are the ones tshark reads. (Real errors and truncation
+    are recorded in test_icmp.py and test_dns_truncation.py.)"""
+    require_tshark()
+    decode_as = [arg for spec in decode_as_for(corpus_file, corpus_dir()) for arg in ("-d", spec)]
+
+    def frames(display_filter: str) -> set[int]:
+        out = subprocess.run(
+            ["tshark", "-r", str(corpus_file), "-n", *decode_as, "-T", "fields",
+             "-e", "frame.number", "-Y", display_filter],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+        return {int(n) for n in out.split()}
+
+    errors = frames("dns.flags.truncated == 1 or icmp.type in {3,4,5,11,12} "
+                    "or icmpv6.type in {1,2,3,4}")
+    assert not errors, "the corpus gained a capture with ICMP errors or truncation: test it"
+    kinds = {a["kind"] for a in model["annotations"]}
+    assert not kinds & {"icmp_error", "dns_truncated"}
+    assert not any("(truncated)" in m["label"] for m in model["messages"])
+    echoes = frames("icmp.type in {0,8} or icmpv6.type in {128,129}")
+    named = {m["frame"][1] for m in model["messages"] if " echo re" in m["label"]}
+    assert named == echoes
