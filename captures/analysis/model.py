@@ -64,10 +64,10 @@ def encode_message(
     (and the garbage those dicts make) was most of the analysis time at a million packets.
     `t` is seconds_text(); `hops` is their JSON text, comma-separated; src, dst, proto and
     phase need no escaping (endpoints the decoder wrote, fixed words)."""
+    flags_json = "null" if flags is None else '"' + flags + '"'  # letters only
     return (
         f'{{"id":{ident},"t":{t},"src":"{src}","dst":"{dst}",'
-        f'"proto":"{proto}","label":{_string(label)},"flags":'
-        f"{'null' if flags is None else f'{chr(34)}{flags}{chr(34)}'},"
+        f'"proto":"{proto}","label":{_string(label)},"flags":{flags_json},'
         f'"len":{length},"connection":{"null" if connection is None else connection},'
         f'"phase":"{phase}","hops":[{hops}],"frame":[{frame_file},{frame_number}],'
         f'"annotations":[{",".join(map(str, annotations)) if annotations else ""}]}}'

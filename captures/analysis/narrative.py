@@ -27,6 +27,12 @@ class _Names:
         return f"{found['name']}{suffix} ({ep})"
 
 
+def _icmp_answer(note: dict, name) -> str:
+    about = f" for {note['about']}" if note.get("about") else ""
+    times = f" ({note['count']}×)" if note.get("count", 1) > 1 else ""
+    return f"{name(note.get('from'))} answered {note.get('error')}{about}{times}"
+
+
 def finding(note: dict, name=str) -> str:
     """One annotation as a sentence (the dashboard's findings list, the Markdown postmortem).
     `name` turns an "ip:port" into what a reader knows it by."""
@@ -72,8 +78,7 @@ def finding(note: dict, name=str) -> str:
         return f"{on}reset (RST) by {name(note.get('by'))}."
     times = f" ({note['count']}×)" if note.get("count", 1) > 1 else ""
     if kind == "icmp_error":
-        about = f" for {note['about']}" if note.get("about") else ""
-        return f"{on}ICMP: {name(note.get('from'))} answered {note.get('error')}{about}{times}."
+        return f"{on}ICMP: {_icmp_answer(note, name)}."
     if kind == "nxdomain":
         return f"DNS: {note.get('name')} does not exist (NXDOMAIN){times}."
     if kind == "dns_unanswered":
@@ -233,11 +238,7 @@ def narrate(model) -> list[str]:
 
     for note in annotations:
         if note.get("kind") == "icmp_error":
-            about = f" for {note['about']}" if note.get("about") else ""
-            times = f" ({note['count']}×)" if note["count"] > 1 else ""
-            events.append(
-                (note["t"], 3, f"ICMP {name(note['from'])} answered {note['error']}{about}{times}")
-            )
+            events.append((note["t"], 3, f"ICMP {_icmp_answer(note, name)}"))
 
     events.sort(key=lambda e: (e[0], e[1]))
     lines += [f"{t * 1000:10.3f} ms  {text}" for t, _order, text in events]
