@@ -128,6 +128,7 @@ class Connection:
         "tls_dirs",
         "tls_events",
         "version",
+        "zero_windows",
     )
 
     def __init__(self, ident, client, server, version, start, midstream):
@@ -145,6 +146,7 @@ class Connection:
         self.rst_by = None
         self.retransmissions = 0
         self.keepalives = 0
+        self.zero_windows = [0, 0]  # segments advertising a zero receive window, per side
         self.packets = 0
         self.app = None  # "http/1.1", "h2", "tls", "dns"
         self.sniff_left = [4, 4]  # payload segments per direction still looked at for the app
@@ -201,6 +203,7 @@ class Connection:
             "handshake": self.handshake(),
             "retransmissions": self.retransmissions,
             "keepalives": self.keepalives,
+            "zero_windows": self.zero_windows[0] + self.zero_windows[1],
             "packets": self.packets,
             "app": self.app,
             "tls": self.tls,
@@ -349,6 +352,10 @@ class TcpTracker:
             else:
                 conn.retransmissions += 1
                 notes.append("retransmission")
+        if record.window == 0 and not flags & (SYN | FIN | RST):
+            # The sender's receive buffer is full: its application stopped reading.
+            conn.zero_windows[direction] += 1
+            notes.append("zero window")
 
         # Payload: feed the new in-order bytes to the stream readers, label what starts here.
         label = None

@@ -566,6 +566,18 @@ class _Analysis:
                         {"kind": "rst", "connection": conn.id, "by": conn.endpoint(conn.rst_by)}
                     )
                 )
+            for side, count in enumerate(conn.zero_windows):
+                if count:
+                    conn.annotations.append(
+                        self._annotate(
+                            {
+                                "kind": "zero_window",
+                                "connection": conn.id,
+                                "by": conn.endpoint(side),
+                                "count": count,
+                            }
+                        )
+                    )
             if conn.retransmissions:
                 conn.annotations.append(
                     self._annotate(

@@ -76,6 +76,11 @@ def finding(note: dict, name=str) -> str:
         return f"{on}{note.get('count')} retransmitted segment(s)."
     if kind == "rst":
         return f"{on}reset (RST) by {name(note.get('by'))}."
+    if kind == "zero_window":
+        return (
+            f"{on}{name(note.get('by'))} advertised a zero receive window "
+            f"{note.get('count')} time(s): its application stopped reading for a while."
+        )
     times = f" ({note['count']}×)" if note.get("count", 1) > 1 else ""
     if kind == "icmp_error":
         return f"{on}ICMP: {_icmp_answer(note, name)}."
@@ -199,6 +204,8 @@ def narrate(model) -> list[str]:
             extras.append(f"{conn['requests']} requests on this connection (pooled)")
         if conn["retransmissions"]:
             extras.append(f"{conn['retransmissions']} retransmissions")
+        if conn.get("zero_windows"):
+            extras.append(f"{conn['zero_windows']} zero-window advertisements")
         events.append(
             (
                 end,

@@ -44,7 +44,7 @@ MAX_TUNNEL_DEPTH = 4
 
 _unpack = struct.unpack_from
 _ipv4_header = struct.Struct("!BxHHHBBxx4s4s").unpack_from
-_tcp_header = struct.Struct("!HHIIH").unpack_from
+_tcp_header = struct.Struct("!HHIIHH").unpack_from
 _ntoa = socket.inet_ntoa
 _addr_cache: dict[bytes, str] = {}
 
@@ -261,7 +261,7 @@ def _transport(
     depth,
 ):
     if proto == 6 and end - start >= 20:
-        sport, dport, seq, ack, off_flags = _tcp_header(data, start)
+        sport, dport, seq, ack, off_flags, window = _tcp_header(data, start)
         header_len = (off_flags >> 12) * 4
         payload = data[start + header_len : end]
         record = PacketRecord(
@@ -282,6 +282,7 @@ def _transport(
             ack,
             payload,
             max(wire_payload - header_len, 0),
+            window=window,
         )
         if payload and (sport == 53 or dport == 53):
             record.dns = parse_dns_tcp(payload) or None

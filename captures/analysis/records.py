@@ -58,6 +58,7 @@ class PacketRecord:
     payload_len: int = 0  # on the wire (may exceed len(payload) when the snaplen cut it)
     tunnel: str | None = None  # "vxlan", "geneve", "gre", "ipip" when this is an inner packet
     dns: list[DnsInfo] | None = None  # several when one TCP segment carries several
+    window: int | None = None  # TCP: the receive window field, unscaled (0 is 0 at any scale)
 
 
 # TCP flag bits

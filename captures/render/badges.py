@@ -66,6 +66,9 @@ def annotation_badge(index: int, note: dict) -> dict:
         return badge(kind, f"NXDOMAIN {note.get('name')}", None, index)
     if kind == "dns_unanswered":
         return badge(kind, f"no answer for {note.get('name')}", None, index)
+    if kind == "zero_window":
+        return badge(kind, f"zero window from {note.get('by')}",
+                     f"{note.get('count')} zero-window advertisement(s)", index)
     if kind == "dns_truncated":
         return badge(kind, f"truncated answer {note.get('name')}",
                      f"{note.get('retried_over_tcp', 0)} of {note.get('count')} asked again "
