@@ -38,12 +38,14 @@ from .http import (
 )
 from .records import ACK, FIN, RST, SYN, endpoint
 from .tls import (
+    ALERT_FATAL,
     HANDSHAKE_NAMES,
     HS_CERTIFICATE,
     HS_CERTIFICATE_REQUEST,
     HS_CLIENT_HELLO,
     HS_SERVER_HELLO,
     TlsDirection,
+    alert_name,
     certificate_count,
     looks_like_tls,
     parse_hello,
@@ -51,6 +53,7 @@ from .tls import (
 )
 
 SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = range(5)
+MAX_HOLES = 32  # per direction: a capture missing more than this has lost track anyway
 SEQ_MOD = 1 << 32
 WELL_KNOWN_SERVER_PORTS = frozenset(
     {
@@ -104,6 +107,7 @@ class Connection:
         "h2",
         "h2_streams",
         "handshake_ack",
+        "holes",
         "id",
         "isn",
         "keepalives",
@@ -160,6 +164,7 @@ class Connection:
         self.exchanges = 0  # encrypted request/response turns (see _payload)
         self.last_sender = None
         self.lost = [False, False]  # bytes went missing in this direction since last looked
+        self.holes = ([], [])  # per direction: (start, end) ranges skipped by a gap, unfilled
         self.first_request_t = self.first_response_t = None
         self.phase = "handshake"
         self.server_after_nat = None
@@ -364,7 +369,12 @@ class TcpTracker:
             start = max(conn.max_end[direction] - rel, 0)
             if rel > conn.max_end[direction] and conn.max_end[direction] and not flags & SYN:
                 self._gap(conn, direction)
+                holes = conn.holes[direction]
+                holes.append((conn.max_end[direction], rel))
+                del holes[:-MAX_HOLES]
             label, phase = self._payload(conn, direction, record, record.payload[start:], now)
+        elif record.payload and conn.holes[direction] and rel_end:
+            label, phase = self._refill(conn, direction, record, rel, now)
         if new_data:
             conn.max_end[direction] = rel_end
 
@@ -407,6 +417,23 @@ class TcpTracker:
                 conn.phase if record.payload_len == 0 else ("request", "response")[direction]
             )
         return label, phase
+
+    def _refill(self, conn, direction, record, rel, now):
+        """A retransmission that brings bytes the capture missed (a hole left by a loss
+        before the capture point). The stream readers have moved past them, but an HTTP/1.x
+        request or status line may start in them: a response whose first segment was lost
+        is still paired with its request."""
+        holes = conn.holes[direction]
+        end = rel + len(record.payload)
+        index = next((i for i, (low, high) in enumerate(holes) if rel < high and end > low), None)
+        if index is None:
+            return None, None
+        low, high = holes[index]
+        start, stop = max(low, rel), min(high, end)
+        holes[index : index + 1] = [h for h in ((low, start), (stop, high)) if h[0] < h[1]]
+        if conn.app != "http/1.1" or start != low:
+            return None, None  # a message can only start where the hole does
+        return self._http1(conn, direction, record.payload[start - rel : stop - rel], now, record)
 
     def _gap(self, conn, direction):
         conn.lost[direction] = True
@@ -466,6 +493,7 @@ class TcpTracker:
                 "alpn": None,
                 "certificate_request": False,
                 "client_certificate": False,
+                "alerts": [],  # those sent in the clear: {"by", "level", "description"}
             }
             conn.tls_dirs = [TlsDirection(True), TlsDirection(False)]
         elif http_requests(data) or http_responses(data):
@@ -502,7 +530,19 @@ class TcpTracker:
                     conn.tls_events.setdefault("client_appdata", now)
                 names.append("application data")
             elif kind == "alert":
-                names.append("Alert")
+                if value is None:
+                    names.append("Alert (encrypted)")
+                    continue
+                level, description = value
+                severity = "fatal" if level == ALERT_FATAL else "warning"
+                names.append(f"Alert ({severity} {alert_name(description)})")
+                tls["alerts"].append(
+                    {
+                        "by": ("client", "server")[direction],
+                        "level": severity,
+                        "description": alert_name(description),
+                    }
+                )
         if not names:
             if conn.tls_dirs[direction].done:
                 return "TLS application data", ("request", "response")[direction]

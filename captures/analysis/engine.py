@@ -566,6 +566,19 @@ class _Analysis:
                         {"kind": "rst", "connection": conn.id, "by": conn.endpoint(conn.rst_by)}
                     )
                 )
+            for alert in (conn.tls or {}).get("alerts", ()):
+                if alert["level"] == "fatal":
+                    side = 0 if alert["by"] == "client" else 1
+                    conn.annotations.append(
+                        self._annotate(
+                            {
+                                "kind": "tls_alert",
+                                "connection": conn.id,
+                                "by": conn.endpoint(side),
+                                "description": alert["description"],
+                            }
+                        )
+                    )
             for side, count in enumerate(conn.zero_windows):
                 if count:
                     conn.annotations.append(

@@ -6,6 +6,19 @@ from __future__ import annotations
 
 from .records import split_endpoint
 
+TLS_ALERT_MEANINGS = {
+    "unknown_ca": "it does not trust the authority that signed its peer's certificate",
+    "bad_certificate": "it refused its peer's certificate",
+    "certificate_unknown": "it refused its peer's certificate",
+    "certificate_expired": "a certificate has expired",
+    "certificate_required": "a client certificate is required (mutual TLS) and none came",
+    "handshake_failure": "no acceptable parameters, or a certificate it requires was missing",
+    "protocol_version": "no TLS version in common",
+    "no_application_protocol": "no ALPN protocol in common",
+    "unrecognized_name": "the server does not know the name asked for (SNI)",
+    "access_denied": "the peer is not allowed",
+}
+
 
 def _ms(value) -> str:
     return "?" if value is None else f"{value:.1f} ms" if value >= 1 else f"{value:.3f} ms"
@@ -31,6 +44,14 @@ def _icmp_answer(note: dict, name) -> str:
     about = f" for {note['about']}" if note.get("about") else ""
     times = f" ({note['count']}×)" if note.get("count", 1) > 1 else ""
     return f"{name(note.get('from'))} answered {note.get('error')}{about}{times}"
+
+
+def _tls_alert(note: dict, name) -> str:
+    description = note.get("description")
+    why = TLS_ALERT_MEANINGS.get(description)
+    return f"{name(note.get('by'))} ended the TLS handshake with a fatal alert, {description}" + (
+        f": {why}" if why else ""
+    )
 
 
 def finding(note: dict, name=str) -> str:
@@ -76,6 +97,8 @@ def finding(note: dict, name=str) -> str:
         return f"{on}{note.get('count')} retransmitted segment(s)."
     if kind == "rst":
         return f"{on}reset (RST) by {name(note.get('by'))}."
+    if kind == "tls_alert":
+        return f"{on}{_tls_alert(note, name)}."
     if kind == "zero_window":
         return (
             f"{on}{name(note.get('by'))} advertised a zero receive window "
@@ -181,6 +204,8 @@ def narrate(model) -> list[str]:
                         f"MESH #{conn['id']} mutual TLS (evidence: {', '.join(note['evidence'])})",
                     )
                 )
+            elif kind == "tls_alert":
+                events.append((start, 2, f"TLS  #{conn['id']} {_tls_alert(note, name)}"))
             elif kind == "control_plane":
                 events.append(
                     (

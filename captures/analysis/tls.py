@@ -36,6 +36,41 @@ HANDSHAKE_NAMES = {
     20: "Finished",
 }
 
+ALERT_NAMES = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    22: "record_overflow",
+    40: "handshake_failure",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    112: "unrecognized_name",
+    113: "bad_certificate_status_response",
+    115: "unknown_psk_identity",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
+ALERT_FATAL = 2
+
+
+def alert_name(description: int) -> str:
+    return ALERT_NAMES.get(description, f"alert {description}")
+
 
 def version_name(version: int | None) -> str | None:
     if version is None:
@@ -122,7 +157,9 @@ class TlsDirection:
         self.encrypted = False
 
     def feed(self, data: bytes) -> list[tuple[str, object]]:
-        """The events this chunk completed: ("hs", (type, body)), ("ccs" | "appdata" | "alert")."""
+        """The events this chunk completed: ("hs", (type, body)), ("ccs" | "appdata", None),
+        ("alert", (level, description)) while the direction is in the clear, else
+        ("alert", None): its contents are encrypted."""
         if self.done:
             return []
         self.buffer += data
@@ -149,7 +186,8 @@ class TlsDirection:
                 self.done = True
                 break
             elif ctype == CONTENT_ALERT:
-                events.append(("alert", None))
+                plain = not self.encrypted and len(record) == 2
+                events.append(("alert", (record[0], record[1]) if plain else None))
         self.buffer = buffer[offset:]
         if len(self.buffer) > MAX_BUFFER or len(self.handshake) > MAX_BUFFER:
             self.done = True

@@ -66,6 +66,9 @@ def annotation_badge(index: int, note: dict) -> dict:
         return badge(kind, f"NXDOMAIN {note.get('name')}", None, index)
     if kind == "dns_unanswered":
         return badge(kind, f"no answer for {note.get('name')}", None, index)
+    if kind == "tls_alert":
+        return badge(kind, f"TLS alert {note.get('description')}", f"from {note.get('by')}",
+                     index)
     if kind == "zero_window":
         return badge(kind, f"zero window from {note.get('by')}",
                      f"{note.get('count')} zero-window advertisement(s)", index)

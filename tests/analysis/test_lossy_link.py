@@ -1,9 +1,11 @@
-"""Real packet loss: downloads over a link that drops some of the server's segments.
+"""Real packet loss: downloads through a router that drops some of the server's segments.
 
-Two namespaces joined by a veth pair; in the server's, iptables drops a random 8% of what it
-sends (the statistic match kube-proxy itself uses), and segmentation offload is off so the
-capture sees wire-sized segments. The client side is recorded by dumpcap. tshark's reading of
-the same file is the reference: every segment it flags as a retransmission, a fast
+Client, router and server namespaces; the router forwards, and iptables there drops a random
+8% of what the server sends (the statistic match kube-proxy itself uses). The loss must be on
+the way, not in the server's own OUTPUT chain: a segment dropped there never left, and TCP just
+sends it again as if for the first time. Segmentation offload is off on the server so the wire
+carries segments, not 64 KB bursts. The client side is recorded by dumpcap. tshark's reading
+of the same file is the reference: every segment it flags as a retransmission, a fast
 retransmission or out-of-order (on a fast link, most refills of a lost segment arrive within
 its out-of-order window) is one the engine counts as a retransmission, and no other.
 """
@@ -19,41 +21,66 @@ import pytest
 from captures.analysis import analyze_files
 from tests.support.netns import capture, http_server, namespaces, require_netns, run
 
-SERVER, CLIENT, PORT = "10.199.0.1", "10.199.0.2", 8080
+CLIENT, ROUTER_IN, ROUTER_OUT, SERVER = "10.199.0.2", "10.199.0.1", "10.199.6.1", "10.199.6.2"
+PORT = 8080
 DOWNLOADS = 3
 BODY = 400_000
 LOSS = "0.08"
 
 
-@pytest.fixture(scope="module")
-def lossy_capture(tmp_path_factory):
-    require_netns()
-    root = tmp_path_factory.mktemp("lossy")
-    (root / "www").mkdir()
+def _downloads_through_router(root, name: str, drop_rule: list[str], downloads: int):
+    """Record `downloads` downloads of a BODY-byte file through a router whose FORWARD chain
+    drops what `drop_rule` (iptables match arguments) picks; (capture path, drops)."""
+    (root / "www").mkdir(exist_ok=True)
     (root / "www" / "blob.bin").write_bytes(os.urandom(BODY))
-    path = root / "lossy.pcapng"
+    path = root / f"{name}.pcapng"
     tag = os.getpid() % 100000
-    client, server = f"kvlc{tag}", f"kvls{tag}"
-    with namespaces(client, server):
-        run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "s0",
+    client, router, server = f"kvlc{tag}", f"kvlr{tag}", f"kvls{tag}"
+    with namespaces(client, router, server):
+        run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "r0",
+            "netns", router)
+        run("ip", "link", "add", "r1", "netns", router, "type", "veth", "peer", "name", "s0",
             "netns", server)
-        run("ip", "addr", "add", f"{CLIENT}/24", "dev", "c0", ns=client)
-        run("ip", "addr", "add", f"{SERVER}/24", "dev", "s0", ns=server)
+        for ns, dev, address in ((client, "c0", CLIENT), (router, "r0", ROUTER_IN),
+                                 (router, "r1", ROUTER_OUT), (server, "s0", SERVER)):
+            run("ip", "addr", "add", f"{address}/24", "dev", dev, ns=ns)
         # One wire-sized segment per packet: with offload, a drop loses a 64 KB burst.
         run("ip", "link", "set", "s0", "gso_max_segs", "1", "gso_max_size", "1500", ns=server)
-        run("ip", "link", "set", "s0", "up", ns=server)
-        run("ip", "link", "set", "c0", "up", ns=client)
-        run("iptables", "-A", "OUTPUT", "-p", "tcp", "--sport", str(PORT), "-m", "statistic",
-            "--mode", "random", "--probability", LOSS, "-j", "DROP", ns=server)
+        for ns, dev in ((client, "c0"), (router, "r0"), (router, "r1"), (server, "s0")):
+            run("ip", "link", "set", dev, "up", ns=ns)
+        run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
+        run("ip", "route", "add", "default", "via", ROUTER_IN, ns=client)
+        run("ip", "route", "add", "default", "via", ROUTER_OUT, ns=server)
+        run("iptables", "-A", "FORWARD", "-p", "tcp", "--sport", str(PORT), *drop_rule,
+            "-j", "DROP", ns=router)
         with http_server(server, SERVER, PORT, root / "www"), capture(client, "c0", path):
-            for _ in range(DOWNLOADS):
+            for _ in range(downloads):
                 done = run("curl", "-s", "-o", "/dev/null", "--max-time", "60", "-w",
                            "%{http_code} %{size_download}", f"http://{SERVER}:{PORT}/blob.bin",
                            ns=client, timeout=90)
                 assert done == f"200 {BODY}", done
-        dropped = run("iptables", "-L", "OUTPUT", "-v", "-n", "-x", ns=server)
-    drops = int(dropped.splitlines()[-1].split()[0])
-    return path, drops
+        dropped = run("iptables", "-L", "FORWARD", "-v", "-n", "-x", ns=router)
+    return path, int(dropped.splitlines()[-1].split()[0])
+
+
+@pytest.fixture(scope="module")
+def lossy_capture(tmp_path_factory):
+    require_netns()
+    return _downloads_through_router(
+        tmp_path_factory.mktemp("lossy"), "lossy",
+        ["-m", "statistic", "--mode", "random", "--probability", LOSS], DOWNLOADS)
+
+
+@pytest.fixture(scope="module")
+def lost_status_line(tmp_path_factory):
+    """The response's first segment, its status line, is lost once: every second segment
+    carrying it is dropped, so the first copy never arrives and its retransmission does,
+    after the body segments the server sent behind it."""
+    require_netns()
+    return _downloads_through_router(
+        tmp_path_factory.mktemp("status"), "status",
+        ["-m", "string", "--string", "HTTP/1.0 200", "--algo", "bm",
+         "-m", "statistic", "--mode", "nth", "--every", "2", "--packet", "0"], 1)
 
 
 def _tshark_refills(path) -> Counter:
@@ -98,3 +125,23 @@ def test_every_download_over_a_lossy_link_is_whole_and_its_retransmissions_count
     # Each refill is one message that says so, on the connection that carried it.
     labelled = sum("retransmission" in m["label"] for m in doc["messages"])
     assert labelled == sum(expected.values())
+
+
+@pytest.mark.timeout(180)
+def test_a_response_whose_status_line_was_lost_is_still_paired_with_its_request(
+    lost_status_line,
+):
+    path, drops = lost_status_line
+    assert drops == 1
+    refill = subprocess.run(
+        ["tshark", "-r", str(path), "-n", "-T", "fields", "-e", "frame.number", "-Y",
+         'tcp.payload contains "HTTP/1.0 200" and (tcp.analysis.retransmission '
+         "or tcp.analysis.fast_retransmission or tcp.analysis.out_of_order)"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()
+    assert len(refill) == 1  # tshark too sees the status line only as a late refill
+    doc = analyze_files([path]).to_dict()
+    assert [request["status"] for request in doc["http"]] == [200]
+    (message,) = [m for m in doc["messages"] if m["frame"][1] == int(refill[0])]
+    assert message["label"].startswith("HTTP 200 OK")
+    assert "retransmission" in message["label"]
