@@ -164,7 +164,9 @@ class Connection:
         self.exchanges = 0  # encrypted request/response turns (see _payload)
         self.last_sender = None
         self.lost = [False, False]  # bytes went missing in this direction since last looked
-        self.holes = ([], [])  # per direction: (start, end) ranges skipped by a gap, unfilled
+        # Per direction, (start, end) ranges a gap skipped and no refill has brought yet;
+        # made at the first gap (most connections never have one).
+        self.holes: tuple[list, list] | None = None
         self.first_request_t = self.first_response_t = None
         self.phase = "handshake"
         self.server_after_nat = None
@@ -369,11 +371,13 @@ class TcpTracker:
             start = max(conn.max_end[direction] - rel, 0)
             if rel > conn.max_end[direction] and conn.max_end[direction] and not flags & SYN:
                 self._gap(conn, direction)
+                if conn.holes is None:
+                    conn.holes = ([], [])
                 holes = conn.holes[direction]
                 holes.append((conn.max_end[direction], rel))
                 del holes[:-MAX_HOLES]
             label, phase = self._payload(conn, direction, record, record.payload[start:], now)
-        elif record.payload and conn.holes[direction] and rel_end:
+        elif record.payload and conn.holes and conn.holes[direction] and rel_end:
             label, phase = self._refill(conn, direction, record, rel, now)
         if new_data:
             conn.max_end[direction] = rel_end
