@@ -53,6 +53,7 @@ from .tls import (
 )
 
 SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = range(5)
+MAX_HELD = 256 * 1024  # bytes held per direction while a lost segment is awaited
 MAX_HOLES = 32  # per direction: a capture missing more than this has lost track anyway
 SEQ_MOD = 1 << 32
 WELL_KNOWN_SERVER_PORTS = frozenset(
@@ -83,6 +84,41 @@ WELL_KNOWN_SERVER_PORTS = frozenset(
         50051,
     }
 )
+
+
+class _Waiting:
+    """One direction's segments held after a hole, until the hole is filled."""
+
+    __slots__ = ("fed", "held", "segments")
+
+    def __init__(self, fed: int) -> None:
+        self.fed = fed  # the stream readers have every byte before this (relative) offset
+        self.held = 0
+        self.segments: dict[int, tuple] = {}  # relative offset → (payload, its record)
+
+    def hold(self, rel: int, payload: bytes, record) -> None:
+        kept = self.segments.get(rel)
+        if kept is None or len(payload) > len(kept[0]):
+            self.held += len(payload) - (len(kept[0]) if kept else 0)
+            self.segments[rel] = (payload, record)
+
+    def take(self) -> bytes:
+        """The bytes that are now in order from `fed` on (b"" while the hole is open)."""
+        parts = []
+        segments = self.segments
+        while True:
+            start = next(
+                (r for r, (data, _) in segments.items() if r <= self.fed < r + len(data)), None
+            )
+            if start is None:
+                break
+            data = segments.pop(start)[0]
+            self.held -= len(data)
+            parts.append(data[self.fed - start :])
+            self.fed = start + len(data)
+            for stale in [r for r, (d, _) in segments.items() if r + len(d) <= self.fed]:
+                self.held -= len(segments.pop(stale)[0])
+        return b"".join(parts)
 
 
 def server_side(port_a: int, port_b: int) -> int:
@@ -132,6 +168,7 @@ class Connection:
         "tls_dirs",
         "tls_events",
         "version",
+        "waiting",
         "zero_windows",
     )
 
@@ -167,6 +204,7 @@ class Connection:
         # Per direction, (start, end) ranges a gap skipped and no refill has brought yet;
         # made at the first gap (most connections never have one).
         self.holes: tuple[list, list] | None = None
+        self.waiting: list | None = None  # per direction, a _Waiting while a hole is open
         self.first_request_t = self.first_response_t = None
         self.phase = "handshake"
         self.server_after_nat = None
@@ -367,16 +405,26 @@ class TcpTracker:
         # Payload: feed the new in-order bytes to the stream readers, label what starts here.
         label = None
         phase = None
-        if record.payload and new_data:
+        if record.payload and conn.waiting and conn.waiting[direction] is not None and rel_end:
+            label, phase = self._reassemble(conn, direction, record, rel, now)
+        elif record.payload and new_data:
             start = max(conn.max_end[direction] - rel, 0)
             if rel > conn.max_end[direction] and conn.max_end[direction] and not flags & SYN:
-                self._gap(conn, direction)
                 if conn.holes is None:
                     conn.holes = ([], [])
                 holes = conn.holes[direction]
                 holes.append((conn.max_end[direction], rel))
                 del holes[:-MAX_HOLES]
-            label, phase = self._payload(conn, direction, record, record.payload[start:], now)
+                if self._needs_order(conn, direction):
+                    if conn.waiting is None:
+                        conn.waiting = [None, None]
+                    conn.waiting[direction] = _Waiting(conn.max_end[direction])
+                    label, phase = self._reassemble(conn, direction, record, rel, now)
+                else:
+                    self._gap(conn, direction)
+                    label, phase = self._payload(conn, direction, record, record.payload, now)
+            else:
+                label, phase = self._payload(conn, direction, record, record.payload[start:], now)
         elif record.payload and conn.holes and conn.holes[direction] and rel_end:
             label, phase = self._refill(conn, direction, record, rel, now)
         if new_data:
@@ -421,6 +469,55 @@ class TcpTracker:
                 conn.phase if record.payload_len == 0 else ("request", "response")[direction]
             )
         return label, phase
+
+    @staticmethod
+    def _needs_order(conn, direction) -> bool:
+        """Whether this direction's reader needs its bytes in order, so that a gap is worth
+        waiting out: a TLS handshake still in the clear, HTTP/2 frames, or a first payload
+        not yet seen (a lost ClientHello or request line)."""
+        if conn.app == "tls":
+            return not conn.tls_dirs[direction].done
+        if conn.app == "h2":
+            return True
+        return conn.app is None and conn.sniff_left[direction] > 0
+
+    def _reassemble(self, conn, direction, record, rel, now):
+        """Reorder a direction around a hole the capture shows (a segment lost before the
+        capture point): hold what comes after the hole until the retransmission fills it,
+        then feed the stream readers everything in order, as the receiver's TCP does."""
+        waiting = conn.waiting[direction]
+        payload = record.payload
+        if rel + len(payload) > waiting.fed:
+            waiting.hold(rel, payload, record)
+        if waiting.held > MAX_HELD:
+            self.release(conn, direction)  # the hole is not filling
+            return None, None
+        assembled = waiting.take()
+        if not waiting.segments:
+            conn.waiting[direction] = None
+        if assembled:
+            return self._payload(conn, direction, record, assembled, now)
+        if conn.app == "tls":
+            return "TLS (out of order)", "tls"
+        return f"data {record.payload_len} B (out of order)", ("request", "response")[direction]
+
+    def release(self, conn, direction) -> None:
+        """Stop waiting for a hole that will not fill (the capture missed those bytes for
+        good, or it ended): the readers lose the hole's bytes, as after any gap, and read
+        what was held after it, in order."""
+        waiting = conn.waiting[direction]
+        conn.waiting[direction] = None
+        self._gap(conn, direction)
+        for _rel, (payload, record) in sorted(waiting.segments.items()):
+            self._payload(conn, direction, record, payload, record.time)
+
+    def finish(self) -> None:
+        """The capture ended: read what is still held behind holes."""
+        for conn in self.connections:
+            if conn.waiting:
+                for direction in (0, 1):
+                    if conn.waiting[direction] is not None:
+                        self.release(conn, direction)
 
     def _refill(self, conn, direction, record, rel, now):
         """A retransmission that brings bytes the capture missed (a hole left by a loss

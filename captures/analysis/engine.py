@@ -528,6 +528,7 @@ class _Analysis:
 
     def _finish(self, file_facts) -> SequenceModel:
         t0 = self.t0 or 0.0
+        self.tcp.finish()
         connections = []
         for conn in self.tcp.connections:
             for finding in sidecar_findings(conn):

@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 
 from captures.analysis import analyze_files
-from tests.support.netns import capture, http_server, namespaces, require_netns, run
+from tests.support.netns import capture, http_server, require_netns, routed, run
 
 CLIENT, ROUTER_IN, ROUTER_OUT, SERVER = "10.199.0.2", "10.199.0.1", "10.199.6.1", "10.199.6.2"
 PORT = 8080
@@ -34,23 +34,8 @@ def _downloads_through_router(root, name: str, drop_rule: list[str], downloads: 
     (root / "www").mkdir(exist_ok=True)
     (root / "www" / "blob.bin").write_bytes(os.urandom(BODY))
     path = root / f"{name}.pcapng"
-    tag = os.getpid() % 100000
-    client, router, server = f"kvlc{tag}", f"kvlr{tag}", f"kvls{tag}"
-    with namespaces(client, router, server):
-        run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "r0",
-            "netns", router)
-        run("ip", "link", "add", "r1", "netns", router, "type", "veth", "peer", "name", "s0",
-            "netns", server)
-        for ns, dev, address in ((client, "c0", CLIENT), (router, "r0", ROUTER_IN),
-                                 (router, "r1", ROUTER_OUT), (server, "s0", SERVER)):
-            run("ip", "addr", "add", f"{address}/24", "dev", dev, ns=ns)
-        # One wire-sized segment per packet: with offload, a drop loses a 64 KB burst.
-        run("ip", "link", "set", "s0", "gso_max_segs", "1", "gso_max_size", "1500", ns=server)
-        for ns, dev in ((client, "c0"), (router, "r0"), (router, "r1"), (server, "s0")):
-            run("ip", "link", "set", dev, "up", ns=ns)
-        run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
-        run("ip", "route", "add", "default", "via", ROUTER_IN, ns=client)
-        run("ip", "route", "add", "default", "via", ROUTER_OUT, ns=server)
+    tag = str(os.getpid() % 100000)
+    with routed(tag, CLIENT, ROUTER_IN, ROUTER_OUT, SERVER) as (client, router, server):
         run("iptables", "-A", "FORWARD", "-p", "tcp", "--sport", str(PORT), *drop_rule,
             "-j", "DROP", ns=router)
         with http_server(server, SERVER, PORT, root / "www"), capture(client, "c0", path):

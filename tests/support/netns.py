@@ -107,3 +107,27 @@ def http_server(ns: str, address: str, port: int, directory: Path | None = None)
     finally:
         process.kill()
         process.wait(timeout=5)
+
+
+@contextmanager
+def routed(tag: str, client_ip: str, router_in: str, router_out: str, server_ip: str):
+    """Three namespaces, client — router — server, on two /24s, the router forwarding and
+    each end routing through it; the server's side sends wire-sized segments (no offload
+    bursts). Yields (client, router, server) namespace names; the client's link is c0, the
+    router's r0 (client side) and r1, the server's s0."""
+    client, router, server = f"kvpc{tag}", f"kvpr{tag}", f"kvps{tag}"
+    with namespaces(client, router, server):
+        run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "r0",
+            "netns", router)
+        run("ip", "link", "add", "r1", "netns", router, "type", "veth", "peer", "name", "s0",
+            "netns", server)
+        for ns, dev, address in ((client, "c0", client_ip), (router, "r0", router_in),
+                                 (router, "r1", router_out), (server, "s0", server_ip)):
+            run("ip", "addr", "add", f"{address}/24", "dev", dev, ns=ns)
+        run("ip", "link", "set", "s0", "gso_max_segs", "1", "gso_max_size", "1500", ns=server)
+        for ns, dev in ((client, "c0"), (router, "r0"), (router, "r1"), (server, "s0")):
+            run("ip", "link", "set", dev, "up", ns=ns)
+        run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
+        run("ip", "route", "add", "default", "via", router_in, ns=client)
+        run("ip", "route", "add", "default", "via", router_out, ns=server)
+        yield client, router, server
