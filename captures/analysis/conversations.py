@@ -18,6 +18,14 @@ the ports (the well-known or lower one is the server's).
 Each direction keeps the highest sequence number seen (relative to the first one), which tells
 a retransmission (no new bytes) and a keep-alive (one byte behind) from new data, and feeds
 only new in-order bytes to the TLS and HTTP/2 readers.
+
+A segment beyond that highest byte opens a hole: something was lost before the capture point
+(or by the capture). While the direction's reader needs its bytes in order (a TLS handshake in
+the clear, HTTP/2 frames, a first payload not yet seen), what follows the hole is held, up to
+MAX_HELD bytes, and the retransmission that fills it releases everything in order, as the
+receiver's TCP would. A hole that never fills (the capture missed those bytes for good, or
+ended) is given up: the reader skips it and reads what was held. HTTP/1.x is read segment by
+segment instead, so for it a refill is only searched for a request or status line.
 """
 
 from __future__ import annotations
