@@ -62,6 +62,7 @@ from .tls import (
 
 SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = range(5)
 MAX_HELD = 256 * 1024  # bytes held per direction while a lost segment is awaited
+MAX_HELD_IN_ALL = 32 * 1024 * 1024  # and in all connections together
 MAX_HOLES = 32  # per direction: a capture missing more than this has lost track anyway
 SEQ_MOD = 1 << 32
 WELL_KNOWN_SERVER_PORTS = frozenset(
@@ -282,6 +283,8 @@ class TcpTracker:
         self.max_flows = max_flows
         self.warnings = warnings
         self.http: list[dict] = []
+        self.waiters: dict[tuple[int, int], Connection] = {}  # (id, direction) with a hole
+        self.held = 0  # bytes held behind holes, in all connections
 
     # -- finding the connection ------------------------------------------------------------
 
@@ -424,9 +427,7 @@ class TcpTracker:
                 holes.append((conn.max_end[direction], rel))
                 del holes[:-MAX_HOLES]
                 if self._needs_order(conn, direction):
-                    if conn.waiting is None:
-                        conn.waiting = [None, None]
-                    conn.waiting[direction] = _Waiting(conn.max_end[direction])
+                    self._wait(conn, direction)
                     label, phase = self._reassemble(conn, direction, record, rel, now)
                 else:
                     self._gap(conn, direction)
@@ -495,19 +496,35 @@ class TcpTracker:
         then feed the stream readers everything in order, as the receiver's TCP does."""
         waiting = conn.waiting[direction]
         payload = record.payload
+        before = waiting.held
         if rel + len(payload) > waiting.fed:
             waiting.hold(rel, payload, record)
+        self.held += waiting.held - before
         if waiting.held > MAX_HELD:
             self.release(conn, direction)  # the hole is not filling
             return None, None
+        before = waiting.held
         assembled = waiting.take()
+        self.held += waiting.held - before
         if not waiting.segments:
             conn.waiting[direction] = None
+            del self.waiters[(conn.id, direction)]
+        while self.held > MAX_HELD_IN_ALL:
+            # Many holes at once (a capture that dropped packets everywhere): memory stays
+            # bounded by giving up the oldest first.
+            key = next(iter(self.waiters))
+            self.release(self.waiters[key], key[1])
         if assembled:
             return self._payload(conn, direction, record, assembled, now)
         if conn.app == "tls":
             return "TLS (out of order)", "tls"
         return f"data {record.payload_len} B (out of order)", ("request", "response")[direction]
+
+    def _wait(self, conn, direction) -> None:
+        if conn.waiting is None:
+            conn.waiting = [None, None]
+        conn.waiting[direction] = _Waiting(conn.max_end[direction])
+        self.waiters[(conn.id, direction)] = conn
 
     def release(self, conn, direction) -> None:
         """Stop waiting for a hole that will not fill (the capture missed those bytes for
@@ -515,17 +532,16 @@ class TcpTracker:
         what was held after it, in order."""
         waiting = conn.waiting[direction]
         conn.waiting[direction] = None
+        del self.waiters[(conn.id, direction)]
+        self.held -= waiting.held
         self._gap(conn, direction)
         for _rel, (payload, record) in sorted(waiting.segments.items()):
             self._payload(conn, direction, record, payload, record.time)
 
     def finish(self) -> None:
         """The capture ended: read what is still held behind holes."""
-        for conn in self.connections:
-            if conn.waiting:
-                for direction in (0, 1):
-                    if conn.waiting[direction] is not None:
-                        self.release(conn, direction)
+        for (_id, direction), conn in list(self.waiters.items()):
+            self.release(conn, direction)
 
     def _refill(self, conn, direction, record, rel, now):
         """A retransmission that brings bytes the capture missed (a hole left by a loss

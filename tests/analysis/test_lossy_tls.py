@@ -101,3 +101,19 @@ def test_a_handshake_read_in_order_despite_a_lost_segment(lossy_handshake):
     labels = [m["label"] for m in doc["messages"]]
     assert any(label.startswith("TLS (out of order)") for label in labels)
     assert any("ServerHello" in label and "retransmission" in label for label in labels)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("limit", ["MAX_HELD", "MAX_HELD_IN_ALL"])
+def test_holding_for_holes_stays_bounded_and_gives_up_cleanly(lossy_handshake, monkeypatch,
+                                                             limit):
+    """With room for almost nothing behind a hole (per direction, or in all connections),
+    the engine gives the hole up at once: the handshake's later messages are still read, in
+    arrival order, and the analysis completes."""
+    from captures.analysis import conversations
+
+    monkeypatch.setattr(conversations, limit, 1)
+    doc = analyze_files([lossy_handshake]).to_dict()
+    (conn,) = doc["connections"]
+    assert conn["tls"]["client_certificate"] is True  # the client's flight had no hole
+    assert conn["tls"]["version"] is None  # the ServerHello was in the hole given up
