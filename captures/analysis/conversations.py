@@ -496,9 +496,10 @@ class TcpTracker:
         then feed the stream readers everything in order, as the receiver's TCP does."""
         waiting = conn.waiting[direction]
         payload = record.payload
+        if rel + len(payload) <= waiting.fed:
+            return None, None  # bytes the readers already have: a plain retransmission
         before = waiting.held
-        if rel + len(payload) > waiting.fed:
-            waiting.hold(rel, payload, record)
+        waiting.hold(rel, payload, record)
         self.held += waiting.held - before
         if waiting.held > MAX_HELD:
             self.release(conn, direction)  # the hole is not filling
