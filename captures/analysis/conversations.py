@@ -20,12 +20,13 @@ a retransmission (no new bytes) and a keep-alive (one byte behind) from new data
 only new in-order bytes to the TLS and HTTP/2 readers.
 
 A segment beyond that highest byte opens a hole: something was lost before the capture point
-(or by the capture). While the direction's reader needs its bytes in order (a TLS handshake in
-the clear, HTTP/2 frames, a first payload not yet seen), what follows the hole is held, up to
-MAX_HELD bytes, and the retransmission that fills it releases everything in order, as the
-receiver's TCP would. A hole that never fills (the capture missed those bytes for good, or
-ended) is given up: the reader skips it and reads what was held. HTTP/1.x is read segment by
-segment instead, so for it a refill is only searched for a request or status line.
+(or by the capture). While the direction's reader needs its bytes in order (HTTP messages, a
+TLS handshake in the clear, a first payload not yet seen), what follows the hole is held, up
+to MAX_HELD bytes (MAX_HELD_IN_ALL in all connections), and the retransmission that fills it
+releases everything in order, as the receiver's TCP would. A hole that never fills (the
+capture missed those bytes for good, or ended) is given up: the reader skips it, as after any
+lost bytes, and reads what was held. The other side's ACKs tell the two apart at once: a
+receiver that acknowledges bytes of the hole got them, so only the capture lost them.
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ from .tls import (
 SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = range(5)
 MAX_HELD = 256 * 1024  # bytes held per direction while a lost segment is awaited
 MAX_HELD_IN_ALL = 32 * 1024 * 1024  # and in all connections together
-MAX_HOLES = 32  # per direction: a capture missing more than this has lost track anyway
 SEQ_MOD = 1 << 32
 WELL_KNOWN_SERVER_PORTS = frozenset(
     {
@@ -152,7 +152,6 @@ class Connection:
         "h2",
         "h2_streams",
         "handshake_ack",
-        "holes",
         "id",
         "isn",
         "keepalives",
@@ -210,9 +209,6 @@ class Connection:
         self.exchanges = 0  # encrypted request/response turns (see _payload)
         self.last_sender = None
         self.lost = [False, False]  # bytes went missing in this direction since last looked
-        # Per direction, (start, end) ranges a gap skipped and no refill has brought yet;
-        # made at the first gap (most connections never have one).
-        self.holes: tuple[list, list] | None = None
         self.waiting: list | None = None  # per direction, a _Waiting while a hole is open
         self.first_request_t = self.first_response_t = None
         self.phase = "handshake"
@@ -413,6 +409,14 @@ class TcpTracker:
             conn.zero_windows[direction] += 1
             notes.append("zero window")
 
+        other = 1 - direction
+        if flags & ACK and conn.waiting and conn.waiting[other] is not None:
+            acked = (record.ack - conn.isn[other]) % SEQ_MOD
+            if conn.waiting[other].fed < acked <= SEQ_MOD // 2:
+                # The receiver acknowledges bytes of the hole: they arrived, only the capture
+                # missed them, and no retransmission will bring them.
+                self.release(conn, other)
+
         # Payload: feed the new in-order bytes to the stream readers, label what starts here.
         label = None
         phase = None
@@ -421,11 +425,6 @@ class TcpTracker:
         elif record.payload and new_data:
             start = max(conn.max_end[direction] - rel, 0)
             if rel > conn.max_end[direction] and conn.max_end[direction] and not flags & SYN:
-                if conn.holes is None:
-                    conn.holes = ([], [])
-                holes = conn.holes[direction]
-                holes.append((conn.max_end[direction], rel))
-                del holes[:-MAX_HOLES]
                 if self._needs_order(conn, direction):
                     self._wait(conn, direction)
                     label, phase = self._reassemble(conn, direction, record, rel, now)
@@ -434,8 +433,6 @@ class TcpTracker:
                     label, phase = self._payload(conn, direction, record, record.payload, now)
             else:
                 label, phase = self._payload(conn, direction, record, record.payload[start:], now)
-        elif record.payload and conn.holes and conn.holes[direction] and rel_end:
-            label, phase = self._refill(conn, direction, record, rel, now)
         if new_data:
             conn.max_end[direction] = rel_end
 
@@ -482,11 +479,11 @@ class TcpTracker:
     @staticmethod
     def _needs_order(conn, direction) -> bool:
         """Whether this direction's reader needs its bytes in order, so that a gap is worth
-        waiting out: a TLS handshake still in the clear, HTTP/2 frames, or a first payload
-        not yet seen (a lost ClientHello or request line)."""
+        waiting out: HTTP/1.x and HTTP/2 messages, a TLS handshake still in the clear, a first
+        payload not yet seen (a lost ClientHello or request line)."""
         if conn.app == "tls":
             return not conn.tls_dirs[direction].done
-        if conn.app == "h2":
+        if conn.app in ("http/1.1", "h2"):
             return True
         return conn.app is None and conn.sniff_left[direction] > 0
 
@@ -543,23 +540,6 @@ class TcpTracker:
         """The capture ended: read what is still held behind holes."""
         for (_id, direction), conn in list(self.waiters.items()):
             self.release(conn, direction)
-
-    def _refill(self, conn, direction, record, rel, now):
-        """A retransmission that brings bytes the capture missed (a hole left by a loss
-        before the capture point). The stream readers have moved past them, but an HTTP/1.x
-        request or status line may start in them: a response whose first segment was lost
-        is still paired with its request."""
-        holes = conn.holes[direction]
-        end = rel + len(record.payload)
-        index = next((i for i, (low, high) in enumerate(holes) if rel < high and end > low), None)
-        if index is None:
-            return None, None
-        low, high = holes[index]
-        start, stop = max(low, rel), min(high, end)
-        holes[index : index + 1] = [h for h in ((low, start), (stop, high)) if h[0] < h[1]]
-        if conn.app != "http/1.1" or start != low:
-            return None, None  # a message can only start where the hole does
-        return self._http1(conn, direction, record.payload[start - rel : stop - rel], now, record)
 
     def _gap(self, conn, direction):
         conn.lost[direction] = True

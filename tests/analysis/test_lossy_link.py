@@ -130,3 +130,22 @@ def test_a_response_whose_status_line_was_lost_is_still_paired_with_its_request(
     (message,) = [m for m in doc["messages"] if m["frame"][1] == int(refill[0])]
     assert message["label"].startswith("HTTP 200 OK")
     assert "retransmission" in message["label"]
+
+
+@pytest.mark.timeout(120)
+def test_a_hole_only_the_capture_has_is_given_up_at_the_receivers_next_ack():
+    """A capture that missed a response the client did get (the corpus' 1000 keep-alive
+    requests, one response not captured): the client's ACK covers the hole, so the engine
+    stops waiting for a retransmission at once. One segment is held, not the rest of the
+    connection, and every later response keeps its status."""
+    from tests.support.corpus import corpus_dir
+
+    corpus = corpus_dir()
+    if corpus is None:
+        pytest.skip("no capture corpus found")
+    path = corpus / "keepalive" / "zeek_http11-1000-requests-one-conn-one-dropped-response.pcap"
+    doc = analyze_files([path]).to_dict()
+    held = [m for m in doc["messages"] if "out of order" in m["label"]]
+    assert len(held) == 1
+    statuses = [request["status"] for request in doc["http"]]
+    assert len(statuses) == 1000 and statuses.count(None) == 1
