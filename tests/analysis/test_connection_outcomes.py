@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from captures.analysis import analyze_files
-from tests.support.netns import capture, http_server, namespaces, require_netns, run
+from tests.support.netns import capture, http_server, paired, require_netns, run
+from tests.support.tshark import fields
 
 SERVER, CLIENT = "10.199.1.1", "10.199.1.2"
 OPEN_PORT, CLOSED_PORT, SILENT_PORT = 8080, 8081, 8082
@@ -39,16 +40,8 @@ def outcomes(tmp_path_factory):
     root = tmp_path_factory.mktemp("outcomes")
     (root / "www").mkdir()
     (root / "www" / "index.html").write_text("kviz\n")
-    tag = os.getpid() % 100000
-    client, server = f"kvoc{tag}", f"kvos{tag}"
     paths = {}
-    with namespaces(client, server):
-        run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "s0",
-            "netns", server)
-        run("ip", "addr", "add", f"{CLIENT}/24", "dev", "c0", ns=client)
-        run("ip", "addr", "add", f"{SERVER}/24", "dev", "s0", ns=server)
-        run("ip", "link", "set", "s0", "up", ns=server)
-        run("ip", "link", "set", "c0", "up", ns=client)
+    with paired(str(os.getpid() % 100000), CLIENT, SERVER) as (client, server):
         # A firewall that drops silently: the client's SYNs go unanswered.
         run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(SILENT_PORT), "-j", "DROP",
             ns=server)
@@ -71,21 +64,10 @@ def outcomes(tmp_path_factory):
     return paths
 
 
-def tshark(path, *fields, display_filter=None) -> list[list[str]]:
-    argv = ["tshark", "-r", str(path), "-n", "-T", "fields", "-E", "separator=,"]
-    for field in fields:
-        argv += ["-e", field]
-    if display_filter:
-        argv += ["-Y", display_filter]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
-    return [line.split(",") for line in out.splitlines()]
-
-
 @pytest.mark.timeout(120)
 def test_a_refused_connection_says_refused_and_who_reset_it(outcomes):
     doc = analyze_files([outcomes["refused"]]).to_dict()
-    resets = tshark(outcomes["refused"], "ip.src", "tcp.srcport",
-                    display_filter="tcp.flags.reset==1")
+    resets = fields(outcomes["refused"], "tcp.flags.reset==1", "ip.src", "tcp.srcport")
     assert resets and all(ip == SERVER for ip, _port in resets)
     (conn,) = doc["connections"]
     assert conn["handshake"] == "refused"
@@ -98,8 +80,8 @@ def test_a_refused_connection_says_refused_and_who_reset_it(outcomes):
 @pytest.mark.timeout(120)
 def test_an_unanswered_connection_counts_its_repeated_syns(outcomes):
     doc = analyze_files([outcomes["unanswered"]]).to_dict()
-    syns = tshark(outcomes["unanswered"], "tcp.seq_raw",
-                  display_filter="tcp.flags.syn==1 && tcp.flags.ack==0")
+    syns = fields(outcomes["unanswered"], "tcp.flags.syn==1 && tcp.flags.ack==0",
+                  "tcp.seq_raw")
     assert len(syns) >= 2 and len({seq for (seq,) in syns}) == 1  # one SYN, sent again
     (conn,) = doc["connections"]
     assert conn["handshake"] == "no-answer"
@@ -112,7 +94,7 @@ def test_an_unanswered_connection_counts_its_repeated_syns(outcomes):
 @pytest.mark.timeout(120)
 def test_a_reused_client_port_makes_two_connections_each_answered(outcomes):
     doc = analyze_files([outcomes["reused"]]).to_dict()
-    streams = {s for (s,) in tshark(outcomes["reused"], "tcp.stream", display_filter="tcp")}
+    streams = {s for (s,) in fields(outcomes["reused"], "tcp", "tcp.stream")}
     assert len(streams) == 2  # tshark sees the port reuse too
     connections = doc["connections"]
     assert len(connections) == 2

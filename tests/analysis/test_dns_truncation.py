@@ -16,6 +16,7 @@ import pytest
 
 from captures.analysis import analyze_files
 from tests.support.netns import capture, namespaces, require_netns, run
+from tests.support.tshark import fields
 
 DNS_SERVER = "10.199.4.1"
 NAME = "big.kviz.test"
@@ -56,21 +57,12 @@ def truncated_capture(tmp_path_factory):
     return path
 
 
-def tshark(path, display_filter, *fields) -> list[list[str]]:
-    argv = ["tshark", "-r", str(path), "-n", "-T", "fields", "-E", "separator=/t",
-            "-Y", display_filter]
-    for field in fields:
-        argv += ["-e", field]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
-    return [line.split("\t") for line in out.splitlines()]
-
-
 @pytest.mark.timeout(120)
 def test_a_truncated_answer_is_flagged_and_its_retry_over_tcp_seen(truncated_capture):
     doc = analyze_files([truncated_capture]).to_dict()
-    cut = tshark(truncated_capture, "dns.flags.response == 1 && dns.flags.truncated == 1 && udp",
+    cut = fields(truncated_capture, "dns.flags.response == 1 && dns.flags.truncated == 1 && udp",
                  "dns.count.answers")
-    whole = tshark(truncated_capture, "dns.flags.response == 1 && tcp", "dns.count.answers")
+    whole = fields(truncated_capture, "dns.flags.response == 1 && tcp", "dns.count.answers")
     assert cut and whole
 
     (over_udp,) = [e for e in doc["dns"] if e["transport"] == "udp"]

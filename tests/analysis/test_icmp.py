@@ -7,6 +7,7 @@ reading of the same file is the reference for what each ICMP message said."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ import pytest
 
 from captures.analysis import analyze_files
 from captures.analysis.narrative import narrate
-from tests.support.netns import capture, namespaces, require_netns, run
+from tests.support.netns import capture, require_netns, routed, run
+from tests.support.tshark import fields
 
 CLIENT, ROUTER_IN, ROUTER_OUT, SERVER = "10.199.2.2", "10.199.2.1", "10.199.3.1", "10.199.3.2"
 # The upload goes to a second address of the server: the client keeps the path MTU it learnt
@@ -55,31 +57,15 @@ with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
 @pytest.fixture(scope="module")
 def icmp_capture(tmp_path_factory):
     require_netns()
-    if subprocess.run(["which", "ping"], capture_output=True).returncode:
+    if shutil.which("ping") is None:
         pytest.skip("needs ping (iputils-ping)")
     path = tmp_path_factory.mktemp("icmp") / "icmp.pcapng"
-    tag = os.getpid() % 100000
-    client, router, server = f"kvic{tag}", f"kvir{tag}", f"kvis{tag}"
-    with namespaces(client, router, server):
-        run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "r0",
-            "netns", router)
-        run("ip", "link", "add", "r1", "netns", router, "type", "veth", "peer", "name", "s0",
-            "netns", server)
-        for ns, dev, v4, v6 in ((client, "c0", CLIENT, CLIENT6), (router, "r0", ROUTER_IN,
-                                ROUTER6_IN), (router, "r1", ROUTER_OUT, ROUTER6_OUT),
-                                (server, "s0", SERVER, SERVER6)):
-            run("ip", "addr", "add", f"{v4}/24", "dev", dev, ns=ns)
-            run("ip", "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad", ns=ns)
+    v6 = (CLIENT6, ROUTER6_IN, ROUTER6_OUT, SERVER6)
+    with routed(str(os.getpid() % 100000), CLIENT, ROUTER_IN, ROUTER_OUT, SERVER, v6=v6) as (
+        client, router, server,
+    ):
         run("ip", "addr", "add", f"{UPLOAD_SERVER}/24", "dev", "s0", ns=server)
         run("ip", "link", "set", "r1", "mtu", str(NARROW_MTU), ns=router)
-        for ns, dev in ((client, "c0"), (router, "r0"), (router, "r1"), (server, "s0")):
-            run("ip", "link", "set", dev, "up", ns=ns)
-        run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
-        run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=router)
-        run("ip", "route", "add", "default", "via", ROUTER_IN, ns=client)
-        run("ip", "route", "add", "default", "via", ROUTER_OUT, ns=server)
-        run("ip", "-6", "route", "add", "default", "via", ROUTER6_IN, ns=client)
-        run("ip", "-6", "route", "add", "default", "via", ROUTER6_OUT, ns=server)
 
         def ping(*args):
             return subprocess.run(["ip", "netns", "exec", client, "ping", "-n", "-W", "2",
@@ -103,17 +89,6 @@ def icmp_capture(tmp_path_factory):
     return path, udp_port, upload_port
 
 
-def tshark(path, display_filter, *fields) -> list[list[str]]:
-    # An ICMP error quotes a packet: its fields repeat the outer ones; take each field's
-    # first occurrence, the ICMP message's own.
-    argv = ["tshark", "-r", str(path), "-n", "-T", "fields", "-E", "separator=/t",
-            "-E", "occurrence=f", "-Y", display_filter]
-    for field in fields:
-        argv += ["-e", field]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
-    return [line.split("\t") for line in out.splitlines()]
-
-
 @pytest.fixture(scope="module")
 def doc(icmp_capture):
     return analyze_files([icmp_capture[0]]).to_dict()
@@ -124,7 +99,7 @@ def test_each_ping_says_request_or_reply_with_its_id_and_sequence(icmp_capture, 
     path = icmp_capture[0]
     expected = [
         f"ICMP echo {'request' if kind == '8' else 'reply'} id={ident} seq={seq}"
-        for kind, ident, seq in tshark(
+        for kind, ident, seq in fields(
             path, "(icmp.type == 8 or icmp.type == 0) and !(icmp.type == 3)",  # not quoted
             "icmp.type", "icmp.ident", "icmp.seq")
     ]
@@ -140,10 +115,10 @@ def test_a_narrow_path_is_named_with_its_mtu_and_the_packet_that_hit_it(
     path = icmp_capture[0]
     if version == 4:
         # (the ones about the ping, not about the TCP upload's segments)
-        rows = tshark(path, "icmp.type == 3 && icmp.code == 4 && !tcp", "ip.src", "icmp.mtu")
+        rows = fields(path, "icmp.type == 3 && icmp.code == 4 && !tcp", "ip.src", "icmp.mtu")
         client, server = CLIENT, SERVER
     else:
-        rows = tshark(path, "icmpv6.type == 2", "ipv6.src", "icmpv6.mtu")
+        rows = fields(path, "icmpv6.type == 2", "ipv6.src", "icmpv6.mtu")
         client, server = CLIENT6, SERVER6
     assert rows, "the router sent no ICMP about the MTU"
     (router, mtu), *_ = rows
@@ -164,7 +139,7 @@ def test_a_narrow_path_is_named_with_its_mtu_and_the_packet_that_hit_it(
 @pytest.mark.timeout(120)
 def test_a_closed_udp_port_is_reported_for_the_datagrams_it_refused(icmp_capture, doc):
     path, udp_port, _ = icmp_capture
-    rows = tshark(path, "icmp.type == 3 && icmp.code == 3", "ip.src", "udp.srcport",
+    rows = fields(path, "icmp.type == 3 && icmp.code == 3", "ip.src", "udp.srcport",
                   "udp.dstport")  # the ports are the quoted datagram's
     assert rows and all(r == [SERVER, str(udp_port), str(CLOSED_UDP_PORT)] for r in rows)
     (note,) = [a for a in doc["annotations"]
@@ -182,7 +157,7 @@ def test_a_closed_udp_port_is_reported_for_the_datagrams_it_refused(icmp_capture
 @pytest.mark.timeout(120)
 def test_a_tcp_connection_too_big_for_the_path_carries_the_routers_answer(icmp_capture, doc):
     path, _, upload_port = icmp_capture
-    rows = tshark(path, f"icmp.type == 3 && icmp.code == 4 && tcp.srcport == {upload_port}",
+    rows = fields(path, f"icmp.type == 3 && icmp.code == 4 && tcp.srcport == {upload_port}",
                   "ip.src", "icmp.mtu")
     assert rows, "the router never said the upload's segments were too big"
     (conn,) = [c for c in doc["connections"] if c["client"] == f"{CLIENT}:{upload_port}"]

@@ -13,13 +13,13 @@ its out-of-order window) is one the engine counts as a retransmission, and no ot
 from __future__ import annotations
 
 import os
-import subprocess
 from collections import Counter
 
 import pytest
 
 from captures.analysis import analyze_files
 from tests.support.netns import capture, http_server, require_netns, routed, run
+from tests.support.tshark import fields
 
 CLIENT, ROUTER_IN, ROUTER_OUT, SERVER = "10.199.0.2", "10.199.0.1", "10.199.6.1", "10.199.6.2"
 PORT = 8080
@@ -71,18 +71,9 @@ def lost_status_line(tmp_path_factory):
 def _tshark_refills(path) -> Counter:
     """Per connection (its client port): frames, in either direction, that tshark flags as a
     retransmission, a fast retransmission or out-of-order."""
-    out = subprocess.run(
-        ["tshark", "-r", str(path), "-n", "-T", "fields", "-E", "separator=,", "-e",
-         "tcp.srcport", "-e", "tcp.dstport", "-Y",
-         "tcp.analysis.retransmission or tcp.analysis.fast_retransmission "
-         "or tcp.analysis.out_of_order"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout
-    refills = Counter()
-    for line in out.split():
-        sport, dport = map(int, line.split(","))
-        refills[dport if sport == PORT else sport] += 1
-    return refills
+    rows = fields(path, "tcp.analysis.retransmission or tcp.analysis.fast_retransmission "
+                  "or tcp.analysis.out_of_order", "tcp.srcport", "tcp.dstport")
+    return Counter(int(dport) if int(sport) == PORT else int(sport) for sport, dport in rows)
 
 
 @pytest.mark.timeout(180)
@@ -118,12 +109,9 @@ def test_a_response_whose_status_line_was_lost_is_still_paired_with_its_request(
 ):
     path, drops = lost_status_line
     assert drops == 1
-    refill = subprocess.run(
-        ["tshark", "-r", str(path), "-n", "-T", "fields", "-e", "frame.number", "-Y",
-         'tcp.payload contains "HTTP/1.0 200" and (tcp.analysis.retransmission '
-         "or tcp.analysis.fast_retransmission or tcp.analysis.out_of_order)"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.split()
+    refill = [number for (number,) in fields(
+        path, 'tcp.payload contains "HTTP/1.0 200" and (tcp.analysis.retransmission '
+        "or tcp.analysis.fast_retransmission or tcp.analysis.out_of_order)", "frame.number")]
     assert len(refill) == 1  # tshark too sees the status line only as a late refill
     doc = analyze_files([path]).to_dict()
     assert [request["status"] for request in doc["http"]] == [200]

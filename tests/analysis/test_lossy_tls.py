@@ -21,6 +21,7 @@ import pytest
 from captures.analysis import analyze_files
 from captures.lab import pki
 from tests.support.netns import capture, require_netns, routed, run
+from tests.support.tshark import fields
 
 CLIENT, ROUTER_IN, ROUTER_OUT, SERVER = "10.199.7.2", "10.199.7.1", "10.199.8.1", "10.199.8.2"
 PORT = 8443
@@ -70,13 +71,10 @@ def lossy_handshake(tmp_path_factory):
     return path
 
 
-def tshark(path, display_filter, *fields) -> list[str]:
-    argv = ["tshark", "-o", "tcp.reassemble_out_of_order:TRUE", "-r", str(path), "-n",
-            "-T", "fields", "-Y", display_filter]
-    for field in fields:
-        argv += ["-e", field]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                          check=True).stdout.split()
+def tshark(path, display_filter, *names) -> list[str]:
+    """The values, with tshark reassembling out-of-order segments as a receiver does."""
+    rows = fields(path, display_filter, *names, options=("-o", "tcp.reassemble_out_of_order:TRUE"))
+    return [value for row in rows for value in row]
 
 
 @pytest.mark.timeout(120)

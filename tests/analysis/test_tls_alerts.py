@@ -24,6 +24,7 @@ from captures.analysis import analyze_files
 from captures.analysis.narrative import finding
 from captures.lab import pki
 from tests.support.netns import capture, namespaces, require_netns, run
+from tests.support.tshark import fields
 
 NEEDS_CLIENT_CERT, ANY_CLIENT = 8443, 8444
 
@@ -70,14 +71,10 @@ def failed_handshakes(tmp_path_factory):
 
 
 def tshark_alerts(path) -> list[tuple[int, int, str]]:
-    """(source port, destination port, description) of each alert tshark reads."""
-    out = subprocess.run(
-        ["tshark", "-r", str(path), "-n", "-T", "fields", "-E", "separator=,",
-         "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tls.alert_message.desc",
-         "-Y", "tls.alert_message.level == 2"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout
-    return [(int(a), int(b), desc) for a, b, desc in (line.split(",") for line in out.split())]
+    """(source port, destination port, description) of each fatal alert tshark reads."""
+    rows = fields(path, "tls.alert_message.level == 2", "tcp.srcport", "tcp.dstport",
+                  "tls.alert_message.desc")
+    return [(int(a), int(b), desc) for a, b, desc in rows]
 
 
 TLS_ALERT_CODES = {"40": "handshake_failure", "48": "unknown_ca", "116": "certificate_required",

@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from captures.analysis import analyze_files
-from tests.support.netns import capture, namespaces, require_netns, run
+from tests.support.netns import capture, paired, require_netns, run
+from tests.support.tshark import fields
 
 SERVER, CLIENT, PORT = "10.199.5.1", "10.199.5.2", 5002
 SIZE = 1_000_000
@@ -42,15 +43,7 @@ with socket.create_connection(("{SERVER}", {PORT}), timeout=20) as s:
 def stalled_capture(tmp_path_factory):
     require_netns()
     path = tmp_path_factory.mktemp("zerowin") / "zerowin.pcapng"
-    tag = os.getpid() % 100000
-    client, server = f"kvzc{tag}", f"kvzs{tag}"
-    with namespaces(client, server):
-        run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "s0",
-            "netns", server)
-        run("ip", "addr", "add", f"{CLIENT}/24", "dev", "c0", ns=client)
-        run("ip", "addr", "add", f"{SERVER}/24", "dev", "s0", ns=server)
-        run("ip", "link", "set", "s0", "up", ns=server)
-        run("ip", "link", "set", "c0", "up", ns=client)
+    with paired(str(os.getpid() % 100000), CLIENT, SERVER) as (client, server):
         sender = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-c", SENDER],
                                   stdout=subprocess.PIPE, text=True)
         try:
@@ -69,11 +62,7 @@ def stalled_capture(tmp_path_factory):
 @pytest.mark.timeout(120)
 def test_a_receiver_that_stops_reading_is_named_with_its_zero_windows(stalled_capture):
     path, port = stalled_capture
-    zero = subprocess.run(
-        ["tshark", "-r", str(path), "-n", "-T", "fields", "-e", "tcp.srcport", "-Y",
-         "tcp.analysis.zero_window"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.split()
+    zero = [port for (port,) in fields(path, "tcp.analysis.zero_window", "tcp.srcport")]
     assert zero and set(zero) == {str(port)}  # only the slow reader closed its window
 
     doc = analyze_files([path]).to_dict()

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
 from captures.decode import LiveDecoder
 from tests.support.corpus import corpus_dir
+from tests.support.tshark import fields
 
 CORPUS = corpus_dir()
 pytestmark = pytest.mark.skipif(CORPUS is None, reason="the shared corpus is not beside us")
-
-
-def tshark(path, display_filter, *fields) -> list[list[str]]:
-    argv = ["tshark", "-r", str(path), "-n", "-T", "fields", "-E", "separator=/t",
-            "-E", "occurrence=f"]
-    if display_filter:
-        argv += ["-Y", display_filter]
-    for field in fields:
-        argv += ["-e", field]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
-    return [line.split("\t") for line in out.splitlines()]
 
 
 def grow(path, data: bytes, cuts: list[int]) -> list[dict]:
@@ -53,7 +42,7 @@ def test_a_growing_file_gives_every_frame_once_in_order(tmp_path):
     source = CORPUS / "keepalive" / "zeek_http11-pipelined-5-requests-one-conn.pcap"
     data = source.read_bytes()
     rows = grow(tmp_path / "growing.pcap", data, [10, 24, 40, len(data) // 3, len(data) // 2])
-    frames = tshark(source, None, "frame.number", "frame.time_epoch")
+    frames = fields(source, None, "frame.number", "frame.time_epoch")
     assert [row["n"] for row in rows] == [int(n) for n, _t in frames]
     assert all(abs(row["t"] - float(t)) < 1e-5 for row, (_n, t) in zip(rows, frames, strict=True))
 
@@ -63,9 +52,9 @@ def test_icmp_rows_say_what_the_message_is(tmp_path):
     source = CORPUS / "linktype" / "zeek_sll2-arp-icmp-icmpv6.pcap"
     data = source.read_bytes()
     rows = {row["n"]: row for row in grow(tmp_path / "icmp.pcap", data, [len(data) // 2])}
-    echoes = tshark(source, "icmp.type == 8 or icmp.type == 0", "frame.number", "icmp.type",
+    echoes = fields(source, "icmp.type == 8 or icmp.type == 0", "frame.number", "icmp.type",
                     "icmp.ident", "icmp.seq")
-    echoes6 = tshark(source, "icmpv6.type == 128 or icmpv6.type == 129", "frame.number",
+    echoes6 = fields(source, "icmpv6.type == 128 or icmpv6.type == 129", "frame.number",
                      "icmpv6.type", "icmpv6.echo.identifier", "icmpv6.echo.sequence_number")
     assert echoes and echoes6
     for protocol, found in (("ICMP", echoes), ("ICMPv6", echoes6)):

@@ -110,24 +110,48 @@ def http_server(ns: str, address: str, port: int, directory: Path | None = None)
 
 
 @contextmanager
-def routed(tag: str, client_ip: str, router_in: str, router_out: str, server_ip: str):
-    """Three namespaces, client — router — server, on two /24s, the router forwarding and
-    each end routing through it; the server's side sends wire-sized segments (no offload
-    bursts). Yields (client, router, server) namespace names; the client's link is c0, the
-    router's r0 (client side) and r1, the server's s0."""
+def paired(tag: str, client_ip: str, server_ip: str):
+    """Two namespaces joined by a veth pair on one /24: yields (client, server) namespace
+    names; the client's end is c0, the server's s0."""
+    client, server = f"kvqc{tag}", f"kvqs{tag}"
+    with namespaces(client, server):
+        run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "s0",
+            "netns", server)
+        run("ip", "addr", "add", f"{client_ip}/24", "dev", "c0", ns=client)
+        run("ip", "addr", "add", f"{server_ip}/24", "dev", "s0", ns=server)
+        run("ip", "link", "set", "s0", "up", ns=server)
+        run("ip", "link", "set", "c0", "up", ns=client)
+        yield client, server
+
+
+@contextmanager
+def routed(tag: str, client_ip: str, router_in: str, router_out: str, server_ip: str,
+           v6: tuple[str, str, str, str] | None = None):
+    """Three namespaces, client — router — server, on two /24s (and two /64s with `v6`, the
+    same four roles' IPv6 addresses), the router forwarding and each end routing through it;
+    the server's side sends wire-sized segments (no offload bursts). Yields (client, router,
+    server) namespace names; the client's link is c0, the router's r0 (client side) and r1,
+    the server's s0."""
     client, router, server = f"kvpc{tag}", f"kvpr{tag}", f"kvps{tag}"
+    ends = ((client, "c0"), (router, "r0"), (router, "r1"), (server, "s0"))
     with namespaces(client, router, server):
         run("ip", "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "r0",
             "netns", router)
         run("ip", "link", "add", "r1", "netns", router, "type", "veth", "peer", "name", "s0",
             "netns", server)
-        for ns, dev, address in ((client, "c0", client_ip), (router, "r0", router_in),
-                                 (router, "r1", router_out), (server, "s0", server_ip)):
+        for (ns, dev), address in zip(ends, (client_ip, router_in, router_out, server_ip),
+                                      strict=True):
             run("ip", "addr", "add", f"{address}/24", "dev", dev, ns=ns)
+        for (ns, dev), address in zip(ends, v6 or (), strict=False):
+            run("ip", "-6", "addr", "add", f"{address}/64", "dev", dev, "nodad", ns=ns)
         run("ip", "link", "set", "s0", "gso_max_segs", "1", "gso_max_size", "1500", ns=server)
-        for ns, dev in ((client, "c0"), (router, "r0"), (router, "r1"), (server, "s0")):
+        for ns, dev in ends:
             run("ip", "link", "set", dev, "up", ns=ns)
         run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
         run("ip", "route", "add", "default", "via", router_in, ns=client)
         run("ip", "route", "add", "default", "via", router_out, ns=server)
+        if v6:
+            run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=router)
+            run("ip", "-6", "route", "add", "default", "via", v6[1], ns=client)
+            run("ip", "-6", "route", "add", "default", "via", v6[2], ns=server)
         yield client, router, server
