@@ -104,6 +104,9 @@ def start_capture(user, data) -> Capture:
         raise ActionError(str(exc)) from None
     seconds, packets, nbytes = validate_limits(data.get("limits"))
     bpf = validate_filter(data.get("filter"), target.linktype)
+    if target.guard_filter:
+        # Stored as run, so the capture's page shows what was really recorded.
+        bpf = f"{target.guard_filter} and ({bpf})" if bpf else target.guard_filter
     with transaction.atomic():
         capture = Capture.objects.create(
             name=name, owner=user, target_kind=target.kind, target_spec=target.spec,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 NAMESPACE_GROUP_PREFIX = "k8s-ns:"
 NODES_GROUP = "k8s-nodes"
+HOST_GROUP = "host-capture"
 
 
 class NotGranted(PermissionError):
@@ -34,6 +35,29 @@ def may_capture_nodes(user) -> bool:
     if user is not None and user.is_active and user.is_superuser:
         return True
     return NODES_GROUP in _group_names(user)
+
+
+def is_staff(user) -> bool:
+    return bool(user is not None and user.is_active and (user.is_staff or user.is_superuser))
+
+
+def may_capture_host(user) -> bool:
+    """May `user` capture this host's interfaces or its lab? (None: kviz itself, the CLI.)"""
+    return user is None or is_staff(user) or HOST_GROUP in _group_names(user)
+
+
+def check_host(user) -> None:
+    if not may_capture_host(user):
+        raise NotGranted(f"captures of this host and its lab are not granted to you (an "
+                         f"administrator adds you to the group {HOST_GROUP!r})")
+
+
+def host_guard_filter(user, protected_ports) -> str:
+    """The BPF that keeps kviz's own traffic out of `user`'s host capture ("" for staff)."""
+    if user is None or is_staff(user) or not protected_ports:
+        return ""
+    ports = " or ".join(f"port {int(port)}" for port in sorted(set(protected_ports)))
+    return f"not (tcp and ({ports}))"
 
 
 def check(user, kind: str, namespace: str | None) -> None:

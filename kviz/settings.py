@@ -161,6 +161,30 @@ KVIZ_LIVE_RETAIN = envint("KVIZ_LIVE_RETAIN", 1000)
 KVIZ_LIVE_MAX_ROWS = envint("KVIZ_LIVE_MAX_ROWS", 200)
 KVIZ_LIVE_PREFIX = env("KVIZ_LIVE_PREFIX", "kviz:live:")  # Redis keys of the replay streams
 
+
+
+def _service_port(url: str, default: int) -> list[int]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if not parsed.scheme or parsed.scheme.startswith("sqlite"):
+        return []
+    try:
+        return [parsed.port or default]
+    except ValueError:
+        return []
+
+
+# Ports whose traffic a host capture never shows a non-staff user (captures/grants.py): the
+# dashboard's own (KVIZ_WEB_PORTS: what daphne and a proxy in front of it listen on; its
+# cookies and tokens cross them), and the database's and Redis' (sessions, live events).
+KVIZ_WEB_PORTS = [int(port) for port in envlist("KVIZ_WEB_PORTS", "8000")]
+KVIZ_PROTECTED_PORTS = sorted({
+    *KVIZ_WEB_PORTS,
+    *_service_port(env("DATABASE_URL", ""), 5432),
+    *_service_port(REDIS_URL, 6379),
+})
+
 # Kubernetes (captures/k8s.py): a kubeconfig and context, or in-cluster credentials when kviz
 # runs in a pod. Node-capture pods are created in KVIZ_K8S_NAMESPACE (kviz's own).
 KVIZ_KUBECONFIG = env("KVIZ_KUBECONFIG", "")

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from captures import grants
+
 # Kubernetes' DNS-1123 rules: a label (namespaces, capture names) and a subdomain (pods, nodes).
 DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -40,6 +42,8 @@ class Target:
     kind: str  # local | lab
     spec: dict = field(default_factory=dict)
     linktype: str = "EN10MB"  # tcpdump -y name of what dumpcap will record
+    # BPF ANDed to the user's filter, so that what they may not see is never recorded.
+    guard_filter: str = ""
 
 
 class LiveSource:
@@ -79,10 +83,15 @@ def resolve_target(target, user=None) -> Target:
         from captures.sources import kubernetes
 
         return kubernetes.resolve(target, user)
+    if kind in ("local", "lab"):
+        try:
+            grants.check_host(user)
+        except grants.NotGranted as exc:
+            raise TargetError(str(exc)) from None
     if kind == "local":
         from captures.sources import local
 
-        return local.resolve(target)
+        return local.resolve(target, user)
     if kind == "lab":
         from captures.sources import labsource
 
@@ -113,8 +122,9 @@ def open_live(kind: str, spec: dict, bpf: str, max_packets: int | None = None,
 
 
 def list_targets(user=None) -> list[dict]:
-    """What `user` may capture: local interfaces, the lab, the cluster's granted namespaces."""
+    """What `user` may capture: local interfaces and the lab (with the host grant), the
+    cluster's granted namespaces, uploads."""
     from captures.sources import kubernetes, labsource, local
 
-    return [*local.targets(), *labsource.targets(), *kubernetes.targets(user),
-            {"kind": "upload"}]
+    host = [*local.targets(), *labsource.targets()] if grants.may_capture_host(user) else []
+    return [*host, *kubernetes.targets(user), {"kind": "upload"}]

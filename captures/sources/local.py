@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-from captures import sniffer
+from django.conf import settings
+
+from captures import grants, sniffer
 from captures.sources.base import INTERFACE_NAME, LiveSource, Target, TargetError
 
 
@@ -16,14 +18,15 @@ def targets() -> list[dict]:
     return [{"kind": "local", "interface": name} for name in sniffer.local_interfaces()]
 
 
-def resolve(target: dict) -> Target:
+def resolve(target: dict, user=None) -> Target:
     interface = target.get("interface")
     if not isinstance(interface, str) or not INTERFACE_NAME.fullmatch(interface) or interface in (
             ".", ".."):
         raise TargetError("interface must be a Linux interface name (at most 15 characters)")
     if interface not in sniffer.local_interfaces():
         raise TargetError(f"no local interface {interface!r}")
-    return Target("local", {"interface": interface}, sniffer.interface_linktype(interface))
+    return Target("local", {"interface": interface}, sniffer.interface_linktype(interface),
+                  grants.host_guard_filter(user, settings.KVIZ_PROTECTED_PORTS))
 
 
 class LocalSource(LiveSource):

@@ -4,8 +4,9 @@ headless Chromium driven by Playwright.
 - `kviz_server`: the base URL of daphne serving kviz.asgi, sharing the test database, Redis,
   queue and data directory with the suite's worker (tests/support/services.py).
 - `browser`: Debian's Chromium (`playwright install` cannot download a browser here).
-- `make_user(username=None, password=None, staff=False)`: a committed user; its password is
-  kept as `user.raw_password` for tests that sign in through the form.
+- `make_user(username=None, password=None, staff=False, host=False)`: a committed user (`host`:
+  in the group that may capture this host and its lab); its password is kept as
+  `user.raw_password` for tests that sign in through the form.
 - `signed_in_page(user)`: a Page in a fresh context holding that user's session.
 - `anonymous_page()`: a Page in a fresh context with no session (share links, login).
 - `upload_capture(path, user=None, name=None, wait=True)`: the id of a capture uploaded through
@@ -73,11 +74,18 @@ def browser():
 def make_user(transactional_db):
     from django.contrib.auth import get_user_model
 
-    def make(username: str | None = None, password: str | None = None, staff: bool = False):
+    def make(username: str | None = None, password: str | None = None, staff: bool = False,
+             host: bool = False):
+        from django.contrib.auth.models import Group
+
+        from captures.grants import HOST_GROUP
+
         username = username or f"user{next(_names)}"
         password = password or secrets.token_urlsafe(12)
         user = get_user_model().objects.create_user(username, password=password,
                                                     is_staff=staff)
+        if host:
+            user.groups.add(Group.objects.get_or_create(name=HOST_GROUP)[0])
         user.raw_password = password
         return user
 

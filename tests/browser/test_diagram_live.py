@@ -43,7 +43,7 @@ def rows(diagram) -> int:
 
 def test_the_diagram_grows_live_then_becomes_the_analysed_layout(
         kviz_server, signed_in_page, make_user, lab, lab_traffic, screenshot):
-    page = signed_in_page(make_user())
+    page = signed_in_page(make_user(host=True))
     start_from_form(page, "lab-diagram-live")
     diagram = page.locator("#diagram")
     # The live page carries the diagram, and a running capture puts it in live mode.

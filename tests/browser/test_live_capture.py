@@ -35,7 +35,7 @@ def counter(page) -> int:
 
 def test_it_streams_a_lab_capture_and_stops_it(
         kviz_server, signed_in_page, make_user, lab_traffic, screenshot):
-    page = signed_in_page(make_user())
+    page = signed_in_page(make_user(host=True))
     start_from_form(page, "lab-live")
     wait_for(lambda: page.locator("#live-status").inner_text() == "running", 20,
              what="the capture to run")

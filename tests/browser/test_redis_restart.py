@@ -60,7 +60,7 @@ def private_stack(test_database_url, data_dir, tmp_path, lab):
 def test_the_live_view_reconnects_and_resumes_without_a_gap_after_redis_and_web_restart(
         private_stack, signed_in_page, make_user, lab_traffic, screenshot):
     redis, web, worker = private_stack
-    page = signed_in_page(make_user())
+    page = signed_in_page(make_user(host=True))
     page.context.set_default_navigation_timeout(20_000)
     # Cookies ignore the port: the session made for the suite's server works here too.
     start_from_form(page, "redis-restart", server=web.url)

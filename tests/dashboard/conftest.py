@@ -22,11 +22,17 @@ from tests.support.services import (  # noqa: F401 - re-exported for the dashboa
 @pytest.fixture
 def users(transactional_db):
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from captures.grants import HOST_GROUP
 
     model = get_user_model()
+    alice = model.objects.create_user("alice")  # may capture this host and its lab
+    alice.groups.add(Group.objects.get_or_create(name=HOST_GROUP)[0])
     return {
-        "alice": model.objects.create_user("alice"),
-        "bob": model.objects.create_user("bob"),
+        "alice": alice,
+        "bob": model.objects.create_user("bob"),  # granted nothing
+        "root": model.objects.create_user("root", is_staff=True),
     }
 
 
