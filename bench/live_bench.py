@@ -126,10 +126,10 @@ def run_once(frames, rate: int, seconds: float) -> dict:
     from channels.testing import WebsocketCommunicator
     from django.contrib.auth import get_user_model
 
-    from captures import runner
+    from captures.jobs import runner
     from captures.models import Capture
-    from captures.routing import websocket_urlpatterns
     from captures.sources import base
+    from captures.web.routing import websocket_urlpatterns
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     capture = Capture.objects.create(

@@ -9,7 +9,7 @@ skydive_dns-a-aaaa-then-http11-get-syn-fin.pcap). It is repeated end to end: eac
 in time and given its own client ports (so each copy is new connections, not retransmissions
 of the first), written as one pcap, and analysed by the real engine. Then, per size:
 1. layout: `build_layout(model, fold=False)` timed (every arrow placed: the browser's worst
-   case), and the diagram cache written as the server does (captures/diagram_cache.py);
+   case), and the diagram cache written as the server does (captures/jobs/diagram_cache.py);
 2. first paint: Chromium opens a page running the real frontend/static/diagram modules against
    those cache files (served statically, as Django's FileResponse would), unfolded; the time
    is from navigation start until the first screen's rows are all drawn (`data-first-paint`);
@@ -187,8 +187,8 @@ def main() -> None:
     import django
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
     django.setup()
-    from captures import diagram_cache
     from captures.analysis import CaptureFile, analyze_files
+    from captures.jobs import diagram_cache
     from captures.render import build_layout
     from tests.analysis.conftest import corpus_dir
 

@@ -16,7 +16,7 @@ reaper only ever move it along these edges, each as a conditional UPDATE
 - completed, failed and interrupted are terminal: nothing leaves them. A redelivered Celery task
   finds its capture no longer queued, loses the claim and does nothing.
 - The runner writes the heartbeat every second while it owns the row (status running or
-  stopping and worker_id its own). The reaper (captures.actions.reap_stale) marks a capture
+  stopping and worker_id its own). The reaper (captures.jobs.actions.reap_stale) marks a capture
   interrupted when the heartbeat is older than KVIZ_HEARTBEAT_TIMEOUT, or at once when its
   worker starts again (it cannot be running anything then). The pcap written so far stays, and
   the reaper queues its analysis: pcapng is written block by block, and the engine reads a

@@ -101,7 +101,7 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channels and Celery both ride on Redis when REDIS_URL is set. Without it kviz runs embedded:
-# an in-memory channel layer, and captures run in a thread of the web process (captures.tasks
+# an in-memory channel layer, and captures run in a thread of the web process (captures.jobs.tasks
 # .enqueue), because an eager Celery task would hold the request open for the whole capture.
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -175,7 +175,7 @@ def _service_port(url: str, default: int) -> list[int]:
         return []
 
 
-# Ports whose traffic a host capture never shows a non-staff user (captures/grants.py): the
+# Ports whose traffic a host capture never shows a non-staff user (captures/access/grants.py): the
 # dashboard's own (KVIZ_WEB_PORTS: what daphne and a proxy in front of it listen on; its
 # cookies and tokens cross them), and the database's and Redis' (sessions, live events).
 KVIZ_WEB_PORTS = [int(port) for port in envlist("KVIZ_WEB_PORTS", "8000")]
@@ -185,8 +185,8 @@ KVIZ_PROTECTED_PORTS = sorted({
     *_service_port(REDIS_URL, 6379),
 })
 
-# Kubernetes (captures/k8s.py): a kubeconfig and context, or in-cluster credentials when kviz
-# runs in a pod. Node-capture pods are created in KVIZ_K8S_NAMESPACE (kviz's own).
+# Kubernetes (captures/adapters/k8s.py): a kubeconfig and context, or in-cluster credentials
+# when kviz runs in a pod. Node-capture pods are created in KVIZ_K8S_NAMESPACE (kviz's own).
 KVIZ_KUBECONFIG = env("KVIZ_KUBECONFIG", "")
 KVIZ_KUBE_CONTEXT = env("KVIZ_KUBE_CONTEXT", "")
 KVIZ_K8S_NAMESPACE = env("KVIZ_K8S_NAMESPACE", "")

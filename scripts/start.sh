@@ -15,7 +15,7 @@ DATA=${KVIZ_DATA_DIR:-data}
 mkdir -p "$DATA"
 PY=.venv/bin/python
 PORT=${PORT:-8000}
-# Host captures by non-staff users never record the dashboard's port (captures/grants.py).
+# Host captures by non-staff users never record the dashboard's port (captures/access/grants.py).
 export KVIZ_WEB_PORTS=${KVIZ_WEB_PORTS:-$PORT}
 export REDIS_URL=${REDIS_URL-redis://127.0.0.1:6379/0}
 is_root=0; [ "$(id -u)" = 0 ] && is_root=1

@@ -63,7 +63,7 @@ def run(options, out, err) -> int:
     from django.contrib.auth import get_user_model
     from django.core.files import File
 
-    from captures import actions
+    from captures.jobs import actions
     from captures.models import Capture
 
     users = get_user_model().objects

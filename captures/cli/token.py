@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 def run(options, out, err) -> int:
     from django.contrib.auth import get_user_model
 
-    from captures.auth import create_api_token
+    from captures.access.auth import create_api_token
 
     try:
         token = create_api_token(options["username"])

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from captures import grants
+from captures.access import grants
 
 # Kubernetes' DNS-1123 rules: a label (namespaces, capture names) and a subdomain (pods, nodes).
 DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")

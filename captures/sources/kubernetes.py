@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 
-from captures import grants
+from captures.access import grants
 from captures.sources.base import (
     LiveSource,
     Target,
@@ -73,7 +73,7 @@ def enabled() -> bool:
 
 
 def connect():
-    from captures import k8s
+    from captures.adapters import k8s
 
     return k8s.Cluster.connect(setting("KVIZ_KUBECONFIG", "") or None,
                                setting("KVIZ_KUBE_CONTEXT", "") or None)
@@ -112,7 +112,7 @@ def debug_container(name: str, target_container: str, bpf: str) -> dict:
 
 
 def node_pod_manifest(node: str, capture_id, bpf: str) -> dict:
-    from captures import k8s
+    from captures.adapters import k8s
 
     privileged = setting("KVIZ_NODE_PRIVILEGED", False)
     security = ({"privileged": True} if privileged else
@@ -167,7 +167,7 @@ def resolve(target: dict, user=None) -> Target:
     exists. Targets: {"kind": "pod", "namespace": "default", "pod": "ubuntu"},
     {"kind": "service", "namespace": "default", "service": "nginx"}, {"kind": "node", "node": n}.
     """
-    from captures import k8s
+    from captures.adapters import k8s
 
     kind, spec, namespace = _spec(target)
     if user is not None:
@@ -200,7 +200,7 @@ def resolve(target: dict, user=None) -> Target:
 
 def targets(user=None) -> list[dict]:
     """The picker: {"kind": "cluster", "namespaces": [...], "nodes": [...]} or nothing."""
-    from captures import k8s
+    from captures.adapters import k8s
 
     if not enabled():
         return []
@@ -252,7 +252,7 @@ class _Attached:
         self.interfaces: dict[int, str] = {}
 
     def start(self) -> None:
-        from captures import k8s
+        from captures.adapters import k8s
 
         self.stream = self.cluster.attach(self.namespace, self.pod, self.container)
         self.stream.write_stdin(b"start\n")
@@ -364,7 +364,7 @@ class NodeSource(_AttachedSource):
 
 
 def _snapshot(cluster) -> dict | None:
-    from captures import k8s
+    from captures.adapters import k8s
 
     try:
         return cluster.inventory()
@@ -447,7 +447,7 @@ class PcapngMerger:
         self._thread.start()
 
     def _run(self) -> None:
-        from captures.k8s import _write_all
+        from captures.adapters.k8s import _write_all
 
         parsers = [PcapParser() for _ in self.inputs]
         iface_ids: dict[int, int] = {}
@@ -518,7 +518,7 @@ class ServiceSource(LiveSource):
         self._inventory = None
 
     def open(self) -> None:
-        from captures import k8s
+        from captures.adapters import k8s
 
         self.cluster = self.cluster or connect()
         pods = self.cluster.service_pods(self.namespace, self.service)

@@ -9,7 +9,7 @@ import inspect
 import os
 import signal
 
-from captures import sniffer
+from captures.adapters import sniffer
 from captures.sources.base import (
     LiveSource,
     Target,

@@ -10,7 +10,8 @@ import os
 
 from django.conf import settings
 
-from captures import grants, sniffer
+from captures.access import grants
+from captures.adapters import sniffer
 from captures.sources.base import INTERFACE_NAME, LiveSource, Target, TargetError
 
 

@@ -78,7 +78,7 @@ def make_user(transactional_db):
              host: bool = False):
         from django.contrib.auth.models import Group
 
-        from captures.grants import HOST_GROUP
+        from captures.access.grants import HOST_GROUP
 
         username = username or f"user{next(_names)}"
         password = password or secrets.token_urlsafe(12)

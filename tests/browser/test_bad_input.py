@@ -47,7 +47,7 @@ def test_expired_and_revoked_share_links_show_a_clear_page(
         screenshot):
     from django.utils import timezone
 
-    from captures import actions
+    from captures.jobs import actions
     from captures.models import Capture, ShareLink
 
     owner = make_user()

@@ -49,7 +49,7 @@ def store(owner, pcap: Path, inventory: Path, name: str) -> str:
     """A completed capture of `pcap` with its meta file and inventory, analysed."""
     from django.conf import settings
 
-    from captures import runner
+    from captures.jobs import runner
     from captures.models import Capture, Status
 
     capture = Capture.objects.create(

@@ -127,7 +127,7 @@ def test_it_exports_every_format_and_keeps_notes_in_the_share_view(
     assert saved["png"].startswith(b"\x89PNG\r\n\x1a\n") and len(saved["png"]) > 2000
 
     # The share view: the diagram, the note read-only.
-    from captures import actions
+    from captures.jobs import actions
     from captures.models import Capture
 
     token = actions.share_capture(owner, Capture.objects.get(id=capture_id))[1]

@@ -24,7 +24,7 @@ def users(transactional_db):
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
-    from captures.grants import HOST_GROUP
+    from captures.access.grants import HOST_GROUP
 
     model = get_user_model()
     alice = model.objects.create_user("alice")  # may capture this host and its lab

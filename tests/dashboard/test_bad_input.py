@@ -9,7 +9,8 @@ from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from captures import actions, sniffer, tasks
+from captures.adapters import sniffer
+from captures.jobs import actions, tasks
 from captures.models import Capture, ShareLink, Status, TargetKind
 
 pytestmark = pytest.mark.django_db(transaction=True)

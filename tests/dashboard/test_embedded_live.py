@@ -9,7 +9,7 @@ import time
 import pytest
 from asgiref.sync import async_to_sync
 
-from captures import live
+from captures.jobs import live
 from captures.models import Capture
 
 from .live_client import assert_no_gaps, connect, events_until, is_final, session_headers

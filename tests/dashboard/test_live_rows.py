@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from captures.decode import LiveDecoder
+from captures.adapters.decode import LiveDecoder
 from tests.support.corpus import corpus_dir
 from tests.support.tshark import fields
 

@@ -23,7 +23,7 @@ def kubeconfig(apiserver, tmp_path):
 
 @pytest.fixture
 def cluster(kubeconfig):
-    from captures import k8s
+    from captures.adapters import k8s
 
     connected = k8s.Cluster.connect(str(kubeconfig), "fake")
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from captures import k8s
+from captures.adapters import k8s
 from captures.analysis.identity import Identity
 
 

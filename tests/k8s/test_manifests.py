@@ -63,7 +63,8 @@ def test_pods_are_created_and_deleted_only_in_kvizs_own_namespace():
 
 
 def test_the_capture_containers_need_only_what_rbac_yaml_grants():
-    """What captures/k8s.py calls, as (verb, resource), is granted by the ClusterRole or Role."""
+    """What captures/adapters/k8s.py calls, as (verb, resource), is granted by the ClusterRole
+    or Role."""
     granted = set()
     for _name, doc in resources():
         if doc["kind"] in ("Role", "ClusterRole"):

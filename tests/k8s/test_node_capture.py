@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from captures import k8s
+from captures.adapters import k8s
 from captures.sources import kubernetes as ks
 
 CAPTURE_ID = "0f4c2d9e-1b2a-4c3d-9e8f-7a6b5c4d3e2f"

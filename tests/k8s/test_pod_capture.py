@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from captures import k8s, runner
+from captures.adapters import k8s
+from captures.jobs import runner
 from captures.models import Capture, Status
 from captures.sources import kubernetes as ks
 

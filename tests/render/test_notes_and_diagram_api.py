@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
-from captures import actions, runner
+from captures.jobs import actions, runner
 from captures.models import Capture, Status
 from tests.render.conftest import corpus_path
 

@@ -1,9 +1,9 @@
 from django.urls import path
 
-from captures import api, diagram_api, views
+from captures.web import api, diagram_api, views
 
 urlpatterns = [
-    # Pages (captures.views); the JSON API follows.
+    # Pages (captures.web.views); the JSON API follows.
     path("", views.capture_list, name="page-list"),
     path("captures/new/", views.capture_new, name="page-new"),
     path("captures/<uuid:capture_id>/", views.capture_detail, name="page-detail"),
@@ -25,7 +25,7 @@ urlpatterns = [
     path("api/share/<str:token>/pcap", api.share_pcap, name="share-pcap"),
     path("api/share/<str:token>/analysis", api.share_analysis, name="share-analysis"),
     path("api/targets/", api.targets, name="targets"),
-    # The diagram view (captures/diagram_api.py): layout chunks, frames, exports, notes.
+    # The diagram view (captures/web/diagram_api.py): layout chunks, frames, exports, notes.
     path("api/captures/<uuid:capture_id>/layout/", diagram_api.layout, name="capture-layout"),
     path("api/captures/<uuid:capture_id>/layout/rows/<int:chunk>/", diagram_api.layout_rows,
          name="capture-layout-rows"),

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from captures import sniffer
-from captures.auth import new_token, token_hash
+from captures.access.auth import new_token, token_hash
+from captures.adapters import sniffer
 from captures.models import ACTIVE, Capture, ShareLink, Status, TargetKind, append_log
 from captures.sources import base as sources
 from captures.sources import upload as uploads
@@ -34,7 +34,7 @@ class ActionError(Exception):
 
 
 def _enqueue(task_name: str, capture_id) -> None:
-    from captures import tasks  # tasks import the runner; keep actions importable without it
+    from captures.jobs import tasks  # tasks import the runner; keep actions importable without it
 
     transaction.on_commit(lambda: tasks.enqueue(task_name, capture_id))
 

@@ -14,7 +14,7 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.db import connection
 
-from captures import actions, runner
+from captures.jobs import actions, runner
 
 
 @shared_task(name="captures.run_capture", bind=True)

@@ -31,9 +31,9 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from captures.adapters.decode import LiveDecoder
 from captures.analysis import CaptureError, CaptureFile, analyze_files
-from captures.decode import LiveDecoder
-from captures.live import LivePublisher, thin
+from captures.jobs.live import LivePublisher, thin
 from captures.models import ACTIVE, Capture, Status, TargetKind, append_log
 from captures.sources import base as sources
 

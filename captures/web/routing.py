@@ -1,6 +1,6 @@
 from django.urls import path
 
-from captures import consumers
+from captures.web import consumers
 
 websocket_urlpatterns = [
     path("ws/captures/<uuid:capture_id>/", consumers.CaptureConsumer.as_asgi()),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from captures.actions import ActionError
+from captures.jobs.actions import ActionError
 from captures.models import NOTE_MAX_LENGTH, Capture, Note
 
 TARGET = re.compile(r"(message|phase):(\d{1,9})")

@@ -11,10 +11,10 @@ from __future__ import annotations
 from django.http import FileResponse, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from captures import diagram_cache, notes, sniffer
-from captures.actions import ActionError
-from captures.api import _own_capture, _read_json, _share, error, json_errors
-from captures.auth import api_view
+from captures.access.auth import api_view
+from captures.adapters import sniffer
+from captures.jobs import diagram_cache
+from captures.jobs.actions import ActionError
 from captures.render import (
     build_layout,
     render_markdown,
@@ -22,6 +22,8 @@ from captures.render import (
     render_plantuml,
     render_svg,
 )
+from captures.web import notes
+from captures.web.api import _own_capture, _read_json, _share, error, json_errors
 
 EXPORTS = {  # format: (content type, file suffix)
     "svg": ("image/svg+xml", ".svg"),

@@ -22,7 +22,7 @@ import contextlib
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from captures import live
+from captures.jobs import live
 from captures.models import Capture
 
 CLOSE_FORBIDDEN = 4403
@@ -36,7 +36,7 @@ def _capture_for_user(capture_id, user):
 
 @database_sync_to_async
 def _capture_for_share(token):
-    from captures import actions
+    from captures.jobs import actions
 
     link = actions.find_share(token)
     return (link.capture, link.redacted) if link else (None, False)

@@ -10,8 +10,8 @@ from django.http import FileResponse, Http404, JsonResponse, StreamingHttpRespon
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from captures import actions
-from captures.auth import api_view
+from captures.access.auth import api_view
+from captures.jobs import actions
 from captures.models import Capture
 from captures.sources import base as sources
 

@@ -1,6 +1,6 @@
 """The dashboard's pages: validate, call an action, render a template. Nothing else here.
 
-The pages read the same sources as the JSON API (captures.api, docs/api.md): the capture list
+The pages read the same sources as the JSON API (captures.web.api, docs/api.md): the capture list
 and the live view keep themselves current through that API and the capture's WebSocket.
 """
 
@@ -14,10 +14,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from captures import actions, present
-from captures.api import capture_json
+from captures.jobs import actions
 from captures.models import Capture, ShareLink
 from captures.sources import base as sources
+from captures.web import present
+from captures.web.api import capture_json
 
 LIST_LIMIT = 200
 GONE = {"expired": "This share link has expired.", "revoked": "This share link was revoked.",
