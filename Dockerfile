@@ -17,8 +17,10 @@ WORKDIR /app
 COPY requirements.txt constraints.txt ./
 RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt
 COPY . .
-RUN mkdir -p /data && DATABASE_URL=sqlite:////tmp/collect.sqlite3 \
+# A throwaway key for this step only: without one kviz would make and keep a key in /data,
+# and every container of the image would share it.
+RUN mkdir -p /data && DATABASE_URL=sqlite:////tmp/collect.sqlite3 SECRET_KEY=collectstatic-only \
     python manage.py collectstatic --noinput
 
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "kviz.asgi:application"]
+CMD ["python", "-m", "kviz.serve", "-b", "0.0.0.0", "-p", "8000", "kviz.asgi:application"]

@@ -119,6 +119,12 @@ class Capture(models.Model):
     def visible_to(self, user) -> bool:
         return bool(user and user.is_authenticated and (user.is_staff or user.pk == self.owner_id))
 
+    def lock(self) -> None:
+        """Hold this capture's row until the transaction ends (inside `atomic()`): parallel
+        requests that count the capture's links or notes before adding one then count one after
+        another, so a cap holds."""
+        list(Capture.objects.select_for_update().filter(id=self.id).values_list("id", flat=True))
+
 
 def append_log(lines: list, line: str) -> list:
     """The log with `line` added, oldest lines dropped beyond LOG_LINES."""

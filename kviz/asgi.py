@@ -1,4 +1,5 @@
-"""ASGI entry: HTTP through Django, WebSockets through Channels (session auth, same origin)."""
+"""ASGI entry: HTTP through Django, WebSockets through Channels (session auth, exactly
+kviz's own origin: captures/web/origins.py)."""
 
 import os
 
@@ -11,11 +12,11 @@ django_application = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from captures.web.origins import SameOriginValidator  # noqa: E402
 from captures.web.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter({
     "http": django_application,
-    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })

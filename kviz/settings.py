@@ -46,10 +46,47 @@ def envlist(name: str, default: str) -> list[str]:
 
 
 DEBUG = envbool("DEBUG", False)
-SECRET_KEY = env("SECRET_KEY", "kviz-insecure-development-key-change-me")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
 DATA_DIR = Path(env("KVIZ_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+
+
+def _generated_secret_key(path: Path) -> str:
+    """The key kept at `path`, made on first start. Processes starting together (web and
+    worker) agree: the key is written aside and linked into place, and only one link wins."""
+    import secrets
+    import tempfile
+
+    try:
+        key = path.read_text().strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".secret-key-",
+                                         delete=False) as aside:
+            aside.write(secrets.token_urlsafe(50) + "\n")
+        os.chmod(aside.name, 0o600)
+        try:
+            os.link(aside.name, path)
+        except FileExistsError:
+            pass  # another process was first: use its key
+        finally:
+            os.unlink(aside.name)
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"no SECRET_KEY set and none can be kept in {path} "
+                                   f"({exc}): set SECRET_KEY or SECRET_KEY_FILE") from exc
+
+
+# Never a known default: without SECRET_KEY, a random key made on first start is kept in the
+# data directory (sessions and tokens survive restarts; every installation has its own).
+SECRET_KEY = env("SECRET_KEY", "") or _generated_secret_key(DATA_DIR / "secret-key")
+if SECRET_KEY in ("change-me", "changeme", "kviz-insecure-development-key-change-me"):
+    raise ImproperlyConfigured("SECRET_KEY is a placeholder from an example: set a random one, "
+                               "or unset it and kviz keeps a generated one in KVIZ_DATA_DIR")
 REDIS_URL = env("REDIS_URL", "")
 
 INSTALLED_APPS = [
@@ -72,6 +109,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "captures.web.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "kviz.urls"
@@ -112,6 +150,11 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# The cache holds sign-in failure counts, which every web process must share.
+CACHES = {"default": {
+    "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+    "KEY_PREFIX": env("KVIZ_CHANNELS_PREFIX", "kviz"),
+} if REDIS_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL and envbool("CELERY_EAGER_WITHOUT_REDIS", True)
@@ -126,6 +169,42 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Sign-in throttling (captures/access/throttle.py): failures counted per account and per
+# address over a window; past the limit every attempt is refused until the window ends.
+KVIZ_LOGIN_FAILURES_PER_ACCOUNT = envint("KVIZ_LOGIN_FAILURES_PER_ACCOUNT", 5)
+KVIZ_LOGIN_FAILURES_PER_ADDRESS = envint("KVIZ_LOGIN_FAILURES_PER_ADDRESS", 20)
+KVIZ_LOGIN_WINDOW_SECONDS = envint("KVIZ_LOGIN_WINDOW_SECONDS", 900)
+
+# Behind a TLS-terminating proxy or ingress (the deploy files): KVIZ_BEHIND_PROXY trusts its
+# X-Forwarded-Proto (and X-Forwarded-For for throttling); KVIZ_HTTPS makes kviz HTTPS-only
+# (redirect, HSTS, cookies sent over HTTPS only). Off by default: start.sh serves plain HTTP
+# on 127.0.0.1.
+KVIZ_BEHIND_PROXY = envbool("KVIZ_BEHIND_PROXY", False)
+if KVIZ_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+KVIZ_HTTPS = envbool("KVIZ_HTTPS", False)
+if KVIZ_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = envint("KVIZ_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+# Sent with every answer (captures/web/csp.py): scripts and styles from kviz's
+# own origin only, never inline.
+KVIZ_CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data: blob:",
+    "connect-src 'self'", "font-src 'self'", "object-src 'none'", "base-uri 'none'",
+    "form-action 'self'", "frame-ancestors 'none'",
+])
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
@@ -152,9 +231,28 @@ KVIZ_MAX_SECONDS = envint("KVIZ_MAX_SECONDS", 3600)
 KVIZ_MAX_PACKETS = envint("KVIZ_MAX_PACKETS", 1_000_000)
 KVIZ_MAX_BYTES = envint("KVIZ_MAX_BYTES", 1024 * 1024 * 1024)
 KVIZ_MAX_UPLOAD_BYTES = envint("KVIZ_MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
+# One frame's dissection (GET .../frames/0/<n>/) runs tshark over the stored file: at most
+# KVIZ_TSHARK_CONCURRENCY at once over all web processes (the rest: 429), each within
+# KVIZ_TSHARK_SECONDS and KVIZ_TSHARK_MEMORY_MB of address space, and at most
+# KVIZ_FRAMES_PER_MINUTE per user and per share link.
+KVIZ_TSHARK_CONCURRENCY = envint("KVIZ_TSHARK_CONCURRENCY", 4)
+KVIZ_TSHARK_SECONDS = envint("KVIZ_TSHARK_SECONDS", 20)
+KVIZ_TSHARK_MEMORY_MB = envint("KVIZ_TSHARK_MEMORY_MB", 1024)
+KVIZ_FRAMES_PER_MINUTE = envint("KVIZ_FRAMES_PER_MINUTE", 60)
 # A running capture whose worker has not written a heartbeat for this long is `interrupted`.
 KVIZ_HEARTBEAT_TIMEOUT = envint("KVIZ_HEARTBEAT_TIMEOUT", 30)
 KVIZ_SHARE_DAYS = envint("KVIZ_SHARE_DAYS", 7)
+# What one capture's links may add up to: at most this many valid at once, each valid at most
+# this many days.
+KVIZ_SHARE_MAX_LINKS = envint("KVIZ_SHARE_MAX_LINKS", 20)
+KVIZ_SHARE_MAX_DAYS = envint("KVIZ_SHARE_MAX_DAYS", 30)
+# An open share WebSocket closes at once when its link is revoked (a channel-layer message);
+# should that message be lost, it looks at its link again at most this often while events flow.
+KVIZ_SHARE_RECHECK_SECONDS = envint("KVIZ_SHARE_RECHECK_SECONDS", 5)
+# Open share WebSockets (anyone with a link may open them): at most this many per link and per
+# client address, over all web processes.
+KVIZ_SHARE_SOCKETS_PER_LINK = envint("KVIZ_SHARE_SOCKETS_PER_LINK", 20)
+KVIZ_SHARE_SOCKETS_PER_ADDRESS = envint("KVIZ_SHARE_SOCKETS_PER_ADDRESS", 20)
 # Live view: events kept per capture for reconnecting browsers (1000: at least 100 s at the
 # full rate of ten batches a second), rows per batch before a batch is thinned.
 KVIZ_LIVE_RETAIN = envint("KVIZ_LIVE_RETAIN", 1000)

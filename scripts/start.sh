@@ -102,7 +102,7 @@ if [ -n "$REDIS_URL" ]; then
     --logfile "$(realpath "$DATA")/worker.log" &
   started+=("$!")
 fi
-.venv/bin/daphne -b 127.0.0.1 -p "$PORT" kviz.asgi:application &
+"$PY" -m kviz.serve -b 127.0.0.1 -p "$PORT" kviz.asgi:application &
 started+=("$!")
 
 # Demo captures after the services: with Redis the worker analyses them while we go on.

@@ -8,23 +8,14 @@ requests keep Django's CSRF check.
 from __future__ import annotations
 
 import functools
-import hashlib
-import secrets
 
 from django.contrib.auth import get_user_model
-from django.http import JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
+from captures.access.tokens import new_token, token_hash
 from captures.models import ApiToken
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+from captures.web.common import error
 
 
 def create_api_token(username: str) -> str:
@@ -54,10 +45,6 @@ def user_for_token(token: str):
     return row.user
 
 
-def _json_error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
-
-
 class _CsrfCheck(CsrfViewMiddleware):
     def _reject(self, request, reason):
         return reason
@@ -65,20 +52,21 @@ class _CsrfCheck(CsrfViewMiddleware):
 
 def _authenticate(request, required: bool):
     """None when the request may go on, else the error response."""
+
     token = bearer_token(request)
     if token is not None:
         user = user_for_token(token)
         if user is None:
-            return _json_error(401, "invalid API token")
+            return error(401, "invalid API token")
         request.user = user
         return None
     if not request.user.is_authenticated:
         if required:
-            return _json_error(401, "authentication required (session or Bearer token)")
+            return error(401, "authentication required (session or Bearer token)")
         return None
     reason = _CsrfCheck(lambda r: None).process_view(request, None, (), {})
     if reason:
-        return _json_error(403, f"CSRF check failed: {reason}")
+        return error(403, f"CSRF check failed: {reason}")
     return None
 
 

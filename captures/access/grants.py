@@ -31,6 +31,16 @@ def granted_namespaces(user) -> set[str] | None:
             if name.startswith(NAMESPACE_GROUP_PREFIX)}
 
 
+def namespaces_granted_to_anyone() -> set[str]:
+    """Every namespace some group grants: where the cluster must let the worker capture (one
+    RoleBinding each, captures.sources.kubernetes.capture_bindings)."""
+    from django.contrib.auth.models import Group
+
+    names = Group.objects.filter(name__startswith=NAMESPACE_GROUP_PREFIX).values_list(
+        "name", flat=True)
+    return {name[len(NAMESPACE_GROUP_PREFIX):] for name in names}
+
+
 def may_capture_nodes(user) -> bool:
     if user is not None and user.is_active and user.is_superuser:
         return True

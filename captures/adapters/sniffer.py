@@ -8,8 +8,11 @@ filter such as `; rm -rf /` or `$(id)` is only ever an (invalid) BPF expression.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
+import math
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -27,7 +30,8 @@ ARPHRD_LINKTYPES = {1: "EN10MB", 772: "EN10MB", 65534: "RAW", 776: "RAW", 778: "
 ANY_LINKTYPE = "LINUX_SLL2"  # `-i any` keeps interface indexes only in cooked v2
 
 
-DISSECT_TIMEOUT = 30.0
+DISSECT_TIMEOUT = 30.0  # the default; the web edge passes KVIZ_TSHARK_SECONDS
+DISSECT_MEMORY = 1024 ** 3  # address space of one tshark; the web edge passes its setting
 DISSECT_MAX_BYTES = 8 * 1024 * 1024  # tshark's JSON for one frame; a jumbo frame is ~2 MB
 
 
@@ -150,25 +154,37 @@ def start(interface: str, bpf: str = "", wrap: list[str] | None = None,
     raise SniffError(f"dumpcap on {interface} did not start: {detail or 'no output'}")
 
 
-def dissect_frame(path, frame_number: int) -> dict:
+def _bounded(memory_bytes: int, cpu_seconds: int) -> None:
+    # In the child, before exec: a dissection of a huge or hostile file cannot take the host's
+    # memory (allocations beyond RLIMIT_AS fail and tshark exits) nor a CPU for long.
+    _die_with_parent()
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+
+
+def dissect_frame(path, frame_number: int, timeout: float = DISSECT_TIMEOUT,
+                  memory_bytes: int = DISSECT_MEMORY) -> dict:
     """tshark's full dissection of frame `frame_number` (1-based) of a stored capture.
 
     Returns `{"frame": n, "protocols": "eth:ethertype:ip:tcp", "layers": {name: tree},
     "hex": "<the frame's bytes>"}`, or None when the file has no such frame. The whole file is
     read (not one cut-out frame) so TCP and TLS dissectors see the frame in its context; tshark
     is stopped as soon as the frame's JSON object is complete, so an early frame of a big file
-    is quick. Bounded by DISSECT_TIMEOUT and DISSECT_MAX_BYTES.
+    is quick. Bounded by `timeout` (wall clock; its CPU time too), `memory_bytes` (RLIMIT_AS)
+    and DISSECT_MAX_BYTES of output. Callers bound how many run at once (the web edge:
+    captures.web.diagram_api).
     """
     if isinstance(frame_number, bool) or not isinstance(frame_number, int) or frame_number < 1:
         raise ValueError("frame numbers start at 1")
     argv = ["tshark", "-n", "-r", str(path), "-Y", f"frame.number=={frame_number}",
             "-T", "json", "-x"]
     try:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            preexec_fn=functools.partial(_bounded, memory_bytes, math.ceil(timeout) + 1))
     except FileNotFoundError:
         raise DissectError("cannot dissect frames: tshark is not installed") from None
-    deadline = time.monotonic() + DISSECT_TIMEOUT
+    deadline = time.monotonic() + timeout
     lines: list[bytes] = []
     size, started, complete, pending = 0, False, False, b""
     fd = process.stdout.fileno()
@@ -203,6 +219,11 @@ def dissect_frame(path, frame_number: int) -> dict:
         process.wait(timeout=STOP_TIMEOUT)
         process.stdout.close()
     if not complete:
+        if process.returncode not in (0, -signal.SIGKILL):
+            # Not ours to kill and not a clean end: out of memory (beyond RLIMIT_AS tshark
+            # aborts, or cannot even load its libraries), out of CPU time, or an unreadable file.
+            raise DissectError(f"tshark failed on this capture (exit status "
+                               f"{process.returncode}; out of memory or time?)")
         return None
     try:
         packet = json.loads(b"\n".join(lines).rstrip(b","), object_pairs_hook=_keep_repeats)

@@ -1,9 +1,19 @@
-"""DNS message parsing (RFC 1035), enough to pair queries with answers and name addresses."""
+"""DNS: message parsing (RFC 1035), and the exchanges of a capture, each query paired with its
+answer.
+
+An answer is paired with the pending query of the same ID, client endpoint, name and type (the
+resolver's view of "same question"); a query asked again before any answer counts as a retry of
+that exchange, and an answer with no query seen (the capture began after it) is an exchange of
+its own with no query time. Exchanges are kept compact (see DnsExchange): a DNS-heavy capture
+has one per query.
+"""
 
 from __future__ import annotations
 
 import socket
 import struct
+from json.encoder import encode_basestring as _string
+from sys import intern
 
 from .records import DnsInfo
 
@@ -202,3 +212,138 @@ def parse_dns_tcp(payload: bytes) -> list[DnsInfo]:
         messages.append(info)
         offset += 2 + length
     return messages
+
+
+def dns_label(infos) -> str:
+    parts = []
+    for info in infos[:2]:
+        qtype = qtype_name(info.qtype)
+        if not info.is_response:
+            parts.append(f"DNS query {qtype} {info.name}")
+            continue
+        values = [v for _n, t, v in info.answers if t in (1, 28)] or [
+            v for _n, _t, v in info.answers
+        ]
+        shown = ", ".join(values[:3]) + (" …" if len(values) > 3 else "")
+        cut = " (truncated)" if info.truncated else ""
+        if info.rcode:
+            parts.append(f"DNS {rcode_name(info.rcode)} {qtype} {info.name}{cut}")
+        else:
+            parts.append(f"DNS answer {qtype} {info.name} → {shown or 'no records'}{cut}")
+    return "; ".join(parts)
+
+
+class DnsExchange:
+    """One query and its answer. Compact on purpose: a DNS-heavy capture has one per query."""
+
+    __slots__ = (
+        "answers",
+        "client",
+        "id",
+        "latency_ms",
+        "name",
+        "qtype",
+        "rcode",
+        "retries",
+        "server",
+        "t",
+        "transport",
+        "truncated",
+    )
+
+    def __init__(self, ident, name, qtype, client, server, t, transport) -> None:
+        self.id = ident
+        self.name = name
+        self.qtype = qtype
+        self.client = client
+        self.server = server
+        self.t = t  # None when only the answer was seen
+        self.transport = transport
+        self.answers: tuple = ()  # (name, type, value) records
+        self.rcode = None
+        self.latency_ms = None
+        self.retries = 0
+        self.truncated = False
+
+    def to_dict(self, t0: float) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": qtype_name(self.qtype),
+            "answers": [value for _n, _t, value in self.answers],
+            "answer_records": [
+                {"name": n, "type": qtype_name(t), "value": v} for n, t, v in self.answers
+            ],
+            "rcode": None if self.rcode is None else rcode_name(self.rcode),
+            "client": self.client,
+            "server": self.server,
+            "t": None if self.t is None else round(self.t - t0, 6),
+            "latency_ms": self.latency_ms,
+            "transport": self.transport,
+            "retries": self.retries,
+            "truncated": self.truncated,
+        }
+
+    def to_json(self, t0: float) -> str:
+        """to_dict() as compact JSON text, written by hand: a DNS-heavy capture has tens of
+        thousands of exchanges, and building a dict for each was a tenth of writing the
+        model. Endpoints and transport are decoder-written text that needs no escaping."""
+        answers = self.answers
+        records = ",".join(
+            f'{{"name":{_string(n)},"type":{_string(qtype_name(t))},"value":{_string(v)}}}'
+            for n, t, v in answers
+        )
+        rcode = self.rcode
+        return (
+            f'{{"id":{self.id},"name":{_string(self.name)},'
+            f'"type":{_string(qtype_name(self.qtype))},'
+            f'"answers":[{",".join(_string(v) for _n, _t, v in answers)}],'
+            f'"answer_records":[{records}],'
+            f'"rcode":{"null" if rcode is None else _string(rcode_name(rcode))},'
+            f'"client":"{self.client}","server":"{self.server}",'
+            f'"t":{"null" if self.t is None else repr(round(self.t - t0, 6))},'
+            f'"latency_ms":{"null" if self.latency_ms is None else repr(self.latency_ms)},'
+            f'"transport":"{self.transport}","retries":{self.retries},'
+            f'"truncated":{"true" if self.truncated else "false"}}}'
+        )
+
+
+class DnsTracker:
+    """Pairs each DNS answer with its query by (id, client endpoint, name, type)."""
+
+    def __init__(self, max_exchanges: int, warnings) -> None:
+        self.exchanges: list[DnsExchange] = []
+        self.pending: dict[tuple, DnsExchange] = {}
+        self.max_exchanges = max_exchanges
+        self.warnings = warnings
+
+    def observe(self, record, src: str, dst: str, transport: str) -> None:
+        if len(self.exchanges) >= self.max_exchanges:
+            self.warnings.add(
+                f"more than {self.max_exchanges} DNS exchanges: later ones are not listed"
+            )
+            return
+        # Names, addresses and endpoints repeat across thousands of lookups: share them.
+        src, dst = intern(src), intern(dst)
+        for info in record.dns:
+            name = intern(info.name)
+            if not info.is_response:
+                key = (info.id, src, name.lower(), info.qtype)
+                existing = self.pending.get(key)
+                if existing is not None and existing.rcode is None:
+                    existing.retries += 1
+                    continue
+                exchange = DnsExchange(info.id, name, info.qtype, src, dst, record.time, transport)
+                self.exchanges.append(exchange)
+                self.pending[key] = exchange
+                continue
+            key = (info.id, dst, name.lower(), info.qtype)
+            exchange = self.pending.pop(key, None)
+            if exchange is None:
+                exchange = DnsExchange(info.id, name, info.qtype, dst, src, None, transport)
+                self.exchanges.append(exchange)
+            else:
+                exchange.latency_ms = round((record.time - exchange.t) * 1000, 3)
+            exchange.rcode = info.rcode
+            exchange.truncated = info.truncated
+            exchange.answers = tuple((intern(n), t, intern(v)) for n, t, v in info.answers)

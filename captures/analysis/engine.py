@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
-from .conversations import DnsTracker, TcpTracker, dns_label
+from .dns import DnsTracker, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
 from .icmp import parse_icmp
 from .identity import Identity
@@ -45,6 +45,7 @@ from .records import (
     endpoint,
     split_endpoint,
 )
+from .tcp import TcpTracker
 
 META_SCHEMA = "kviz.capture-meta/1"
 DEFAULT_MAX_FLOWS = 200_000
@@ -293,10 +294,11 @@ class _Analysis:
         t = seconds_text(record.time - t0)
         vantages = self.vantage_json
         first = hops[0]
-        vantage = vantages.get((first[0], first[1]))
+        seen_at = (first.interface, first.direction)
+        vantage = vantages.get(seen_at)
         if vantage is None:
-            vantage = vantages[(first[0], first[1])] = hop_vantage(first[0], first[1])
-        hops_json = encode_hop(vantage, src, dst, t, first[7])
+            vantage = vantages[seen_at] = hop_vantage(*seen_at)
+        hops_json = encode_hop(vantage, src, dst, t, first.tunnel)
         notes = () if icmp_note is None else (icmp_note,)
         if len(hops) > 1:
             if flow is not None:
@@ -306,11 +308,11 @@ class _Analysis:
                     hops_json,
                     *(
                         encode_hop(
-                            hop_vantage(h[0], h[1]),
-                            endpoint(h[2], h[3], version) if has_ports else h[2],
-                            endpoint(h[4], h[5], version) if has_ports else h[4],
-                            seconds_text(h[6] - t0),
-                            h[7],
+                            hop_vantage(h.interface, h.direction),
+                            endpoint(h.src, h.sport, version) if has_ports else h.src,
+                            endpoint(h.dst, h.dport, version) if has_ports else h.dst,
+                            seconds_text(h.time - t0),
+                            h.tunnel,
                         )
                         for h in hops[1:]
                     ),
@@ -405,7 +407,7 @@ class _Analysis:
             return endpoint(ip, port, version) if has_ports else ip
 
         def hop_ref(hop):
-            return {"interface": hop[0], "direction": hop[1]}
+            return {"interface": hop.interface, "direction": hop.direction}
 
         # The address the client used names the pre-NAT side. Hops are in time order, which
         # is path order on one host but not across hosts whose clocks differ.
@@ -414,34 +416,34 @@ class _Analysis:
             found = []
             if direction == 0:
                 if dst_changed:
-                    old, new = (before[4], before[5]), (after[4], after[5])
+                    old, new = before.destination, after.destination
                     if new == server and old != server:
                         old, new = new, old
                     found.append(("dnat", ep(*old), ep(*new)))
                 if src_changed:
-                    found.append(("snat", ep(before[2], before[3]), ep(after[2], after[3])))
+                    found.append(("snat", ep(*before.source), ep(*after.source)))
             else:
                 if src_changed:
-                    old, new = (after[2], after[3]), (before[2], before[3])
+                    old, new = after.source, before.source
                     if new == server and old != server:
                         old, new = new, old
                     found.append(("dnat", ep(*old), ep(*new)))
                 if dst_changed:
-                    found.append(("snat", ep(after[4], after[5]), ep(before[4], before[5])))
+                    found.append(("snat", ep(*after.destination), ep(*before.destination)))
             for kind, old, new in found:
                 key = (kind, flow, old, new)
                 index = self.annotation_index.get(key)
                 if index is None:
                     where = (
-                        f"{before[0]} ({before[1]} → {after[1]})"
-                        if before[0] == after[0]
-                        else f"{before[0]} → {after[0]}"
+                        f"{before.interface} ({before.direction} → {after.direction})"
+                        if before.interface == after.interface
+                        else f"{before.interface} → {after.interface}"
                     )
                     annotation = {
                         "kind": kind,
                         "before": old,
                         "after": new,
-                        "where": where if before[0] and after[0] else "unknown",
+                        "where": where if before.interface and after.interface else "unknown",
                         "from_hop": hop_ref(before),
                         "to_hop": hop_ref(after),
                         "seen_on": "request" if direction == 0 else "reply",
@@ -457,14 +459,14 @@ class _Analysis:
         if conn is not None:
             # The rewritten tuples name the same connection from now on.
             for hop in hops[1:]:
-                client, server = ((hop[2], hop[3]), (hop[4], hop[5]))
+                client, server = hop.source, hop.destination
                 if direction == 1:
                     client, server = server, client
                 self.tcp.alias(conn, client, server)
         elif flow[0] == "udp":
             for hop in hops[1:]:
-                forward = (hop[2], hop[3], hop[4], hop[5])
-                backward = (hop[4], hop[5], hop[2], hop[3])
+                forward = (hop.src, hop.sport, hop.dst, hop.dport)
+                backward = (hop.dst, hop.dport, hop.src, hop.sport)
                 if direction == 1:
                     forward, backward = backward, forward
                 self.udp_flows.setdefault(forward, (flow[1], 0))
@@ -482,9 +484,9 @@ class _Analysis:
                 "kind": "dnat",
                 "before": before,
                 "after": after,
-                "where": hop[0] or "unknown",
+                "where": hop.interface or "unknown",
                 "from_hop": None,
-                "to_hop": {"interface": hop[0], "direction": hop[1]},
+                "to_hop": {"interface": hop.interface, "direction": hop.direction},
                 "seen_on": "reply",
                 "mechanism": "redirect" if is_loopback(conn.server[0]) else "nat",
                 "connection": conn.id,
@@ -529,85 +531,39 @@ class _Analysis:
     def _finish(self, file_facts) -> SequenceModel:
         t0 = self.t0 or 0.0
         self.tcp.finish()
+        connections = self._connections(t0)
+        self._dns_findings()
+        self._truncated_answers()
+        http = self._http_requests(t0)
+        participants = self._participants()
+        capture = self._capture_facts(file_facts, t0)
+        return SequenceModel(
+            capture,
+            participants,
+            self.messages,
+            connections,
+            self.dns.exchanges,
+            http,
+            self.annotations,
+            t0,
+        )
+
+    def _connections(self, t0: float) -> list[dict]:
+        """Each connection's findings and summary; its server port joins the participant's
+        ports."""
         connections = []
         for conn in self.tcp.connections:
-            for finding in sidecar_findings(conn):
+            for finding in connection_findings(conn):
                 conn.annotations.append(self._annotate(finding))
-            requests = len(conn.requests)
-            if requests >= 2:
-                conn.annotations.append(
-                    self._annotate(
-                        {
-                            "kind": "pooled",
-                            "connection": conn.id,
-                            "requests": requests,
-                            "basis": "requests",
-                        }
-                    )
-                )
-            elif not requests and conn.exchanges >= 2:
-                conn.annotations.append(
-                    self._annotate(
-                        {
-                            "kind": "pooled",
-                            "connection": conn.id,
-                            "requests": conn.exchanges,
-                            "basis": "encrypted request/response turns",
-                        }
-                    )
-                )
-            closed = conn.closed()
-            if closed == "open":
-                conn.annotations.append(
-                    self._annotate({"kind": "kept_open", "connection": conn.id})
-                )
-            elif closed == "rst":
-                conn.annotations.append(
-                    self._annotate(
-                        {"kind": "rst", "connection": conn.id, "by": conn.endpoint(conn.rst_by)}
-                    )
-                )
-            for alert in (conn.tls or {}).get("alerts", ()):
-                if alert["level"] == "fatal":
-                    side = 0 if alert["by"] == "client" else 1
-                    conn.annotations.append(
-                        self._annotate(
-                            {
-                                "kind": "tls_alert",
-                                "connection": conn.id,
-                                "by": conn.endpoint(side),
-                                "description": alert["description"],
-                            }
-                        )
-                    )
-            for side, count in enumerate(conn.zero_windows):
-                if count:
-                    conn.annotations.append(
-                        self._annotate(
-                            {
-                                "kind": "zero_window",
-                                "connection": conn.id,
-                                "by": conn.endpoint(side),
-                                "count": count,
-                            }
-                        )
-                    )
-            if conn.retransmissions:
-                conn.annotations.append(
-                    self._annotate(
-                        {
-                            "kind": "retransmission",
-                            "connection": conn.id,
-                            "count": conn.retransmissions,
-                        }
-                    )
-                )
             summary = conn.summary()
             summary["timing"]["start"] = round(conn.start - t0, 6)
             connections.append(summary)
-            for port_holder in (conn.server,):
-                self.participants.setdefault(port_holder[0], set()).add(port_holder[1])
+            server_ip, server_port = conn.server
+            self.participants.setdefault(server_ip, set()).add(server_port)
+        return connections
 
+    def _dns_findings(self) -> None:
+        """Names that do not exist and queries never answered, counted per name."""
         unanswered: dict[str, int] = {}
         nxdomain: dict[str, int] = {}
         for exchange in self.dns.exchanges:
@@ -619,8 +575,9 @@ class _Analysis:
             self._annotate({"kind": "nxdomain", "name": name, "count": count})
         for name, count in unanswered.items():
             self._annotate({"kind": "dns_unanswered", "name": name, "count": count})
-        self._truncated_answers()
 
+    def _http_requests(self, t0: float) -> list[dict]:
+        """The HTTP requests of all connections, their times relative to t0."""
         http = []
         for request in self.tcp.http:
             ttfb = None
@@ -637,13 +594,19 @@ class _Analysis:
                     else round(request["response_t"] - t0, 6),
                 }
             )
+        return http
 
+    def _participants(self) -> list[dict]:
+        """Every address seen, described by what the inventory and DNS answers tell."""
         participants = []
         for ip, ports in self.participants.items():
             described = self.identity.describe(ip)
             described["ports"] = sorted(ports)
             participants.append(described)
+        return participants
 
+    def _capture_facts(self, file_facts: list[dict], t0: float) -> dict:
+        """The capture's files, counts, start and duration, and what went wrong reading it."""
         capture = {
             "files": file_facts,
             "packets": sum(f["packets"] for f in file_facts),
@@ -660,13 +623,73 @@ class _Analysis:
             facts.pop("last", None)
         if capture["packets"] == 0:
             capture["warnings"].append("the capture holds no packets")
-        return SequenceModel(
-            capture,
-            participants,
-            self.messages,
-            connections,
-            self.dns.exchanges,
-            http,
-            self.annotations,
-            t0,
-        )
+        return capture
+
+
+def connection_findings(conn) -> list[dict]:
+    """What a whole connection shows, in this order: the mesh's doing, pooling, how it ended,
+    fatal TLS alerts, zero windows, retransmissions."""
+    return [
+        *sidecar_findings(conn),
+        *_pooling(conn),
+        *_ending(conn),
+        *_fatal_tls_alerts(conn),
+        *_zero_windows(conn),
+        *_retransmissions(conn),
+    ]
+
+
+def _pooling(conn) -> list[dict]:
+    """Several requests on one connection; for encrypted traffic, request/response turns."""
+    requests = len(conn.requests)
+    if requests >= 2:
+        return [
+            {"kind": "pooled", "connection": conn.id, "requests": requests, "basis": "requests"}
+        ]
+    if not requests and conn.exchanges >= 2:
+        return [
+            {
+                "kind": "pooled",
+                "connection": conn.id,
+                "requests": conn.exchanges,
+                "basis": "encrypted request/response turns",
+            }
+        ]
+    return []
+
+
+def _ending(conn) -> list[dict]:
+    """A connection still open when the capture ended, or reset (a FIN is no finding)."""
+    closed = conn.closed()
+    if closed == "open":
+        return [{"kind": "kept_open", "connection": conn.id}]
+    if closed == "rst":
+        return [{"kind": "rst", "connection": conn.id, "by": conn.endpoint(conn.rst_by)}]
+    return []
+
+
+def _fatal_tls_alerts(conn) -> list[dict]:
+    return [
+        {
+            "kind": "tls_alert",
+            "connection": conn.id,
+            "by": conn.endpoint(0 if alert["by"] == "client" else 1),
+            "description": alert["description"],
+        }
+        for alert in (conn.tls or {}).get("alerts", ())
+        if alert["level"] == "fatal"
+    ]
+
+
+def _zero_windows(conn) -> list[dict]:
+    return [
+        {"kind": "zero_window", "connection": conn.id, "by": conn.endpoint(side), "count": count}
+        for side, count in enumerate(conn.zero_windows)
+        if count
+    ]
+
+
+def _retransmissions(conn) -> list[dict]:
+    if not conn.retransmissions:
+        return []
+    return [{"kind": "retransmission", "connection": conn.id, "count": conn.retransmissions}]

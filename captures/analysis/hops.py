@@ -16,6 +16,7 @@ Messages leave the folder in first-seen order once the window has passed them.
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 from zlib import crc32
 
 from .records import PacketRecord
@@ -24,29 +25,41 @@ DEFAULT_WINDOW = 0.5  # seconds; copies on one host are microseconds apart
 SAME_PACKET_SECONDS = 0.001
 
 
+class Hop(NamedTuple):
+    """One copy of a message: where it was seen, and its addresses there."""
+
+    # The vantage point: the interface label (with the file's vantage when there are several
+    # files) and the direction, "in" or "out", when the file knows it.
+    interface: str | None
+    direction: str | None
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    time: float
+    tunnel: str | None  # seen encapsulated there: "vxlan", "geneve", ...
+
+    @property
+    def source(self) -> tuple[str, int]:
+        return (self.src, self.sport)
+
+    @property
+    def destination(self) -> tuple[str, int]:
+        return (self.dst, self.dport)
+
+
 class LogicalMessage:
     __slots__ = ("hops", "key", "record")
 
-    def __init__(self, record: PacketRecord, key: tuple, hop: tuple) -> None:
+    def __init__(self, record: PacketRecord, key: tuple, hop: Hop) -> None:
         self.record = record  # the first copy
         self.key = key
-        # hop: (interface label, direction, src ip, sport, dst ip, dport, time, tunnel); the
-        # first two name the vantage point (labels carry the file's vantage when there are
-        # several); tunnel says the copy was seen encapsulated there ("vxlan", "geneve", ...).
         self.hops = [hop]
 
 
-def _hop(record: PacketRecord, interface: str | None, now: float) -> tuple:
-    return (
-        interface,
-        record.direction,
-        record.src,
-        record.sport,
-        record.dst,
-        record.dport,
-        now,
-        record.tunnel,
-    )
+# tuple.__new__ rather than Hop(...): push() makes a hop of every packet, and a NamedTuple's
+# own __new__ is a Python function that would cost more than the rest of it.
+_new_tuple = tuple.__new__
 
 
 class CopyFolder:
@@ -76,22 +89,35 @@ class CopyFolder:
         else:
             key = (record.proto, record.ip_id, record.payload_len, crc32(record.payload))
         direction = record.direction
+        hop = _new_tuple(
+            Hop,
+            (
+                interface,
+                direction,
+                record.src,
+                record.sport,
+                record.dst,
+                record.dport,
+                now,
+                record.tunnel,
+            ),
+        )
         message = self.newest.get(key)
         if message is not None:
             hops = message.hops
             for seen in hops:
-                if seen[0] == interface and seen[1] == direction:
+                if seen.interface == interface and seen.direction == direction:
                     break
             else:
-                hops.append(_hop(record, interface, now))
+                hops.append(hop)
                 return
             # The same nonzero IPv4 ID at the same vantage point within a millisecond is one
             # packet recorded twice (an NFLOG rule in two chains, an interface captured
             # twice): no sender retransmits that fast, and senders give a retransmission a
             # new ID. Zero IDs (Linux SYN-ACKs) and IPv6 prove nothing.
-            if record.ip_id and now - hops[-1][6] <= SAME_PACKET_SECONDS:
+            if record.ip_id and now - hops[-1].time <= SAME_PACKET_SECONDS:
                 return
-        message = LogicalMessage(record, key, _hop(record, interface, now))
+        message = LogicalMessage(record, key, hop)
         self.newest[key] = message
         if not self.pending:
             self.deadline = now + self.window
@@ -111,14 +137,14 @@ class CopyFolder:
         self.deadline = pending[0].record.time + window if pending else float("inf")
 
 
-def rewrites(hops: list[tuple]) -> list[tuple[tuple, tuple, bool, bool]]:
+def rewrites(hops: list[Hop]) -> list[tuple[Hop, Hop, bool, bool]]:
     """Each change of addresses between consecutive hops: (before hop, after hop, src changed,
     dst changed)."""
     changes = []
     previous = hops[0]
     for hop in hops[1:]:
-        src_changed = hop[2] != previous[2] or hop[3] != previous[3]
-        dst_changed = hop[4] != previous[4] or hop[5] != previous[5]
+        src_changed = hop.src != previous.src or hop.sport != previous.sport
+        dst_changed = hop.dst != previous.dst or hop.dport != previous.dport
         if src_changed or dst_changed:
             changes.append((previous, hop, src_changed, dst_changed))
         previous = hop

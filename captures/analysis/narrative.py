@@ -1,246 +1,152 @@
 """The model as an expert would tell it after an hour with tcpdump: one line per step, in time
 order (DNS answers with latency, each connection with its NAT and how it ended, each request
-with its status and time, what the mesh did)."""
+with its status and time, what the mesh did). The words are words.py's."""
 
 from __future__ import annotations
 
-from .records import split_endpoint
+from .words import Names, icmp_answer, ms, tls_alert
 
-TLS_ALERT_MEANINGS = {
-    "unknown_ca": "it does not trust the authority that signed its peer's certificate",
-    "bad_certificate": "it refused its peer's certificate",
-    "certificate_unknown": "it refused its peer's certificate",
-    "certificate_expired": "a certificate has expired",
-    "certificate_required": "a client certificate is required (mutual TLS) and none came",
-    "handshake_failure": "no acceptable parameters, or a certificate it requires was missing",
-    "protocol_version": "no TLS version in common",
-    "no_application_protocol": "no ALPN protocol in common",
-    "unrecognized_name": "the server does not know the name asked for (SNI)",
-    "access_denied": "the peer is not allowed",
-}
-
-
-def _ms(value) -> str:
-    return "?" if value is None else f"{value:.1f} ms" if value >= 1 else f"{value:.3f} ms"
-
-
-class _Names:
-    def __init__(self, participants):
-        self.by_ip = {p["ip"]: p for p in participants}
-
-    def __call__(self, ep: str | None) -> str:
-        if not ep:
-            return "?"
-        ip, _port = split_endpoint(ep)
-        found = self.by_ip.get(ip)
-        if found is None or found["name"] == ip:
-            return ep
-        kind = found.get("kind")
-        suffix = f" {kind}" if kind in ("service", "node") else ""
-        return f"{found['name']}{suffix} ({ep})"
-
-
-def _icmp_answer(note: dict, name) -> str:
-    about = f" for {note['about']}" if note.get("about") else ""
-    times = f" ({note['count']}×)" if note.get("count", 1) > 1 else ""
-    return f"{name(note.get('from'))} answered {note.get('error')}{about}{times}"
-
-
-def _tls_alert(note: dict, name) -> str:
-    description = note.get("description")
-    why = TLS_ALERT_MEANINGS.get(description)
-    return f"{name(note.get('by'))} ended the TLS handshake with a fatal alert, {description}" + (
-        f": {why}" if why else ""
-    )
-
-
-def finding(note: dict, name=str) -> str:
-    """One annotation as a sentence (the dashboard's findings list, the Markdown postmortem).
-    `name` turns an "ip:port" into what a reader knows it by."""
-    kind = note.get("kind")
-    connection = note.get("connection")
-    on = f"Connection {connection}: " if connection is not None else ""
-    if kind in ("dnat", "snat"):
-        what = "destination" if kind == "dnat" else "source"
-        where = note.get("where")
-        at = f" between {where}" if where and where != "unknown" else ""
-        how = " by a REDIRECT to a local port" if note.get("mechanism") == "redirect" else ""
-        seen = " (seen in the replies)" if note.get("seen_on") == "reply" else ""
-        return (
-            f"{on}{kind.upper()}: the {what} {note.get('before')} was rewritten to "
-            f"{name(note.get('after'))}{how}{at}{seen}."
-        )
-    if kind == "sidecar":
-        via = f" via {note['via']}" if note.get("via") else ""
-        meant = f" (the app meant {note['original_dst']})" if note.get("original_dst") else ""
-        return (
-            f"{on}the {note.get('mesh')} sidecar intercepted {note.get('direction')} traffic "
-            f"on port {note.get('port')}{via} for the app at {name(note.get('app'))}{meant}."
-        )
-    if kind == "mtls":
-        return (
-            f"{on}mutual TLS between {name(note.get('client'))} and "
-            f"{name(note.get('server'))} (evidence: {', '.join(note.get('evidence') or [])})."
-        )
-    if kind == "pooled":
-        basis = (
-            " (counted by encrypted request/response turns)"
-            if note.get("basis", "requests") != "requests"
-            else ""
-        )
-        return f"{on}{note.get('requests')} requests reused this one connection{basis}."
-    if kind == "kept_open":
-        return f"{on}no FIN: the connection was kept open when the capture ended."
-    if kind == "control_plane":
-        return f"{on}{note.get('mesh')} control-plane traffic to {name(note.get('server'))}."
-    if kind == "retransmission":
-        return f"{on}{note.get('count')} retransmitted segment(s)."
-    if kind == "rst":
-        return f"{on}reset (RST) by {name(note.get('by'))}."
-    if kind == "tls_alert":
-        return f"{on}{_tls_alert(note, name)}."
-    if kind == "zero_window":
-        return (
-            f"{on}{name(note.get('by'))} advertised a zero receive window "
-            f"{note.get('count')} time(s): its application stopped reading for a while."
-        )
-    times = f" ({note['count']}×)" if note.get("count", 1) > 1 else ""
-    if kind == "icmp_error":
-        return f"{on}ICMP: {_icmp_answer(note, name)}."
-    if kind == "nxdomain":
-        return f"DNS: {note.get('name')} does not exist (NXDOMAIN){times}."
-    if kind == "dns_unanswered":
-        return f"DNS: the query for {note.get('name')} got no answer in the capture{times}."
-    if kind == "dns_truncated":
-        retried, count = note.get("retried_over_tcp", 0), note.get("count", 1)
-        if retried >= count:
-            then = "the client asked again over TCP"
-        elif retried:
-            then = f"{retried} of them were asked again over TCP"
-        else:
-            then = "no retry over TCP was seen, so the client had only part of the answer"
-        return (
-            f"DNS: the answer for {note.get('name')} was too big for UDP and came "
-            f"truncated{times}; {then}."
-        )
-    fields = ", ".join(f"{k} {v}" for k, v in note.items() if k not in ("kind", "connection"))
-    return f"{on}{kind}: {fields}."
+# Events at the same time are told in this order (ICMP errors rank with requests).
+DNS, OPENED, MESH, REQUEST, CLOSED = range(5)
 
 
 def narrate(model) -> list[str]:
-    name = _Names(model.participants)
-    capture = model.capture
-    lines = [
+    """The capture's facts, then one line per event, in time order since the capture began."""
+    name = Names(model.participants)
+    events = [
+        *_dns_events(model.dns, name),
+        *_connection_events(model.connections, model.annotations, name),
+        *_http_events(model.http),
+        *_icmp_events(model.annotations, name),
+    ]
+    events.sort(key=lambda e: (e[0], e[1]))
+    return _capture_lines(model.capture) + [
+        f"{t * 1000:10.3f} ms  {text}" for t, _order, text in events
+    ]
+
+
+def _capture_lines(capture: dict) -> list[str]:
+    """What was read, and what went wrong reading it."""
+    return [
         f"capture: {len(capture['files'])} file(s), {capture['packets']} packets, "
         f"{capture['messages']} logical messages, {capture['duration']:.3f} s"
-        + (" (PARTIAL)" if capture["partial"] else "")
+        + (" (PARTIAL)" if capture["partial"] else ""),
+        *(f"warning: {w}" for w in capture["warnings"]),
     ]
-    lines += [f"warning: {w}" for w in capture["warnings"]]
-    events: list[tuple[float, int, str]] = []
-    annotations = model.annotations
 
-    for exchange in model.dns:
+
+def _dns_events(exchanges: list[dict], name) -> list[tuple[float, int, str]]:
+    """Each question, who asked whom, and the answer with its latency."""
+    events = []
+    for exchange in exchanges:
         t = exchange["t"] if exchange["t"] is not None else 0.0
         who = f"{name(exchange['client'])} asked {name(exchange['server'])}"
         query = f"{exchange['type']} {exchange['name']}"
         if exchange["rcode"] is None:
             text = f"DNS  {who}: {query}: no answer in the capture"
         elif exchange["rcode"] != "NOERROR":
-            text = f"DNS  {who}: {query} → {exchange['rcode']} in {_ms(exchange['latency_ms'])}"
+            text = f"DNS  {who}: {query} → {exchange['rcode']} in {ms(exchange['latency_ms'])}"
         else:
             answers = ", ".join(exchange["answers"][:4]) or "no records"
-            text = f"DNS  {who}: {query} → {answers} in {_ms(exchange['latency_ms'])}"
+            text = f"DNS  {who}: {query} → {answers} in {ms(exchange['latency_ms'])}"
         if exchange.get("truncated"):
             text += f" over {exchange['transport'].upper()}, truncated (too big)"
         if exchange.get("retries"):
             text += f" (asked {exchange['retries'] + 1} times)"
-        events.append((t, 0, text))
+        events.append((t, DNS, text))
+    return events
 
-    for conn in model.connections:
-        timing = conn["timing"]
-        start = timing["start"]
+
+def _connection_events(connections, annotations, name) -> list[tuple[float, int, str]]:
+    """Each connection opening, what the mesh did to it, and its end."""
+    events = []
+    for conn in connections:
+        start = conn["timing"]["start"]
         notes = [annotations[i] for i in conn["annotations"]]
-        text = f"TCP  #{conn['id']} {name(conn['client'])} → {name(conn['server'])}"
-        for note in notes:
-            if note["kind"] in ("dnat", "snat"):
-                text += (
-                    f"; {note['kind'].upper()} {note['before']} → {name(note['after'])}"
-                    f" at {note['where']}"
-                )
-        handshake = conn["handshake"]
-        if handshake == "complete":
-            text += f"; handshake {_ms(timing['connect_ms'])}"
-        elif handshake == "midstream":
-            text += "; already open when the capture began"
-        else:
-            text += f"; handshake {handshake}"
-        tls = conn["tls"]
-        if tls:
-            text += f"; {tls['version'] or 'TLS'}"
-            if tls["sni"]:
-                text += f" SNI {tls['sni']}"
-            if tls["alpn"]:
-                text += f" ALPN {tls['alpn']}"
-            if timing["tls_ms"] is not None:
-                text += f" in {_ms(timing['tls_ms'])}"
-        events.append((start, 1, text))
-        for note in notes:
-            kind = note["kind"]
-            if kind == "sidecar":
-                events.append(
-                    (
-                        start,
-                        2,
-                        f"MESH #{conn['id']} {note['mesh']} sidecar "
-                        f"{note['direction']} interception on port {note['port']} "
-                        f"for app {name(note['app'])}",
-                    )
-                )
-            elif kind == "mtls":
-                events.append(
-                    (
-                        start,
-                        2,
-                        f"MESH #{conn['id']} mutual TLS (evidence: {', '.join(note['evidence'])})",
-                    )
-                )
-            elif kind == "tls_alert":
-                events.append((start, 2, f"TLS  #{conn['id']} {_tls_alert(note, name)}"))
-            elif kind == "control_plane":
-                events.append(
-                    (
-                        start,
-                        2,
-                        f"MESH #{conn['id']} {note['mesh']} control plane "
-                        f"traffic to {note['server']}",
-                    )
-                )
-        end = start + (timing["total_ms"] or 0) / 1000
-        closed = conn["closed"]
-        if closed == "open":
-            tail = "no FIN: kept open at the end of the capture"
-        elif closed == "rst":
-            rst = next((n for n in notes if n["kind"] == "rst"), None)
-            tail = f"reset by {name(rst['by'])}" if rst else "reset"
-        else:
-            tail = "closed by FIN"
-        extras = []
-        if conn["requests"] > 1:
-            extras.append(f"{conn['requests']} requests on this connection (pooled)")
-        if conn["retransmissions"]:
-            extras.append(f"{conn['retransmissions']} retransmissions")
-        if conn.get("zero_windows"):
-            extras.append(f"{conn['zero_windows']} zero-window advertisements")
-        events.append(
-            (
-                end,
-                4,
-                f"TCP  #{conn['id']} {tail} after {_ms(timing['total_ms'])}"
-                + (f"; {'; '.join(extras)}" if extras else ""),
-            )
-        )
+        events.append((start, OPENED, _opened(conn, notes, name)))
+        events += [(start, MESH, text) for text in _mesh_lines(conn, notes, name)]
+        end = start + (conn["timing"]["total_ms"] or 0) / 1000
+        events.append((end, CLOSED, _closed(conn, notes, name)))
+    return events
 
-    for request in model.http:
+
+def _opened(conn: dict, notes: list[dict], name) -> str:
+    """Who connected to whom, through which NAT, how the handshake went, and TLS."""
+    timing = conn["timing"]
+    text = f"TCP  #{conn['id']} {name(conn['client'])} → {name(conn['server'])}"
+    for note in notes:
+        if note["kind"] in ("dnat", "snat"):
+            text += (
+                f"; {note['kind'].upper()} {note['before']} → {name(note['after'])}"
+                f" at {note['where']}"
+            )
+    handshake = conn["handshake"]
+    if handshake == "complete":
+        text += f"; handshake {ms(timing['connect_ms'])}"
+    elif handshake == "midstream":
+        text += "; already open when the capture began"
+    else:
+        text += f"; handshake {handshake}"
+    tls = conn["tls"]
+    if tls:
+        text += f"; {tls['version'] or 'TLS'}"
+        if tls["sni"]:
+            text += f" SNI {tls['sni']}"
+        if tls["alpn"]:
+            text += f" ALPN {tls['alpn']}"
+        if timing["tls_ms"] is not None:
+            text += f" in {ms(timing['tls_ms'])}"
+    return text
+
+
+def _mesh_lines(conn: dict, notes: list[dict], name) -> list[str]:
+    """Sidecars, mutual TLS, fatal TLS alerts and control-plane traffic on a connection."""
+    lines = []
+    for note in notes:
+        kind = note["kind"]
+        if kind == "sidecar":
+            lines.append(
+                f"MESH #{conn['id']} {note['mesh']} sidecar "
+                f"{note['direction']} interception on port {note['port']} "
+                f"for app {name(note['app'])}"
+            )
+        elif kind == "mtls":
+            lines.append(f"MESH #{conn['id']} mutual TLS (evidence: {', '.join(note['evidence'])})")
+        elif kind == "tls_alert":
+            lines.append(f"TLS  #{conn['id']} {tls_alert(note, name)}")
+        elif kind == "control_plane":
+            lines.append(
+                f"MESH #{conn['id']} {note['mesh']} control plane traffic to {note['server']}"
+            )
+    return lines
+
+
+def _closed(conn: dict, notes: list[dict], name) -> str:
+    """How a connection ended, after how long, and what went on in it."""
+    closed = conn["closed"]
+    if closed == "open":
+        tail = "no FIN: kept open at the end of the capture"
+    elif closed == "rst":
+        rst = next((n for n in notes if n["kind"] == "rst"), None)
+        tail = f"reset by {name(rst['by'])}" if rst else "reset"
+    else:
+        tail = "closed by FIN"
+    extras = []
+    if conn["requests"] > 1:
+        extras.append(f"{conn['requests']} requests on this connection (pooled)")
+    if conn["retransmissions"]:
+        extras.append(f"{conn['retransmissions']} retransmissions")
+    if conn.get("zero_windows"):
+        extras.append(f"{conn['zero_windows']} zero-window advertisements")
+    return f"TCP  #{conn['id']} {tail} after {ms(conn['timing']['total_ms'])}" + (
+        f"; {'; '.join(extras)}" if extras else ""
+    )
+
+
+def _http_events(requests: list[dict]) -> list[tuple[float, int, str]]:
+    """Each request and its answer, with the time to its first byte."""
+    events = []
+    for request in requests:
         what = (
             " ".join(
                 str(part)
@@ -255,23 +161,25 @@ def narrate(model) -> list[str]:
         )
         host = f" (Host {request['host']})" if request.get("host") else ""
         if request["status"] is not None:
-            outcome = f"{request['status']} in {_ms(request['ttfb_ms'])}"
+            outcome = f"{request['status']} in {ms(request['ttfb_ms'])}"
         elif request["response_t"] is not None:
-            outcome = f"response in {_ms(request['ttfb_ms'])}"
+            outcome = f"response in {ms(request['ttfb_ms'])}"
         else:
             outcome = "no response in the capture"
         events.append(
             (
                 request["t"],
-                3,
+                REQUEST,
                 f"HTTP #{request['connection']} request {request['n']}: {what}{host} → {outcome}",
             )
         )
+    return events
 
-    for note in annotations:
-        if note.get("kind") == "icmp_error":
-            events.append((note["t"], 3, f"ICMP {_icmp_answer(note, name)}"))
 
-    events.sort(key=lambda e: (e[0], e[1]))
-    lines += [f"{t * 1000:10.3f} ms  {text}" for t, _order, text in events]
-    return lines
+def _icmp_events(annotations: list[dict], name) -> list[tuple[float, int, str]]:
+    """ICMP errors, each where its first one came."""
+    return [
+        (note["t"], REQUEST, f"ICMP {icmp_answer(note, name)}")
+        for note in annotations
+        if note.get("kind") == "icmp_error"
+    ]

@@ -17,8 +17,7 @@ from captures.analysis import CaptureError, CaptureFile, analyze_files
 from captures.analysis.engine import DEFAULT_MAX_FLOWS
 from captures.analysis.hops import DEFAULT_WINDOW
 from captures.analysis.narrative import narrate
-
-DIAGRAM_FORMATS = ["svg", "mermaid", "plantuml", "markdown", "layout"]
+from captures.render import export
 
 
 def add_arguments(parser) -> None:
@@ -34,7 +33,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=["json", "text", *DIAGRAM_FORMATS],
+        choices=["json", "text", *export.FORMATS],
         default="text",
         help="json: the sequence model; text: a narrative; svg/mermaid/plantuml: the diagram; "
         "markdown: a postmortem; layout: the diagram layout as JSON for the browser "
@@ -118,7 +117,7 @@ def run(options, out, err) -> int:
         if options["format"] == "json":
             model.write_json(sys.stdout)
             sys.stdout.flush()
-        elif options["format"] in DIAGRAM_FORMATS:
+        elif options["format"] in export.FORMATS:
             _write_diagram(model, options)
         else:
             for line in narrate(model):
@@ -145,39 +144,26 @@ def _load_inventory(path: str) -> dict:
 
 
 def _write_diagram(model, options) -> None:
-    from captures.render import (
-        build_layout,
-        render_markdown,
-        render_mermaid,
-        render_plantuml,
-        render_svg,
-    )
-
     fmt = options["format"]
-    layout = build_layout(model, fold=fmt != "layout" and not options["no_fold"])
+    layout = export.layout_for(fmt, model, fold=not options["no_fold"])
     names = [Path(f).name for f in options["files"]]
     title = "kviz: " + ", ".join(names)
     out_path = Path(options["out"]) if options.get("out") else None
-    if fmt == "svg":
-        text = render_svg(layout, title=title)
-    elif fmt == "mermaid":
-        text = render_mermaid(layout)
-    elif fmt == "plantuml":
-        text = render_plantuml(layout, title=title)
-    elif fmt == "layout":
-        text = layout.to_json() + "\n"
-    else:
-        svg_href = None
+    facts, svg_href = None, None
+    if fmt == "markdown":
         if out_path is not None:
             svg_path = out_path.with_suffix(".svg")
-            svg_path.write_text(render_svg(layout, title=title), encoding="utf-8")
+            svg_path.write_text(export.render("svg", model, layout=layout, title=title),
+                                encoding="utf-8")
             svg_href = svg_path.name
         start = model.capture.get("start")
         facts = {"files": ", ".join(names)}
         if start:
             facts["time"] = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        text = render_markdown(layout, facts=facts, svg_href=svg_href,
-                               title=f"Postmortem: {', '.join(names)}")
+        title = f"Postmortem: {', '.join(names)}"
+    text = export.render(fmt, model, layout=layout, title=title, facts=facts, svg_href=svg_href)
+    if fmt == "layout":
+        text += "\n"
     if out_path is not None:
         out_path.write_text(text, encoding="utf-8")
     else:

@@ -2,8 +2,10 @@
 
     python manage.py kviz demo [--owner admin] [--corpus DIR] [--lab] [--out data/demo]
 
+With --lab, the lab's scenarios (captures `lab-pod-pod`, ...) and its faults (captures
+`fault-NAME-pod` and `fault-NAME-node`, e.g. `fault-dns-lost-node`) are recorded and loaded too.
 Idempotent: a file already uploaded for that user (same capture name) is skipped, and a lab
-scenario already recorded in --out is not recorded again. Each file goes through the same
+scenario or fault already recorded in --out is not recorded again. Each file goes through the same
 upload action as the API (stored byte for byte, analysed by the worker).
 """
 
@@ -24,15 +26,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--corpus", type=Path, help="a folder of pcap/pcapng files "
                         "(default: shared/corpus beside the checkout, when present)")
     parser.add_argument("--lab", action="store_true",
-                        help="also record the lab scenarios pod, node, mesh (needs root)")
+                        help="also record the lab scenarios pod, node, mesh and the lab "
+                        "faults (needs root)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where lab recordings go (default: DATA_DIR/demo)")
 
 
 def capture_name(prefix: str, path: Path) -> str:
-    """A DNS-1123 label from a file name: `demo-skydive-dns-a-aaaa-…`, at most 63 chars."""
+    """A DNS-1123 label from a file name: `demo-skydive-dns-a-aaaa-…`, at most 63 chars.
+
+    Without a prefix the stem alone (lab faults' files are already named `fault-NAME-pod`)."""
     stem = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")
-    return f"{prefix}-{stem}"[:63].rstrip("-")
+    return (f"{prefix}-{stem}" if prefix else stem)[:63].rstrip("-")
 
 
 def _files(root: Path) -> list[Path]:
@@ -53,6 +58,27 @@ def _record_lab(out_dir: Path, out, err) -> list[Path]:
                             if p.suffix in CAPTURE_SUFFIXES]
             except Exception as exc:  # a lab that cannot run here: the corpus still loads
                 err.write(f"kviz demo: lab scenario {scenario} failed: {exc}")
+                continue
+        recorded += existing
+    return recorded
+
+
+def _record_faults(out_dir: Path, out, err) -> list[Path]:
+    """Each lab fault's pod and node captures (with inventory.json and truth.json beside)."""
+    from captures.lab import faults
+    from captures.sources import lab
+
+    recorded = []
+    for name in faults.FAULTS:
+        folder = out_dir / name
+        existing = _files(folder) if folder.is_dir() else []
+        if not existing:
+            out.write(f"recording lab fault {name} into {folder}")
+            try:
+                existing = [p for p in faults.run(lab.get_lab(), name, folder)
+                            if p.suffix in CAPTURE_SUFFIXES]
+            except Exception as exc:  # a lab that cannot run here: the rest still loads
+                err.write(f"kviz demo: lab fault {name} failed: {exc}")
                 continue
         recorded += existing
     return recorded
@@ -86,6 +112,7 @@ def run(options, out, err) -> int:
         else:
             out_dir = options.get("out") or settings.DATA_DIR / "demo"
             files += [(f"lab-{p.parent.name}", p) for p in _record_lab(out_dir, out, err)]
+            files += [("", p) for p in _record_faults(out_dir, out, err)]
 
     queued = []
     for prefix, path in files:

@@ -1,9 +1,12 @@
 """Run the network-namespace lab: up, down, status, run SCENARIO --out DIR.
 
     python manage.py kviz lab up [--prefix P] [--sidecar/--no-sidecar] [--mode auto|bridge|routed]
+                                 [--nodes 1|2]
     python manage.py kviz lab down [--prefix P]
     python manage.py kviz lab status [--prefix P]
     python manage.py kviz lab run pod|node|mesh --out DIR [--prefix P]
+    python manage.py kviz lab run fault-NAME --out DIR [--prefix P]   # + truth.json
+    python manage.py kviz lab run path --out DIR [--prefix P]   # two nodes; + truth.json
 
 Needs root (namespaces, veths, iptables inside the lab's namespaces; never the host's).
 """
@@ -15,8 +18,9 @@ import os
 import shutil
 from pathlib import Path
 
-from captures.lab import InvalidPrefix, LabError, netns, scenarios
+from captures.lab import InvalidPrefix, LabError, faults, netns, path, scenarios
 from captures.lab.capture import CaptureFailed
+from captures.lab.plan import NODE_COUNTS
 from captures.lab.topology import MODES
 from captures.lab.workloads import WorkloadFailed
 
@@ -37,10 +41,15 @@ def add_arguments(parser) -> None:
                     help="give the client pod its Istio-like sidecar (default: no)")
     up.add_argument("--mode", choices=MODES, default="auto",
                     help="bridge (cbr0 + br_netfilter), routed (/32 links) or auto")
+    up.add_argument("--nodes", type=int, choices=NODE_COUNTS, default=None,
+                    help="1 (the default for a new lab) or 2: two nodes joined by a VXLAN "
+                    "overlay, with an outside client and a NodePort Service")
     action("down", "remove everything the lab created")
     action("status", "show the lab's namespaces and processes")
-    run_parser = action("run", "run a scenario and write its captures (brings the lab up)")
-    run_parser.add_argument("scenario", choices=sorted(scenarios.SCENARIOS))
+    run_parser = action("run", "run a scenario or a fault and write its captures (brings the "
+                        "lab up); a fault and `path` (two nodes) also write truth.json")
+    run_parser.add_argument("scenario", choices=[*sorted(scenarios.SCENARIOS), path.NAME,
+                                                 *faults.FAULTS])
     run_parser.add_argument("--out", required=True, help="directory for the captures")
 
 
@@ -76,9 +85,14 @@ def run(options: dict, out, err) -> int:
 
 
 def do_up(lab, options: dict, out) -> int:
-    status = lab.up(sidecar_enabled=options["sidecar"], mode=options["mode"])
+    status = lab.up(sidecar_enabled=options["sidecar"], mode=options["mode"],
+                    nodes=options.get("nodes"))
+    if lab.plan.node_count == 1:
+        where = f"node namespace {lab.plan.node_ns}"
+    else:
+        where = f"node namespaces {', '.join(node.ns for node in lab.plan.nodes)}"
     out.write(f"lab {lab.prefix} up: mode {status['mode']}, sidecar "
-              f"{'on' if status['sidecar'] else 'off'}, node namespace {lab.plan.node_ns}")
+              f"{'on' if status['sidecar'] else 'off'}, {where}")
     return 0
 
 
@@ -100,17 +114,30 @@ def do_status(lab, options: dict, out) -> int:
         out.write(f"  netns {ns}: {'present' if present else 'MISSING'}")
     for name, process in sorted(status["processes"].items()):
         out.write(f"  {name}: pid {process['pid']} {'running' if process['alive'] else 'DEAD'}")
+    several = lab.plan.node_count > 1
+    for node in lab.plan.nodes if several else ():
+        out.write(f"  node {node.name}: {node.address}, pods {node.pod_cidr} (netns {node.ns})")
     for pod in lab.plan.pods:
-        out.write(f"  pod {pod.namespace}/{pod.name}: {pod.ip} (netns {lab.plan.pod_ns(pod)})")
+        on = f", node {lab.plan.node_of(pod).name}" if several else ""
+        out.write(f"  pod {pod.namespace}/{pod.name}: {pod.ip} (netns {lab.plan.pod_ns(pod)}"
+                  f"{on})")
     for service in lab.plan.services:
-        ports = ",".join(f"{p.port}/{p.protocol.lower()}" for p in service.ports)
+        ports = ",".join(f"{p.port}{f':{p.node_port}' if p.node_port else ''}/"
+                         f"{p.protocol.lower()}" for p in service.ports)
         out.write(f"  service {service.namespace}/{service.name}: {service.cluster_ip} {ports}")
     return 0 if status["status"] == "up" else 1
 
 
 def do_run(lab, options: dict, out) -> int:
-    for path in scenarios.run(lab, options["scenario"], Path(options["out"])):
-        out.write(str(path))
+    name = options["scenario"]
+    out_dir = Path(options["out"])
+    if name == path.NAME:
+        written = path.run(lab, out_dir)
+    else:
+        runner = faults.run if name in faults.FAULTS else scenarios.run
+        written = runner(lab, name, out_dir)
+    for file_path in written:
+        out.write(str(file_path))
     return 0
 
 

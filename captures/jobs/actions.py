@@ -11,13 +11,15 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from captures.access.auth import new_token, token_hash
+from captures.access.tokens import new_token, token_hash
 from captures.adapters import sniffer
+from captures.jobs import live
 from captures.models import ACTIVE, Capture, ShareLink, Status, TargetKind, append_log
 from captures.sources import base as sources
 from captures.sources import upload as uploads
@@ -33,10 +35,16 @@ class ActionError(Exception):
         self.status = status
 
 
-def _enqueue(task_name: str, capture_id) -> None:
-    from captures.jobs import tasks  # tasks import the runner; keep actions importable without it
+# How queued work leaves: captures.jobs.tasks sets this when it is imported (every process
+# imports it at start: CapturesConfig.ready). Tasks call actions (reaping, orphan clean-up), so
+# actions must not import tasks back; they hand over a task name and an id, nothing more.
+queue: Callable[[str, object], None] | None = None
 
-    transaction.on_commit(lambda: tasks.enqueue(task_name, capture_id))
+
+def _enqueue(task_name: str, capture_id) -> None:
+    if queue is None:  # raised inside the caller's transaction: nothing is kept unqueued
+        raise RuntimeError("captures.jobs.tasks is not loaded: no queue for the work")
+    transaction.on_commit(lambda: queue(task_name, capture_id))
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -178,16 +186,26 @@ def stop_capture(capture: Capture) -> Capture:
 
 def share_capture(user, capture: Capture, redacted: bool = False,
                   days: int | None = None) -> tuple[ShareLink, str]:
-    days = settings.KVIZ_SHARE_DAYS if days is None else days
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
-        raise ActionError("days must be an integer from 1 to 365")
+    """A new link: valid at most KVIZ_SHARE_MAX_DAYS, and at most KVIZ_SHARE_MAX_LINKS valid
+    links per capture (409 beyond: revoke one first)."""
+    longest = settings.KVIZ_SHARE_MAX_DAYS
+    days = min(settings.KVIZ_SHARE_DAYS, longest) if days is None else days
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= longest:
+        raise ActionError(f"days must be an integer from 1 to {longest}")
     if not isinstance(redacted, bool):
         raise ActionError("redacted must be true or false")
     token = new_token()
-    link = ShareLink.objects.create(
-        capture=capture, token_hash=token_hash(token), created_by=user, redacted=redacted,
-        expires=timezone.now() + datetime.timedelta(days=days),
-    )
+    with transaction.atomic():
+        capture.lock()
+        now = timezone.now()
+        if ShareLink.objects.filter(capture=capture, revoked=False, expires__gt=now).count() \
+                >= settings.KVIZ_SHARE_MAX_LINKS:
+            raise ActionError(f"a capture has at most {settings.KVIZ_SHARE_MAX_LINKS} valid "
+                              "share links; revoke one first", 409)
+        link = ShareLink.objects.create(
+            capture=capture, token_hash=token_hash(token), created_by=user, redacted=redacted,
+            created=now, expires=now + datetime.timedelta(days=days),
+        )
     return link, token
 
 
@@ -213,16 +231,21 @@ def share_link_state(token: str) -> tuple[ShareLink | None, str]:
 
 def revoke_share_link(capture: Capture, link_id) -> None:
     """Revoke by the link's id: the dashboard lists links, and only their hashes are kept."""
-    if not ShareLink.objects.filter(capture=capture, id=link_id, revoked=False).update(
-            revoked=True):
-        raise ActionError("no such share link for this capture", 404)
+    _revoke(ShareLink.objects.filter(capture=capture, id=link_id))
 
 
 def revoke_share(capture: Capture, token: str) -> None:
-    revoked = ShareLink.objects.filter(capture=capture, token_hash=token_hash(token),
-                                       revoked=False).update(revoked=True)
-    if not revoked:
-        raise ActionError("no such share link for this capture", 404)
+    _revoke(ShareLink.objects.filter(capture=capture, token_hash=token_hash(token)))
+
+
+def _revoke(links) -> None:
+    """Revoke, then (once committed) close the link's open WebSockets."""
+    with transaction.atomic():
+        ids = list(links.filter(revoked=False).select_for_update().values_list("id", flat=True))
+        if not ids or not ShareLink.objects.filter(id__in=ids, revoked=False).update(
+                revoked=True):
+            raise ActionError("no such share link for this capture", 404)
+        transaction.on_commit(lambda: live.share_revoked(ids))
 
 
 # -- crash recovery -----------------------------------------------------------------------------

@@ -49,20 +49,25 @@ def load_model(capture: Capture) -> dict:
         return json.load(fp)
 
 
-def ensure(capture: Capture, fold: bool, expand: list[int], collapse: list[int]) -> Path:
-    """The directory of this layout variant, built if missing or older than the analysis."""
+def ensure(capture: Capture, fold: bool, expand: list[int], collapse: list[int],
+           view: str = "all", prepare=None) -> Path:
+    """The directory of this layout variant, built if missing or older than the analysis.
+
+    `prepare` turns the stored model into what `view` may read (captures.web.redaction); each
+    view keeps its own variants."""
     analysis = capture.analysis_file
     if analysis is None or not analysis.exists():
         raise NoAnalysis
     root = capture.directory / "layout"
-    target = root / variant_key(fold, expand, collapse)
+    target = root / f"{view}-{variant_key(fold, expand, collapse)}"
     head = target / "head.json"
     if head.exists() and head.stat().st_mtime >= analysis.stat().st_mtime:
         return target
     root.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
-        _write_variant(building, load_model(capture), fold, expand, collapse)
+        model = load_model(capture)
+        _write_variant(building, prepare(model) if prepare else model, fold, expand, collapse)
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         # Readers see a whole variant or none. Should another request have built it at the

@@ -15,6 +15,7 @@ store is an in-process dict, which works because captures then run in the web pr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -37,6 +38,24 @@ def group_name(capture_id) -> str:
 
 def stream_key(capture_id) -> str:
     return f"{settings.KVIZ_LIVE_PREFIX}{capture_id}"
+
+
+def share_group(link_id) -> str:
+    """The open WebSockets of one share link (captures.web.consumers.ShareConsumer)."""
+    return f"share.{link_id}"
+
+
+def share_revoked(link_ids) -> None:
+    """Tell the open sockets of these links that they were revoked: they close at once. A lost
+    message only delays it: a socket looks at its link again before forwarding an event."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for link_id in link_ids:
+        try:
+            async_to_sync(layer.group_send)(share_group(link_id), {"type": "share.revoked"})
+        except Exception:  # the revoke itself is committed; sockets will see it on their own
+            log.warning("could not tell the sockets of share link %s", link_id, exc_info=True)
 
 
 class RedisStore:
@@ -80,11 +99,16 @@ class RedisStore:
 
 
 class MemoryStore:
+    """The embedded store. The runner appends from its own thread, whose channel layer cannot
+    reach a consumer in the server's event loop; so a consumer subscribes an asyncio.Event
+    that append() sets in the consumer's loop. An idle socket waits on it and costs nothing."""
+
     KEEP_CAPTURES = 50  # the embedded default forgets the oldest captures' events beyond this
 
     def __init__(self):
         self.lock = threading.Lock()
         self.events: dict[str, deque] = {}
+        self.waiting: dict[str, dict[asyncio.Event, asyncio.AbstractEventLoop]] = {}
 
     def append(self, capture_id, event: dict) -> None:
         with self.lock:
@@ -93,6 +117,24 @@ class MemoryStore:
             kept.append(event)
             while len(self.events) > self.KEEP_CAPTURES:
                 del self.events[next(iter(self.events))]
+            waiting = list(self.waiting.get(str(capture_id), {}).items())
+        for wakeup, loop in waiting:
+            with contextlib.suppress(RuntimeError):  # its loop has closed: it is gone
+                loop.call_soon_threadsafe(wakeup.set)
+
+    def subscribe(self, capture_id) -> asyncio.Event:
+        """An event set (in the calling loop) whenever an event of the capture is appended."""
+        wakeup = asyncio.Event()
+        with self.lock:
+            self.waiting.setdefault(str(capture_id), {})[wakeup] = asyncio.get_running_loop()
+        return wakeup
+
+    def unsubscribe(self, capture_id, wakeup: asyncio.Event) -> None:
+        with self.lock:
+            waiting = self.waiting.get(str(capture_id), {})
+            waiting.pop(wakeup, None)
+            if not waiting:
+                self.waiting.pop(str(capture_id), None)
 
     def last_seq(self, capture_id) -> int:
         with self.lock:

@@ -51,8 +51,10 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 @dataclass
-class Capture:
-    """A running dumpcap. `process.stdout` carries pcapng bytes when `path` is None."""
+class DumpcapRun:
+    """A running dumpcap. `process.stdout` carries pcapng bytes when `path` is None.
+
+    (Not a capture in the dashboard's sense: that is captures.models.Capture, a row.)"""
 
     ns: str
     interface: str
@@ -63,7 +65,7 @@ class Capture:
 
     @classmethod
     def start(cls, ns: str, interface: str, path: Path | None = None,
-              capture_filter: str = "") -> Capture:
+              capture_filter: str = "") -> DumpcapRun:
         output = "-" if path is None else str(path)
         process = subprocess.Popen(
             netns.in_ns(ns, dumpcap_argv(interface, output, capture_filter)),

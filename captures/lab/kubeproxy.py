@@ -7,6 +7,14 @@ the lab reads like a real node:
         → -m statistic --mode random --probability 1/n    (one rule per endpoint but the last)
         → KUBE-SEP-<hash>: -s <itself> → KUBE-MARK-MASQ (hairpin), then DNAT to podIP:port
     POSTROUTING → KUBE-POSTROUTING: MASQUERADE what KUBE-MARK-MASQ marked.
+
+A NodePort Service (externalTrafficPolicy: Cluster) adds, as kube-proxy 1.26+ writes it:
+
+    KUBE-SERVICES (last rule, --dst-type LOCAL) → KUBE-NODEPORTS: -p tcp --dport <nodePort>
+        → KUBE-EXT-<hash>: KUBE-MARK-MASQ ("masquerade traffic for ... external destinations"),
+          then KUBE-SVC-<hash>, the Service's own chain (same hash)
+so a client outside the cluster is masqueraded to the node's address on the way to the
+endpoint, wherever the endpoint runs, and the reply returns through the same node.
 """
 
 from __future__ import annotations
@@ -37,6 +45,15 @@ def sep_chain(service: Service, port: ServicePort, endpoint: str) -> str:
     return _chain("SEP", service_port_name(service, port), port.protocol.lower(), endpoint)
 
 
+def ext_chain(service: Service, port: ServicePort) -> str:
+    # kube-proxy: the same hash as the Service port's KUBE-SVC chain, prefix KUBE-EXT.
+    return "KUBE-EXT-" + svc_chain(service, port).removeprefix("KUBE-SVC-")
+
+
+def ext_masquerade_comment(service: Service, port: ServicePort) -> str:
+    return f"masquerade traffic for {service_port_name(service, port)} external destinations"
+
+
 def nat_rules(plan: LabPlan) -> str:
     chains = ["KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KUBE-NODEPORTS"]
     rules = [
@@ -56,6 +73,9 @@ def nat_rules(plan: LabPlan) -> str:
             rules += _service_rules(service, port, endpoints)
             chains.append(svc_chain(service, port))
             chains += [sep_chain(service, port, f"{ip}:{port.target_port}") for ip in endpoints]
+            if service.type == "NodePort" and port.node_port:
+                rules += _node_port_rules(service, port)
+                chains.append(ext_chain(service, port))
     rules.append(
         '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be '
         'the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'
@@ -97,3 +117,18 @@ def _service_rules(service: Service, port: ServicePort, endpoints: list[str]) ->
             f"-j DNAT --to-destination {endpoint}",
         ]
     return rules
+
+
+def _node_port_rules(service: Service, port: ServicePort) -> list[str]:
+    name = service_port_name(service, port)
+    proto = port.protocol.lower()
+    ext = ext_chain(service, port)
+    return [
+        f'-A KUBE-NODEPORTS -p {proto} -m comment --comment "{name}" -m {proto} '
+        f"--dport {port.node_port} -j {ext}",
+        # externalTrafficPolicy: Cluster: any endpoint, on any node, so always masquerade
+        # (the reply must come back through this node to be un-NATed).
+        f'-A {ext} -m comment --comment "{ext_masquerade_comment(service, port)}" '
+        "-j KUBE-MARK-MASQ",
+        f"-A {ext} -j {svc_chain(service, port)}",
+    ]

@@ -150,10 +150,6 @@ def iptables_restore(ns: str, rules: str) -> None:
     ns_run(ns, ["iptables-restore"], input=rules)
 
 
-def iptables_save(ns: str, table: str) -> str:
-    return ns_run(ns, ["iptables-save", "-t", table]).stdout
-
-
 def flush_neighbours(ns: str) -> None:
     ip(ns, "neigh", "flush", "all", check=False)
 

@@ -30,9 +30,10 @@ MESH_REQUESTS = 10
 @dataclass(frozen=True)
 class Vantage:
     file_name: str
-    kind: str  # node | pod
+    kind: str  # node | pod | outside (a two-node lab's external client)
     interface: str
     pod: str | None = None
+    node: int | None = None  # kind node: which node (1-based); None: the first
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Scenario:
     sidecar: bool
     vantages: tuple[Vantage, ...]
     traffic: Callable[[Lab], None]
+    nodes: int | None = None  # the lab layout it needs (brought up so); None: any
 
 
 def curl(lab: Lab, *args: str) -> str:
@@ -86,24 +88,40 @@ def scenario(name: str) -> Scenario:
 
 
 def vantage_ns(lab: Lab, vantage: Vantage) -> str:
-    return lab.plan.node_ns if vantage.kind == "node" else lab.plan.pod_ns(
-        lab.plan.pod(vantage.pod))
+    if vantage.kind == "node":
+        return lab.plan.node(vantage.node or 1).ns
+    if vantage.kind == "outside":
+        return lab.plan.outside_ns
+    return lab.plan.pod_ns(lab.plan.pod(vantage.pod))
 
 
 def vantage_name(lab: Lab, vantage: Vantage) -> str:
     if vantage.kind == "node":
-        return f"node/{lab.plan.node_name}"
+        return f"node/{lab.plan.node(vantage.node or 1).name}"
+    if vantage.kind == "outside":
+        return "external/outside"
     pod = lab.plan.pod(vantage.pod)
     return f"pod/{pod.namespace}/{pod.name}"
 
 
+def node_interfaces(lab: Lab) -> dict:
+    """What inventory.build takes: the only node's interfaces, or each node's by name."""
+    if lab.plan.node_count == 1:
+        return netns.links(lab.plan.node_ns)
+    return {node.name: netns.links(node.ns) for node in lab.plan.nodes}
+
+
 def _prepare(lab: Lab, chosen: Scenario) -> None:
-    if not lab.is_up():
+    if chosen.nodes is not None and chosen.nodes != lab.plan.node_count:
+        lab.up(sidecar_enabled=False, nodes=chosen.nodes)  # rebuilt with the other layout
+    elif not lab.is_up():
         lab.up(sidecar_enabled=False)
     # The mesh scenario starts its proxy after the captures, so they show the proxy's first
     # connections (control plane, pooled upstreams) from their handshakes on.
     lab.set_sidecar(False)
-    for ns in [lab.plan.node_ns, *(lab.plan.pod_ns(pod) for pod in lab.plan.pods)]:
+    others = [lab.plan.outside_ns] if lab.plan.node_count > 1 else []
+    for ns in [*(node.ns for node in lab.plan.nodes), *others,
+               *(lab.plan.pod_ns(pod) for pod in lab.plan.pods)]:
         netns.flush_neighbours(ns)
     time.sleep(SETTLE_BEFORE)
 
@@ -118,20 +136,22 @@ def run_traffic(lab: Lab, name: str) -> None:
         chosen.traffic(lab)
 
 
-def run(lab: Lab, name: str, out_dir: Path) -> list[Path]:
-    """Run scenario `name`, writing captures, meta files and inventory.json into `out_dir`."""
-    chosen = scenario(name)
+def run(lab: Lab, name: str | Scenario, out_dir: Path) -> list[Path]:
+    """Run scenario `name`, writing captures, meta files and inventory.json into `out_dir`.
+
+    A Scenario object runs as given (captures.lab.faults builds one per fault)."""
+    chosen = name if isinstance(name, Scenario) else scenario(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with lab.locked():
         _prepare(lab, chosen)
-        running: list[tuple[Vantage, capture.Capture]] = []
+        running: list[tuple[Vantage, capture.DumpcapRun]] = []
         try:
             for vantage in chosen.vantages:
                 path = out_dir / vantage.file_name
                 path.unlink(missing_ok=True)
-                running.append((vantage, capture.Capture.start(vantage_ns(lab, vantage),
-                                                               vantage.interface, path)))
+                running.append((vantage, capture.DumpcapRun.start(vantage_ns(lab, vantage),
+                                                                  vantage.interface, path)))
             if chosen.sidecar:
                 lab.set_sidecar(True)
             chosen.traffic(lab)
@@ -144,7 +164,7 @@ def run(lab: Lab, name: str, out_dir: Path) -> list[Path]:
             interfaces = netns.links(vantage_ns(lab, vantage))
             written += [started.path,
                         capture.write_meta(started.path, vantage_name(lab, vantage), interfaces)]
-        document = inventory.build(lab.plan, netns.links(lab.plan.node_ns), chosen.sidecar)
+        document = inventory.build(lab.plan, node_interfaces(lab), chosen.sidecar)
         inventory_path = out_dir / "inventory.json"
         inventory_path.write_text(json.dumps(document, indent=2) + "\n")
         written.append(inventory_path)

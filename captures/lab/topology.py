@@ -24,6 +24,12 @@ Two node layouts (the "mode"):
   per network namespace, so it is switched on in the node namespace alone.
 - routed: when that sysctl is unavailable, pods sit on point-to-point veths with /32 routes and a
   proxy-ARP gateway 169.254.1.1 (Calico style); everything is routed, so iptables sees it anyway.
+
+Two nodes (`up(nodes=2)`, recorded in state.json): node-1 and node-2 namespaces, each with its
+own pods (bridged or routed as above) and kube-proxy's rules, their eth0 links bridged (`br0`)
+in the uplink namespace, which also holds an "outside" client's link; a flannel-style VXLAN
+device `flannel.1` (VNI 1, UDP 8472, static FDB and neighbour entries, as flanneld writes them)
+on each node carries pod traffic between the nodes.
 """
 
 from __future__ import annotations
@@ -39,15 +45,18 @@ from pathlib import Path
 
 from captures.lab import kubeproxy, netns, pki, sidecar, workloads
 from captures.lab.plan import (
-    BRIDGE_ADDRESS,
-    BRIDGE_MAC,
     CLUSTER_DOMAIN,
-    NODE_ADDRESS,
-    POD_CIDR,
+    OUTSIDE_ADDRESS,
     ROUTED_GATEWAY,
+    UNDERLAY_BRIDGE,
     UPLINK_ADDRESS,
     UPLINK_PREFIXLEN,
+    VXLAN_DEVICE,
+    VXLAN_MTU,
+    VXLAN_PORT,
+    VXLAN_VNI,
     LabPlan,
+    Node,
     Pod,
 )
 
@@ -63,12 +72,17 @@ class LabError(RuntimeError):
 
 
 class Lab:
-    def __init__(self, prefix: str, root_dir: Path | str):
-        self.plan = LabPlan(prefix)
+    def __init__(self, prefix: str, root_dir: Path | str, nodes: int | None = None):
+        """`nodes`: the layout to plan for; by default what the state file records (1 when
+        there is none). `up(nodes=...)` may change it."""
+        LabPlan(prefix)  # the prefix is checked before any path is made from it
         # The state directory is named after the prefix, so `down` only ever removes a
         # directory it can recognise as a lab's.
         self.state_dir = Path(root_dir) / prefix
         self._lock_depth = 0
+        if nodes is None:
+            nodes = (self.read_state() or {}).get("nodes", 1)
+        self.plan = LabPlan(prefix, nodes)
 
     @property
     def prefix(self) -> str:
@@ -137,7 +151,8 @@ class Lab:
         namespaces = {ns: ns in present for ns in self.plan.namespaces}
         processes = {name: {"pid": pid, "alive": netns.alive(pid)}
                      for name, pid in state.get("processes", {}).items()}
-        if not state and not any(namespaces.values()):
+        # Namespaces of the other layout (a state file lost) still make the lab not down.
+        if not state and not any(ns in present for ns in self.plan.any_layout_namespaces):
             overall = "down"
         elif state.get("status") == "up" and all(namespaces.values()) and all(
                 p["alive"] for p in processes.values()):
@@ -147,6 +162,7 @@ class Lab:
         return {
             "prefix": self.prefix, "status": overall, "mode": state.get("mode"),
             "sidecar": state.get("sidecar", False), "node": self.plan.node_name,
+            "nodes": [node.name for node in self.plan.nodes],
             "state_dir": str(self.state_dir), "namespaces": namespaces, "processes": processes,
         }
 
@@ -158,10 +174,18 @@ class Lab:
 
     # -- up --------------------------------------------------------------------------------------
 
-    def up(self, sidecar_enabled: bool = False, mode: str = "auto") -> dict:
+    def up(self, sidecar_enabled: bool = False, mode: str = "auto",
+           nodes: int | None = None) -> dict:
+        """`nodes`: 1 or 2; None keeps the current layout (1 for a new lab). A lab that is up
+        with another node count is taken down and built again."""
         if mode not in MODES:
             raise LabError(f"unknown lab mode {mode!r} (use one of {', '.join(MODES)})")
         with self.locked():
+            if nodes is not None and nodes != self.plan.node_count:
+                try:
+                    self.plan = LabPlan(self.prefix, nodes)
+                except ValueError as exc:
+                    raise LabError(str(exc)) from None
             if self.is_up():
                 self._apply_sidecar(sidecar_enabled)
                 return self.status()
@@ -179,21 +203,29 @@ class Lab:
             raise LabError(f"missing programs: {', '.join(missing)} (run scripts/setup.sh)")
         state = {"schema": STATE_SCHEMA, "prefix": self.prefix, "status": "building",
                  "mode": None, "sidecar": False, "processes": {}, "started_at": time.time()}
+        if self.plan.node_count > 1:
+            state["nodes"] = self.plan.node_count  # absent means one, as before
         self.write_state(state)
-        # 1. Namespaces: the node, a dead-end uplink, one per pod.
+        # 1. Namespaces: the node(s), a dead-end uplink, (the outside client,) one per pod.
         for ns in self.plan.namespaces:
             netns.add_namespace(ns)
-        # 2. The node: forwarding on, br_netfilter on if this kernel lets us (decides the mode).
+        # 2. The nodes: forwarding on, br_netfilter on if this kernel lets us (decides the mode).
         state["mode"] = self._node_sysctls(mode)
         self.write_state(state)
-        self._wire_uplink()
-        # 3. Pods on the bridge, or on routed point-to-point links.
-        if state["mode"] == "bridge":
-            self._wire_bridge()
+        if self.plan.node_count == 1:
+            self._wire_uplink()
         else:
-            self._wire_routed()
-        # 4. kube-proxy's Service rules in the node namespace.
-        netns.iptables_restore(self.plan.node_ns, kubeproxy.nat_rules(self.plan))
+            self._wire_underlay()
+            self._wire_overlay()
+        # 3. Pods on the bridge, or on routed point-to-point links.
+        for node in self.plan.nodes:
+            if state["mode"] == "bridge":
+                self._wire_bridge(node)
+            else:
+                self._wire_routed(node)
+        # 4. kube-proxy's Service rules in each node's namespace (every node has them all).
+        for node in self.plan.nodes:
+            netns.iptables_restore(node.ns, kubeproxy.nat_rules(self.plan))
         # 5. Certificates, cluster DNS settings for the pods.
         self._make_certificates()
         self._write_resolv_confs()
@@ -210,11 +242,12 @@ class Lab:
         self._apply_sidecar(sidecar_enabled)
 
     def _node_sysctls(self, mode: str) -> str:
-        node = self.plan.node_ns
-        netns.sysctl(node, {"net.ipv4.ip_forward": "1"})
+        for node in self.plan.nodes:
+            netns.sysctl(node.ns, {"net.ipv4.ip_forward": "1"})
         if mode == "routed":
             return "routed"
-        bridge_ok = netns.try_sysctl(node, "net.bridge.bridge-nf-call-iptables", "1")
+        bridge_ok = all(netns.try_sysctl(node.ns, "net.bridge.bridge-nf-call-iptables", "1")
+                        for node in self.plan.nodes)
         if bridge_ok:
             return "bridge"
         if mode == "bridge":
@@ -226,7 +259,8 @@ class Lab:
         node, uplink = self.plan.node_ns, self.plan.uplink_ns
         netns.ip(node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
                  "netns", uplink)
-        netns.ip(node, "addr", "add", f"{NODE_ADDRESS}/{UPLINK_PREFIXLEN}", "dev", "eth0")
+        netns.ip(node, "addr", "add", f"{self.plan.nodes[0].address}/{UPLINK_PREFIXLEN}", "dev",
+                 "eth0")
         netns.ip(uplink, "addr", "add", f"{UPLINK_ADDRESS}/{UPLINK_PREFIXLEN}", "dev", "eth0")
         netns.ip(node, "link", "set", "eth0", "up")
         netns.ip(uplink, "link", "set", "eth0", "up")
@@ -234,39 +268,90 @@ class Lab:
         # whatever tries to leave the lab stops there.
         netns.ip(node, "route", "add", "default", "via", UPLINK_ADDRESS)
 
+    def _wire_underlay(self) -> None:
+        """Two nodes: their eth0s and the outside client's on one bridge in the uplink
+        namespace, like hosts on one L2 network; its 192.168.77.1 still forwards nothing."""
+        uplink = self.plan.uplink_ns
+        netns.ip(uplink, "link", "add", UNDERLAY_BRIDGE, "type", "bridge")
+        netns.ip(uplink, "addr", "add", f"{UPLINK_ADDRESS}/{UPLINK_PREFIXLEN}", "dev",
+                 UNDERLAY_BRIDGE)
+        netns.ip(uplink, "link", "set", UNDERLAY_BRIDGE, "up")
+        ends = [(node.ns, node.address, node.uplink_port) for node in self.plan.nodes]
+        ends.append((self.plan.outside_ns, OUTSIDE_ADDRESS, "outside"))
+        for ns, address, port in ends:
+            netns.ip(ns, "link", "add", "eth0", "type", "veth", "peer", "name", port,
+                     "netns", uplink)
+            netns.ip(ns, "addr", "add", f"{address}/{UPLINK_PREFIXLEN}", "dev", "eth0")
+            netns.ip(uplink, "link", "set", port, "master", UNDERLAY_BRIDGE)
+            netns.ip(uplink, "link", "set", port, "up")
+            netns.ip(ns, "link", "set", "eth0", "up")
+            netns.ip(ns, "route", "add", "default", "via", UPLINK_ADDRESS)
+
+    def _wire_overlay(self) -> None:
+        """flannel's vxlan backend, by hand: on each node a `flannel.1` VXLAN device (VNI 1,
+        UDP 8472, no learning) holding the node's pod CIDR's .0 as a /32, and for every other
+        node the three entries flanneld writes: a route to its pod CIDR via its flannel.1
+        address (onlink), a permanent neighbour entry for that address with its flannel.1 MAC,
+        and an FDB entry sending that MAC to its node address."""
+        for node in self.plan.nodes:
+            netns.ip(node.ns, "link", "add", VXLAN_DEVICE, "type", "vxlan", "id", str(VXLAN_VNI),
+                     "local", node.address, "dev", "eth0", "dstport", str(VXLAN_PORT),
+                     "nolearning")
+            netns.ip(node.ns, "link", "set", VXLAN_DEVICE, "address", node.vxlan_mac,
+                     "mtu", str(VXLAN_MTU))
+            netns.ip(node.ns, "addr", "add", f"{node.vxlan_address}/32", "dev", VXLAN_DEVICE)
+            netns.ip(node.ns, "link", "set", VXLAN_DEVICE, "up")
+            for peer in self.plan.nodes:
+                if peer.index == node.index:
+                    continue
+                netns.ip(node.ns, "route", "add", peer.pod_cidr, "via", peer.vxlan_address,
+                         "dev", VXLAN_DEVICE, "onlink")
+                netns.ip(node.ns, "neigh", "add", peer.vxlan_address, "lladdr", peer.vxlan_mac,
+                         "dev", VXLAN_DEVICE, "nud", "permanent")
+                netns.run(["bridge", "-n", node.ns, "fdb", "append", peer.vxlan_mac, "dev",
+                           VXLAN_DEVICE, "dst", peer.address])
+        # flanneld's own masquerade rules are left out: pod traffic stays inside the cluster
+        # CIDR here, and nothing may leave the lab anyway.
+
+    def _pod_mtu(self) -> list[str]:
+        # Pods on a VXLAN overlay get its MTU (flannel's FLANNEL_MTU), so full-size segments
+        # still fit once encapsulated.
+        return ["mtu", str(VXLAN_MTU)] if self.plan.node_count > 1 else []
+
     def _add_pod_veth(self, pod: Pod) -> None:
         # Created directly between two lab namespaces: no end ever exists in the host's.
-        netns.ip(self.plan.node_ns, "link", "add", pod.veth, "type", "veth", "peer", "name",
-                 "eth0", "netns", self.plan.pod_ns(pod))
+        mtu = self._pod_mtu()
+        netns.ip(self.plan.node_of(pod).ns, "link", "add", pod.veth, *mtu, "type", "veth",
+                 "peer", "name", "eth0", *mtu, "netns", self.plan.pod_ns(pod))
 
-    def _wire_bridge(self) -> None:
-        node = self.plan.node_ns
-        netns.ip(node, "link", "add", "cbr0", "type", "bridge")
+    def _wire_bridge(self, node: Node) -> None:
+        ns = node.ns
+        netns.ip(ns, "link", "add", "cbr0", *self._pod_mtu(), "type", "bridge")
         # A fixed MAC: otherwise the bridge takes its lowest port's and changes it as ports come.
-        netns.ip(node, "link", "set", "cbr0", "address", BRIDGE_MAC)
-        prefixlen = POD_CIDR.split("/")[1]
-        netns.ip(node, "addr", "add", f"{BRIDGE_ADDRESS}/{prefixlen}", "dev", "cbr0")
-        netns.ip(node, "link", "set", "cbr0", "up")
-        for pod in self.plan.pods:
+        netns.ip(ns, "link", "set", "cbr0", "address", node.bridge_mac)
+        prefixlen = node.pod_cidr.split("/")[1]
+        netns.ip(ns, "addr", "add", f"{node.bridge_address}/{prefixlen}", "dev", "cbr0")
+        netns.ip(ns, "link", "set", "cbr0", "up")
+        for pod in self.plan.pods_on(node):
             pod_ns = self.plan.pod_ns(pod)
             self._add_pod_veth(pod)
-            netns.ip(node, "link", "set", pod.veth, "master", "cbr0")
-            netns.ip(node, "link", "set", pod.veth, "up")
+            netns.ip(ns, "link", "set", pod.veth, "master", "cbr0")
+            netns.ip(ns, "link", "set", pod.veth, "up")
             netns.ip(pod_ns, "addr", "add", f"{pod.ip}/{prefixlen}", "dev", "eth0")
             netns.ip(pod_ns, "link", "set", "eth0", "up")
-            netns.ip(pod_ns, "route", "add", "default", "via", BRIDGE_ADDRESS)
+            netns.ip(pod_ns, "route", "add", "default", "via", node.bridge_address)
 
-    def _wire_routed(self) -> None:
-        node = self.plan.node_ns
-        for pod in self.plan.pods:
+    def _wire_routed(self, node: Node) -> None:
+        for pod in self.plan.pods_on(node):
             pod_ns = self.plan.pod_ns(pod)
+            node_ns = node.ns
             self._add_pod_veth(pod)
             # The node answers ARP for the pod's gateway on the pod's veth (proxy ARP), at once:
             # the kernel's default proxy_delay holds each answer back up to 0.8 s.
-            netns.sysctl(node, {f"net.ipv4.conf.{pod.veth}.proxy_arp": "1",
-                                f"net.ipv4.neigh.{pod.veth}.proxy_delay": "0"})
-            netns.ip(node, "link", "set", pod.veth, "up")
-            netns.ip(node, "route", "add", f"{pod.ip}/32", "dev", pod.veth, "scope", "link")
+            netns.sysctl(node_ns, {f"net.ipv4.conf.{pod.veth}.proxy_arp": "1",
+                                   f"net.ipv4.neigh.{pod.veth}.proxy_delay": "0"})
+            netns.ip(node_ns, "link", "set", pod.veth, "up")
+            netns.ip(node_ns, "route", "add", f"{pod.ip}/32", "dev", pod.veth, "scope", "link")
             netns.ip(pod_ns, "addr", "add", f"{pod.ip}/32", "dev", "eth0")
             netns.ip(pod_ns, "link", "set", "eth0", "up")
             netns.ip(pod_ns, "route", "add", ROUTED_GATEWAY, "dev", "eth0", "scope", "link")
@@ -330,18 +415,20 @@ class Lab:
     def _down(self) -> list[str]:
         """Remove everything; returns the namespaces that were deleted."""
         present = netns.list_namespaces()
-        ours = [ns for ns in self.plan.namespaces if ns in present]
+        # Every layout's namespaces: `down` must not depend on knowing how `up` was called.
+        everything = self.plan.any_layout_namespaces
+        ours = [ns for ns in everything if ns in present]
         # Processes first: a namespace with processes left in it outlives its name.
         for ns in ours:
             netns.kill_namespace_processes(ns)
         for ns in ours:
             netns.delete_namespace(ns)
-        for ns in self.plan.namespaces:
+        for ns in everything:
             shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
         with contextlib.suppress(OSError):
             NETNS_ETC.rmdir()  # only when empty: other labs' files stay
         shutil.rmtree(self.state_dir, ignore_errors=True)
-        left = [ns for ns in self.plan.namespaces if ns in netns.list_namespaces()]
+        left = [ns for ns in everything if ns in netns.list_namespaces()]
         if left:
             raise LabError(f"could not delete namespaces: {', '.join(left)}")
         return ours

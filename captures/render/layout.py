@@ -398,10 +398,6 @@ def _phase_groups(rows: list[Row]) -> list[PhaseGroup]:
     return groups
 
 
-def _label_width(text: str) -> float:
-    return min(len(text), LABEL_CHARS) * CHAR_WIDTH + 24
-
-
 def _place_lanes(lanes: list[Lane], rows: list[Row]) -> None:
     """Step 6: each gap between neighbouring lanes fits the widest label that spans it (a label
     spanning k gaps needs 1/k of its width from each); self-arrows need room to the right."""

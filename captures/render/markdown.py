@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from captures.analysis.narrative import finding
 from captures.analysis.records import split_endpoint
+from captures.analysis.words import Names, finding, ms
 
 from .layout import Layout, format_seconds
 from .mermaid import render_mermaid
@@ -17,7 +17,7 @@ FACT_ORDER = ("target", "time", "filter", "limits", "files")
 def render_markdown(layout: Layout, *, facts: dict | None = None, notes: list[dict] | None = None,
                     svg_href: str | None = None, title: str | None = None) -> str:
     facts = dict(facts or {})
-    names = _Names(layout.participants)
+    names = Names(layout.participants, code=True)
     heading = title or facts.pop("title", None) or _default_title(layout, facts)
     out = [f"# {_inline(heading)}", ""]
     out += _facts(layout, facts)
@@ -43,23 +43,9 @@ def _inline(value: str) -> str:
     return value.replace("\n", " ")
 
 
-def _ms(value) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.1f} ms" if value >= 1 else f"{value:.3f} ms"
-
-
-class _Names:
-    def __init__(self, participants: list[dict]) -> None:
-        self.by_ip = {p["ip"]: p for p in participants}
-
-    def __call__(self, endpoint: str | None) -> str:
-        if not endpoint:
-            return "?"
-        found = self.by_ip.get(split_endpoint(endpoint)[0])
-        if not found or found.get("name") == found.get("ip"):
-            return f"`{endpoint}`"
-        return f"{found['name']} (`{endpoint}`)"
+def _ms_cell(value) -> str:
+    """A duration in a table cell: words.ms, a dash when there is none."""
+    return ms(value, unknown="—")
 
 
 def _default_title(layout: Layout, facts: dict) -> str:
@@ -124,7 +110,7 @@ def _lookup(layout: Layout, connection: dict) -> dict | None:
     return found
 
 
-def _timing(layout: Layout, names: _Names) -> list[str]:
+def _timing(layout: Layout, names: Names) -> list[str]:
     out = ["## Timing", "",
            "DNS, connect and TLS belong to a connection's first request; later requests on a "
            "kept-open connection reuse it. Total runs from the first of those steps to the last "
@@ -146,9 +132,9 @@ def _timing(layout: Layout, names: _Names) -> list[str]:
             if tls.get("sni"):
                 what += f" (SNI {tls['sni']})"
             out.append(f"| {_cell(who)} | — | {_cell(what)} | "
-                       f"{_ms(lookup and lookup.get('latency_ms'))} | "
-                       f"{_ms(timing.get('connect_ms'))} | {_ms(timing.get('tls_ms'))} | "
-                       f"{_ms(timing.get('ttfb_ms'))} | {_ms(timing.get('total_ms'))} |")
+                       f"{_ms_cell(lookup and lookup.get('latency_ms'))} | "
+                       f"{_ms_cell(timing.get('connect_ms'))} | {_ms_cell(timing.get('tls_ms'))} | "
+                       f"{_ms_cell(timing.get('ttfb_ms'))} | {_ms_cell(timing.get('total_ms'))} |")
             continue
         for request in requests:
             first = request["n"] == 1
@@ -165,10 +151,10 @@ def _timing(layout: Layout, names: _Names) -> list[str]:
                 "" if request.get("response_t") else " → no response")
             out.append(
                 f"| {_cell(who)} | {request['n']} | {_cell(what)} | "
-                f"{_ms(lookup.get('latency_ms')) if first and lookup else '—'} | "
-                f"{_ms(timing.get('connect_ms')) if first else 'reused'} | "
-                f"{_ms(timing.get('tls_ms')) if first else '—'} | "
-                f"{_ms(request.get('ttfb_ms'))} | {_ms(total)} |")
+                f"{_ms_cell(lookup.get('latency_ms')) if first and lookup else '—'} | "
+                f"{_ms_cell(timing.get('connect_ms')) if first else 'reused'} | "
+                f"{_ms_cell(timing.get('tls_ms')) if first else '—'} | "
+                f"{_ms_cell(request.get('ttfb_ms'))} | {_ms_cell(total)} |")
     if not layout.connections:
         out.append("| — | — | no TCP connections in this capture | — | — | — | — | — |")
     return [*out, ""]
@@ -182,10 +168,11 @@ def _dns_table(layout: Layout) -> list[str]:
     for exchange in layout.dns:
         answers = ", ".join((exchange.get("answers") or [])[:4])
         t = exchange.get("t")
-        out.append(f"| {_ms(t * 1000 if t is not None else None)} | `{exchange.get('client')}` | "
+        at = _ms_cell(t * 1000 if t is not None else None)
+        out.append(f"| {at} | `{exchange.get('client')}` | "
                    f"{_cell(exchange.get('type'))} {_cell(exchange.get('name'))} | "
                    f"{_cell(answers or None)} | {_cell(exchange.get('rcode') or 'no answer')} | "
-                   f"{_ms(exchange.get('latency_ms'))} |")
+                   f"{_ms_cell(exchange.get('latency_ms'))} |")
     return [*out, ""]
 
 

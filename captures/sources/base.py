@@ -2,13 +2,15 @@
 
 A live source starts a capture and hands the runner a pcapng byte stream; the runner does the
 rest (storage, live view, limits, analysis), so adding a source means writing `open()` and
-`stop()`. Targets are validated here before anything is queued: the API answers 400 for a
-target that does not exist, a hostile name or a cluster kind that is not configured.
+`stop()`, and registering its kinds (`register`, below). Targets are validated here before
+anything is queued: the API answers 400 for a target that does not exist, a hostile name or a
+cluster kind that is not configured.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -19,7 +21,6 @@ DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # Linux interface names: at most 15 bytes, no slash, no whitespace.
 INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
-CLUSTER_KINDS = ("pod", "node", "service")
 
 
 class TargetError(ValueError):
@@ -39,7 +40,7 @@ def is_dns1123_subdomain(value) -> bool:
 class Target:
     """A validated target: what the row stores and what the filter compiles against."""
 
-    kind: str  # local | lab
+    kind: str  # a registered kind: local, lab, pod, node, service
     spec: dict = field(default_factory=dict)
     linktype: str = "EN10MB"  # tcpdump -y name of what dumpcap will record
     # BPF ANDed to the user's filter, so that what they may not see is never recorded.
@@ -72,33 +73,59 @@ class LiveSource:
         return None
 
 
+# -- the registry of kinds ----------------------------------------------------------------------
+# Each source module registers the kinds it serves when it is imported (the package's __init__
+# imports them all): sources import this module, never the other way round.
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of target is checked and opened. `open` is None for a kind that is never
+    captured live (uploads); `host` kinds capture this host or its lab and need the host grant.
+    """
+
+    resolve: Callable[[dict, object], Target]  # (target, user) -> Target, or TargetError
+    open: Callable[..., LiveSource] | None  # (kind, spec, bpf, max_packets, capture_id)
+    host: bool
+
+
+@dataclass(frozen=True)
+class _Lister:
+    targets: Callable[[object], list[dict]]  # (user) -> what the picker offers
+    host: bool
+
+
+_KINDS: dict[str, Kind] = {}
+_LISTERS: list[_Lister] = []  # in registration order, which is the picker's order
+
+
+def register(kinds, *, resolve, targets, open=None, host: bool = False) -> None:
+    """Serve `kinds` with these functions; `targets(user)` lists them all for the picker."""
+    for kind in kinds:
+        if kind in _KINDS:
+            raise ValueError(f"target kind {kind!r} is registered twice")
+        _KINDS[kind] = Kind(resolve, open, host)
+    _LISTERS.append(_Lister(targets, host))
+
+
 def resolve_target(target, user=None) -> Target:
     """Check a requested target (the API's `target` object) for `user`; raise TargetError.
 
-    Cluster targets check the user's namespace grant before anything reaches the cluster."""
+    Host kinds (local, lab) check the host grant, cluster kinds the user's namespace grant,
+    before anything reaches the host or the cluster."""
     if not isinstance(target, dict):
         raise TargetError("target must be an object such as {\"kind\": \"local\", ...}")
     kind = target.get("kind")
-    if kind in CLUSTER_KINDS:
-        from captures.sources import kubernetes
-
-        return kubernetes.resolve(target, user)
-    if kind in ("local", "lab"):
+    known = _KINDS.get(kind) if isinstance(kind, str) else None
+    if known is None:
+        live = ", ".join(name for name, entry in _KINDS.items() if entry.open)
+        raise TargetError(f"target kind must be one of {live}")
+    if known.host:
         try:
             grants.check_host(user)
         except grants.NotGranted as exc:
             raise TargetError(str(exc)) from None
-    if kind == "local":
-        from captures.sources import local
-
-        return local.resolve(target, user)
-    if kind == "lab":
-        from captures.sources import labsource
-
-        return labsource.resolve(target)
-    if kind == "upload":
-        raise TargetError("uploads are sent as multipart/form-data with a `file` field")
-    raise TargetError("target kind must be one of local, lab, pod, node, service")
+    return known.resolve(target, user)
 
 
 def open_live(kind: str, spec: dict, bpf: str, max_packets: int | None = None,
@@ -106,25 +133,15 @@ def open_live(kind: str, spec: dict, bpf: str, max_packets: int | None = None,
     """A source for a validated target. `max_packets` lets a source stop itself exactly at the
     packet limit where it can; the runner enforces every limit anyway. `capture_id` labels
     what a source creates in a cluster, so orphans can be found after a worker dies."""
-    if kind in CLUSTER_KINDS:
-        from captures.sources import kubernetes
-
-        return kubernetes.open_source(kind, spec, bpf, capture_id)
-    if kind == "local":
-        from captures.sources import local
-
-        return local.LocalSource(spec["interface"], bpf, max_packets)
-    if kind == "lab":
-        from captures.sources import labsource
-
-        return labsource.LabSource(spec["target"], bpf, max_packets)
-    raise TargetError(f"no live source for kind {kind!r}")
+    known = _KINDS.get(kind)
+    if known is None or known.open is None:
+        raise TargetError(f"no live source for kind {kind!r}")
+    return known.open(kind, spec, bpf, max_packets, capture_id)
 
 
 def list_targets(user=None) -> list[dict]:
     """What `user` may capture: local interfaces and the lab (with the host grant), the
     cluster's granted namespaces, uploads."""
-    from captures.sources import kubernetes, labsource, local
-
-    host = [*local.targets(), *labsource.targets()] if grants.may_capture_host(user) else []
-    return [*host, *kubernetes.targets(user), {"kind": "upload"}]
+    host = grants.may_capture_host(user)
+    return [found for lister in _LISTERS if host or not lister.host
+            for found in lister.targets(user)]

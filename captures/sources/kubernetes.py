@@ -1,32 +1,40 @@
 """Captures in a real cluster: a pod (debug container), a node (capture pod), a Service (its pods).
 
 How a capture runs (the same for a pod's ephemeral container and a node's capture pod):
-1. The container runs CAPTURE_SCRIPT under `sh`, with tcpdump's argv as positional arguments:
-   the filter is never parsed by a shell, only handed to tcpdump as words after `--`.
-2. The script waits for a first line on stdin. kviz attaches first, then sends it: tcpdump's
-   pcap header would be lost if it started before anyone listened (attach only streams what
-   is written after it connects).
+1. The container's own process is HOLD_SCRIPT: it captures nothing and prints nothing (a
+   container's output is what the runtime writes to /var/log/pods and log shippers collect).
+   It waits for kviz, and ends by itself when no capture arrives in time (the image pulled
+   after kviz gave up, kviz's worker died, the exec was refused), when the capture ends, or at
+   the longest capture's deadline. So nothing is left running with a capture capability.
+2. kviz execs CAPTURE_SCRIPT into it, tcpdump's argv as positional arguments: the filter is
+   never parsed by a shell, only handed to tcpdump as words after `--`. An exec's output is
+   streamed to kviz only, never logged by the runtime, and it starts with the process, so
+   tcpdump's pcap header is never missed.
 3. It prints the interface index → name map on stderr (`kviz-if 2 eth0`): `-i any` records
    Linux cooked v2, which carries only the index. Then tcpdump runs, pcap on stdout.
-4. A second stdin line (stop), or stdin's EOF (stdinOnce: kviz's connection dropped, e.g. its
-   worker died), makes the script SIGINT exactly its own tcpdump, which flushes and exits.
+4. A stdin line (stop), or stdin's EOF (kviz's connection dropped, e.g. its worker died),
+   makes the script SIGINT exactly its own tcpdump, which flushes and exits; tcpdump exiting by
+   itself ends the script too. Its exit code goes to the holder, which exits with it, so the
+   container's `state.terminated` tells how the capture ended.
    Why not `kill -INT 1`: with targetContainerName the debug container shares the target's
    PID namespace, where PID 1 is the application, not tcpdump.
-An ephemeral container cannot be removed from its pod; once stopped it stays listed as
-terminated. A node's capture pod is always deleted (close(), open() failing, cleanup_orphans).
+5. Any failure after the container was added: kviz execs END_SCRIPT, which ends the holder
+   at once (when even that fails, the holder's own timeout does it).
+Capabilities: none are added at first: `tcpdump -i any` needs only NET_RAW, which a root
+container has on containerd (its default set); a runtime without it (CRI-O) makes tcpdump say
+"permission", and kviz then adds NET_RAW alone, which Pod Security `baseline` refuses: the
+error names the level. An ephemeral container cannot be removed from its pod; once stopped it
+stays listed as terminated. A node's capture pod is always deleted (close(), open() failing,
+cleanup_orphans).
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
-import json
 import os
-import select
-import struct
 import threading
-import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from captures.access import grants
 from captures.sources.base import (
@@ -35,22 +43,48 @@ from captures.sources.base import (
     TargetError,
     is_dns1123_label,
     is_dns1123_subdomain,
+    register,
 )
+from captures.sources.pcapstream import PcapngMerger
 
 KINDS = ("pod", "node", "service")
 LINKTYPE = "LINUX_SLL2"  # what `tcpdump -i any -y LINUX_SLL2` records
 SNAPLEN = 262144
-START_TIMEOUT = 90  # image pull and container start
-LISTEN_TIMEOUT = 20  # tcpdump opening the capture after the start line
+HOLD_MARK = "kviz-hold"  # $0 of the holder: how kviz (and its test server) knows it
+CAPTURE_MARK = "kviz-capture"
+END_MARK = "kviz-end"
+# $1: seconds to wait for a capture; $2: seconds after which any capture is ended.
+HOLD_SCRIPT = """\
+trap 'exit 143' TERM INT
+t=0
+while [ ! -e /tmp/kviz.done ]; do
+  if [ ! -e /tmp/kviz.started ] && [ "$t" -ge "$1" ]; then exit 0; fi
+  if [ "$t" -ge "$2" ]; then
+    [ -e /tmp/kviz.pid ] && kill -INT "$(cat /tmp/kviz.pid)" 2>/dev/null
+    exit 0
+  fi
+  sleep 1
+  t=$((t+1))
+done
+code=$(cat /tmp/kviz.done)
+[ "${code:-0}" = 0 ] || echo "tcpdump exited with code $code" >/dev/termination-log
+exit "${code:-0}"
+"""
 CAPTURE_SCRIPT = """\
-read -r _ || exit 0
+: >/tmp/kviz.started
 for i in /sys/class/net/*; do echo "kviz-if $(cat "$i/ifindex") ${i##*/}" >&2; done
+exec 3<&0
 "$@" &
 pid=$!
-read -r _
-kill -INT "$pid" 2>/dev/null
+echo "$pid" >/tmp/kviz.pid
+{ read -r _ <&3; kill -INT "$pid"; } >/dev/null 2>&1 &
 wait "$pid"
+code=$?
+echo "$code" >/tmp/kviz.done
+exit "$code"
 """
+END_SCRIPT = 'echo 0 >/tmp/kviz.done\n'
+PERMISSION_WORDS = ("permission", "Operation not permitted")
 
 
 def setting(name: str, default):
@@ -63,7 +97,31 @@ def setting(name: str, default):
         return value.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int) and not isinstance(default, bool):
         return int(value)
+    if isinstance(default, float):
+        return float(value)
     return value
+
+
+def start_timeout() -> int:
+    return setting("KVIZ_K8S_START_TIMEOUT", 120)  # image pull (with retries) and start
+
+
+def listen_timeout() -> int:
+    return setting("KVIZ_K8S_LISTEN_TIMEOUT", 20)  # tcpdump opening the capture
+
+
+def hold_wait() -> int:
+    # How long the holder waits for kviz's exec once it runs: kviz execs at once, so this
+    # only matters when kviz gave up or died; then it bounds how long a container idles.
+    return setting("KVIZ_K8S_HOLD_WAIT", 60)
+
+
+def ping_period() -> float:
+    return setting("KVIZ_K8S_PING_PERIOD", 5.0)
+
+
+def image() -> str:
+    return setting("KVIZ_DEBUG_IMAGE", "nicolaka/netshoot:v0.13")
 
 
 def enabled() -> bool:
@@ -100,23 +158,43 @@ def tcpdump_argv(bpf: str) -> list[str]:
 
 
 def capture_command(bpf: str) -> list[str]:
-    return ["sh", "-c", CAPTURE_SCRIPT, "kviz-capture", *tcpdump_argv(bpf)]
+    """What kviz execs into the capture container."""
+    return ["sh", "-c", CAPTURE_SCRIPT, CAPTURE_MARK, *tcpdump_argv(bpf)]
 
 
-def debug_container(name: str, target_container: str, bpf: str) -> dict:
-    return {"name": name, "image": setting("KVIZ_DEBUG_IMAGE", "nicolaka/netshoot:v0.13"),
-            "command": capture_command(bpf), "targetContainerName": target_container,
-            "stdin": True, "stdinOnce": True, "tty": False,
-            "imagePullPolicy": "IfNotPresent", "terminationMessagePolicy": "File",
-            "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}}
+def end_command() -> list[str]:
+    return ["sh", "-c", END_SCRIPT, END_MARK]
 
 
-def node_pod_manifest(node: str, capture_id, bpf: str) -> dict:
+def hold_command() -> list[str]:
+    """The capture container's own process (see the module's docstring)."""
+    longest = setting("KVIZ_MAX_SECONDS", 3600) + 300
+    return ["sh", "-c", HOLD_SCRIPT, HOLD_MARK, str(hold_wait()), str(longest)]
+
+
+def _security(net_raw: bool) -> dict:
+    # Nothing added by default: a root container on containerd has NET_RAW already, and Pod
+    # Security `baseline` (the usual namespace level) refuses any added NET_RAW or NET_ADMIN.
+    # `-i any` never needs NET_ADMIN (no promiscuous mode on the `any` device).
+    return {"capabilities": {"add": ["NET_RAW"]}} if net_raw else {}
+
+
+def debug_container(name: str, target_container: str, net_raw: bool = False) -> dict:
+    container = {"name": name, "image": image(), "command": hold_command(),
+                 "targetContainerName": target_container, "stdin": False, "tty": False,
+                 "imagePullPolicy": "IfNotPresent", "terminationMessagePolicy": "File"}
+    security = _security(net_raw)
+    if security:
+        container["securityContext"] = security
+    return container
+
+
+def node_pod_manifest(node: str, capture_id) -> dict:
     from captures.adapters import k8s
 
     privileged = setting("KVIZ_NODE_PRIVILEGED", False)
     security = ({"privileged": True} if privileged else
-                {"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}})
+                {"capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}})
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": f"kviz-node-{str(capture_id)[:8]}-{uuid.uuid4().hex[:5]}",
@@ -126,14 +204,16 @@ def node_pod_manifest(node: str, capture_id, bpf: str) -> dict:
             "hostNetwork": True,
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 0,
+            # Short, not 0: the holder exits on SIGTERM within a second, and a deleted pod
+            # stays listed until the kubelet has stopped it (see Cluster.delete_pod).
+            "terminationGracePeriodSeconds": k8s.DELETE_GRACE,
             # A backstop if kviz itself is gone: the kubelet ends the pod after this.
             "activeDeadlineSeconds": setting("KVIZ_MAX_SECONDS", 3600) + 300,
             "tolerations": [{"operator": "Exists"}],  # tainted nodes too (control plane)
             "containers": [{
-                "name": "capture", "image": setting("KVIZ_DEBUG_IMAGE", "nicolaka/netshoot:v0.13"),
-                "command": capture_command(bpf), "stdin": True, "stdinOnce": True, "tty": False,
-                "imagePullPolicy": "IfNotPresent", "securityContext": security,
+                "name": "capture", "image": image(), "command": hold_command(),
+                "stdin": False, "tty": False, "imagePullPolicy": "IfNotPresent",
+                "terminationMessagePolicy": "File", "securityContext": security,
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                               "limits": {"memory": "256Mi"}},
             }],
@@ -231,6 +311,27 @@ def cleanup_orphans(active_capture_ids) -> list[str]:
         cluster.close()
 
 
+def capture_bindings(namespaces=None, worker: str = "kviz-worker") -> list[dict]:
+    """The RoleBindings that let kviz's worker capture in `namespaces` (default: every
+    namespace granted to someone), to the ClusterRole kviz-capture of deploy/kubernetes."""
+    if namespaces is None:
+        namespaces = grants.namespaces_granted_to_anyone()
+    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": "kviz-capture", "namespace": namespace,
+                          "labels": {"app.kubernetes.io/part-of": "kviz"}},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "kviz-capture"},
+             "subjects": [{"kind": "ServiceAccount", "name": worker,
+                           "namespace": own_namespace()}]}
+            for namespace in sorted(namespaces)]
+
+
+def capture_bindings_yaml(namespaces=None) -> str:
+    import yaml
+
+    return yaml.safe_dump_all(capture_bindings(namespaces), sort_keys=False)
+
+
 # -- sources -----------------------------------------------------------------------------------
 
 
@@ -243,25 +344,31 @@ def parse_interfaces(stderr: bytes) -> dict[int, str]:
     return names
 
 
-class _Attached:
-    """One running capture container: attach, start, wait until tcpdump listens."""
+class CaptureFailed(Exception):
+    """tcpdump did not start; `permission` when it said it lacked the capability."""
+
+    def __init__(self, message: str, permission: bool):
+        super().__init__(message)
+        self.permission = permission
+
+
+class _Capture:
+    """tcpdump exec'd into one capture container: start, wait until it listens, stop, end."""
 
     def __init__(self, cluster, namespace: str, pod: str, container: str):
         self.cluster, self.namespace, self.pod, self.container = cluster, namespace, pod, container
         self.stream = None
         self.interfaces: dict[int, str] = {}
 
-    def start(self) -> None:
-        from captures.adapters import k8s
-
-        self.stream = self.cluster.attach(self.namespace, self.pod, self.container)
-        self.stream.write_stdin(b"start\n")
-        if not self.stream.wait_stderr(b"listening on", LISTEN_TIMEOUT):
-            said = self.stream.stderr.decode("utf-8", "replace").strip().splitlines()
-            said = [line for line in said if not line.startswith("kviz-if ")]
+    def start(self, bpf: str) -> None:
+        self.stream = self.cluster.exec(self.namespace, self.pod, self.container,
+                                        capture_command(bpf), ping_period())
+        if not self.stream.wait_stderr(b"listening on", listen_timeout()):
+            said = _said(self.stream.stderr)
             why = said[-1] if said else (self.stream.failure() or "no answer")
             self.stream.close()
-            raise k8s.K8sError(f"tcpdump did not start in {self.namespace}/{self.pod}: {why}")
+            raise CaptureFailed(f"tcpdump did not start in {self.namespace}/{self.pod}: {why}",
+                                any(word in line for line in said for word in PERMISSION_WORDS))
         self.interfaces = parse_interfaces(self.stream.stderr)
 
     def stop(self) -> None:
@@ -269,42 +376,80 @@ class _Attached:
         with contextlib.suppress(Exception):
             self.stream.write_stdin(b"stop\n")
 
+    def kill(self) -> None:
+        # Dropping the connection closes the process's stdin: the script ends tcpdump.
+        self.stream.drop()
+
     def close(self) -> None:
         if self.stream:
             self.stream.close()
 
+    def failure(self) -> str:
+        """How tcpdump ended when it was not asked to, or ''. The exec's Status carries its
+        exit code; a stream that ended without one (cut on the way) leaves the container's
+        `state.terminated` (the holder exits with tcpdump's code) as the one witness."""
+        from captures.adapters import k8s
 
-class _AttachedSource(LiveSource):
-    """A tcpdump container whose output comes back over the attach WebSocket."""
+        if self.stream is None:
+            return ""
+        where = f"tcpdump in {self.namespace}/{self.pod}"
+        said = [line for line in _said(self.stream.stderr) if "packets" not in line]
+        words = f": {said[-1]}" if said else ""
+        code = self.stream.exit_code()
+        if code:
+            return f"{where} exited with code {code}{words}"
+        if self.stream.status is not None:
+            return "" if code == 0 else f"{where}: {self.stream.failure()}"
+        terminated = {}
+        with contextlib.suppress(k8s.K8sError):
+            for raw in self.cluster.watch_pod(self.namespace, self.pod, 3):
+                state = (k8s._container_status(raw, self.container) or {}).get("state") or {}
+                terminated = state.get("terminated") or {}
+                if terminated:
+                    break
+        if terminated.get("exitCode"):
+            message = (terminated.get("message") or "").strip()
+            return (f"{where} exited with code {terminated['exitCode']}"
+                    + (f" ({message})" if message else "") + words)
+        return self.stream.error
 
-    attached: _Attached | None = None
+
+def _said(stderr: bytes) -> list[str]:
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("kviz-if ")]
+
+
+class _ExecSource(LiveSource):
+    """A tcpdump whose output comes back over an exec WebSocket."""
+
+    capture: _Capture | None = None
     _inventory: dict | None = None
 
-    def _attach(self, namespace: str, pod: str, container: str) -> None:
-        self.attached = _Attached(self.cluster, namespace, pod, container)
-        self.attached.start()
-        self.interfaces = self.attached.interfaces
-        self.stream = self.attached.stream.stdout
+    def _start(self, namespace: str, pod: str, container: str) -> None:
+        capture = _Capture(self.cluster, namespace, pod, container)
+        capture.start(self.bpf)
+        self.capture = capture
+        self.interfaces = capture.interfaces
+        self.stream = capture.stream.stdout
 
     def stop(self) -> None:
-        self.attached.stop()
+        self.capture.stop()
 
     def kill(self) -> None:
-        # Dropping the connection closes the container's stdin: the script ends tcpdump.
-        self.attached.stream.ws.close()
+        self.capture.kill()
 
     def close(self) -> None:
-        if self.attached:
-            self.attached.close()
+        if self.capture:
+            self.capture.close()
 
     def failure(self) -> str:
-        return self.attached.stream.failure() if self.attached and self.attached.stream else ""
+        return self.capture.failure() if self.capture else ""
 
     def inventory(self) -> dict | None:
         return self._inventory
 
 
-class PodSource(_AttachedSource):
+class PodSource(_ExecSource):
     """tcpdump in an ephemeral container of the pod (it shares the pod's network namespace).
 
     `stream` is tcpdump's classic pcap, byte for byte as it came over the WebSocket."""
@@ -316,21 +461,61 @@ class PodSource(_AttachedSource):
         self.interfaces = {}
         self.cluster = cluster
         self.snapshot = snapshot  # a Service's pods share the Service's one snapshot
+        self.containers: list[str] = []  # every container added, in order
 
     def open(self) -> None:
+        from captures.adapters import k8s
+
         self.cluster = self.cluster or connect()
         pod = self.cluster.pod(self.namespace, self.pod)
         if self.snapshot:
             # Taken as the capture starts: names as they were at that moment.
             self._inventory = _snapshot(self.cluster)
-        name = f"kviz-{uuid.uuid4().hex[:8]}"
-        self.cluster.add_debug_container(self.namespace, self.pod,
-                                         debug_container(name, pod["containers"][0], self.bpf))
-        self.cluster.wait_running(self.namespace, self.pod, name, True, START_TIMEOUT)
-        self._attach(self.namespace, self.pod, name)
+        net_raw = False
+        while True:
+            name = f"kviz-{uuid.uuid4().hex[:8]}"
+            try:
+                self.cluster.add_debug_container(
+                    self.namespace, self.pod, debug_container(name, pod["containers"][0],
+                                                              net_raw))
+            except k8s.PodSecurity as exc:
+                if not net_raw:
+                    raise
+                raise k8s.PodSecurity(
+                    f"tcpdump in {self.namespace}/{self.pod} needs the NET_RAW capability, "
+                    f"which this node's container runtime does not give a root container "
+                    f"(containerd does, CRI-O does not); the namespace's Pod Security level "
+                    f"\"{exc.level}\" forbids adding it ({exc}). Capture there needs the "
+                    f"namespace labelled pod-security.kubernetes.io/enforce=privileged, or a "
+                    f"node capture instead") from None
+            self.containers.append(name)
+            try:
+                self.cluster.wait_running(self.namespace, self.pod, name, start_timeout(),
+                                          image())
+                self._start(self.namespace, self.pod, name)
+                return
+            except CaptureFailed as exc:
+                self._end(name)
+                if exc.permission and not net_raw:
+                    net_raw = True  # this runtime gives root no NET_RAW: ask for it alone
+                    continue
+                raise k8s.K8sError(str(exc)) from None
+            except BaseException:
+                self._end(name)
+                raise
+
+    def _end(self, name: str) -> None:
+        """End the holder now (a failure past the PATCH); if even that fails it ends itself
+        after KVIZ_K8S_HOLD_WAIT seconds."""
+        from captures.adapters import k8s
+
+        with contextlib.suppress(k8s.K8sError):
+            stream = self.cluster.exec(self.namespace, self.pod, name, end_command(), 0)
+            stream.ended.wait(5)
+            stream.close()
 
 
-class NodeSource(_AttachedSource):
+class NodeSource(_ExecSource):
     """tcpdump in a short-lived hostNetwork pod pinned to the node; the pod is always deleted."""
 
     def __init__(self, node: str, capture_id, bpf: str = "", cluster=None):
@@ -344,13 +529,18 @@ class NodeSource(_AttachedSource):
     def open(self) -> None:
         self.cluster = self.cluster or connect()
         self._inventory = _snapshot(self.cluster)
-        manifest = node_pod_manifest(self.node, self.capture_id, self.bpf)
-        self.pod_name = manifest["metadata"]["name"]
+        manifest = node_pod_manifest(self.node, self.capture_id)
         try:
             self.cluster.create_pod(self.namespace, manifest)
-            self.cluster.wait_running(self.namespace, self.pod_name, "capture", False,
-                                      START_TIMEOUT)
-            self._attach(self.namespace, self.pod_name, "capture")
+            self.pod_name = manifest["metadata"]["name"]
+            self.cluster.wait_running(self.namespace, self.pod_name, "capture",
+                                      start_timeout(), image())
+            self._start(self.namespace, self.pod_name, "capture")
+        except CaptureFailed as exc:
+            from captures.adapters import k8s
+
+            self.close()
+            raise k8s.K8sError(str(exc)) from None
         except BaseException:
             self.close()  # the runner closes only sources that opened
             raise
@@ -375,138 +565,14 @@ def _snapshot(cluster) -> dict | None:
 # -- a Service: every pod behind it, merged into one pcapng ------------------------------------
 
 
-IFINDEX_STRIDE = 1 << 16  # pod k's interface i becomes (k + 1) * stride + i in the merged file
-HOLD = 0.3  # seconds a packet waits so packets of several pods leave in time order
-
-
-def _block(btype: int, body: bytes) -> bytes:
-    body += b"\0" * (-len(body) % 4)
-    total = len(body) + 12
-    return struct.pack("<II", btype, total) + body + struct.pack("<I", total)
-
-
-def _option(code: int, value: bytes) -> bytes:
-    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
-
-
-SECTION_HEADER = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
-                        + _option(4, b"kviz") + struct.pack("<HH", 0, 0))
-
-
-class PcapParser:
-    """Classic pcap arriving in pieces → (timestamp units, linktype) and whole records."""
-
-    def __init__(self):
-        self.buffer = b""
-        self.endian = ""
-        self.nanoseconds = False
-        self.linktype = None
-
-    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
-        """Records completed by `data`: (seconds, fraction, frame bytes)."""
-        self.buffer += data
-        if self.linktype is None:
-            if len(self.buffer) < 24:
-                return []
-            magic = self.buffer[:4]
-            self.endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-            self.nanoseconds = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
-            self.linktype = struct.unpack(self.endian + "I", self.buffer[20:24])[0] & 0x0FFFFFFF
-            self.buffer = self.buffer[24:]
-        records, offset = [], 0
-        while len(self.buffer) - offset >= 16:
-            sec, frac, caplen, _wire = struct.unpack_from(self.endian + "IIII", self.buffer,
-                                                          offset)
-            if len(self.buffer) - offset - 16 < caplen:
-                break
-            records.append((sec, frac, self.buffer[offset + 16:offset + 16 + caplen]))
-            offset += 16 + caplen
-        self.buffer = self.buffer[offset:]
-        return records
-
-
-class PcapngMerger:
-    """Merges several pods' pcap streams into one pcapng written to a pipe, in time order.
-
-    One interface block per pod, named `<pod>:any`. Cooked v2 headers carry an interface index
-    that is only unique within one pod (every pod has its eth0 at 2), so the index is renumbered
-    per pod; `interfaces` names the new numbers `<pod>:<interface>` for the analysis. The
-    header is libpcap's own description of the packet, not bytes from the wire.
-    """
-
-    def __init__(self, named_streams: list[tuple[str, object, dict[int, str]]]):
-        self.inputs = named_streams
-        self.interfaces = {(k + 1) * IFINDEX_STRIDE + index: f"{pod}:{name}"
-                           for k, (pod, _s, names) in enumerate(named_streams)
-                           for index, name in names.items()}
-        read_fd, self._write_fd = os.pipe()
-        self.stdout = os.fdopen(read_fd, "rb", buffering=0)
-        self._thread = threading.Thread(target=self._run, name="kviz-k8s-merge", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        from captures.adapters.k8s import _write_all
-
-        parsers = [PcapParser() for _ in self.inputs]
-        iface_ids: dict[int, int] = {}
-        open_fds = {stream.fileno(): k for k, (_pod, stream, _n) in enumerate(self.inputs)}
-        pending: list[tuple] = []
-        seq = 0
-        try:
-            _write_all(self._write_fd, SECTION_HEADER)
-            while open_fds or pending:
-                ready = select.select(list(open_fds), [], [], 0.05)[0] if open_fds else []
-                out = b""
-                for fd in ready:
-                    k = open_fds[fd]
-                    chunk = os.read(fd, 256 * 1024)
-                    if not chunk:
-                        del open_fds[fd]
-                        continue
-                    parser = parsers[k]
-                    for sec, frac, data in parser.feed(chunk):
-                        if k not in iface_ids:
-                            iface_ids[k] = len(iface_ids)
-                            out += self._idb(k, parser)
-                        ts = sec * 1_000_000_000 + frac * (1 if parser.nanoseconds else 1000)
-                        heapq.heappush(pending, (ts, seq, time.monotonic(), k, data))
-                        seq += 1
-                now = time.monotonic()
-                # The earliest packet leaves once it has waited HOLD: any packet another pod
-                # took earlier has arrived by then (or all streams have ended).
-                while pending and (not open_fds or now - pending[0][2] >= HOLD):
-                    ts, _seq, _at, k, data = heapq.heappop(pending)
-                    out += self._epb(iface_ids[k], ts, self._renumber(k, parsers[k], data))
-                if out:
-                    _write_all(self._write_fd, out)
-        except OSError:
-            pass  # the reader went away: nothing left to write to
-        finally:
-            os.close(self._write_fd)
-
-    def _idb(self, k: int, parser: PcapParser) -> bytes:
-        pod = self.inputs[k][0]
-        return _block(1, struct.pack("<HHI", parser.linktype, 0, SNAPLEN)
-                      + _option(2, f"{pod}:any".encode()) + _option(9, bytes([9]))
-                      + struct.pack("<HH", 0, 0))
-
-    @staticmethod
-    def _epb(iface: int, ts_ns: int, data: bytes) -> bytes:
-        return _block(6, struct.pack("<IIIII", iface, ts_ns >> 32, ts_ns & 0xFFFFFFFF,
-                                     len(data), len(data)) + data)
-
-    @staticmethod
-    def _renumber(k: int, parser: PcapParser, data: bytes) -> bytes:
-        if parser.linktype != 276 or len(data) < 20:
-            return data
-        index = struct.unpack_from("!I", data, 4)[0]
-        return data[:4] + struct.pack("!I", (k + 1) * IFINDEX_STRIDE + index) + data[8:]
-
-
 class ServiceSource(LiveSource):
-    """Every pod behind a Service at once, one debug container each, merged into one pcapng."""
+    """Every pod behind a Service at once, one debug container each, merged into one pcapng.
+
+    The pods start in parallel and each stream joins the merge the moment it opens: a stream
+    nobody reads fills its pipe and socket buffers, tcpdump blocks on its output and the
+    kernel drops what it cannot queue. A pod that cannot be captured (its debug container does
+    not start, Pod Security, ...) is named in failure() and the others go on; only when none
+    can be captured does open() fail."""
 
     def __init__(self, namespace: str, service: str, bpf: str = "", cluster=None):
         self.namespace, self.service, self.bpf = namespace, service, bpf
@@ -514,8 +580,10 @@ class ServiceSource(LiveSource):
         self.interfaces = {}
         self.cluster = cluster
         self.pods: list[PodSource] = []
+        self.failures: list[str] = []
         self.merger: PcapngMerger | None = None
         self._inventory = None
+        self._lock = threading.Lock()
 
     def open(self) -> None:
         from captures.adapters import k8s
@@ -525,19 +593,34 @@ class ServiceSource(LiveSource):
         if not pods:
             raise k8s.K8sError(f"service {self.namespace}/{self.service} has no pods")
         self._inventory = _snapshot(self.cluster)
-        try:
-            for pod in pods:
-                source = PodSource(self.namespace, pod["name"], self.bpf, self.cluster,
-                                   snapshot=False)
+        self.merger = PcapngMerger(SNAPLEN)
+        self.merger.start()
+
+        def capture(pod: dict) -> None:
+            source = PodSource(self.namespace, pod["name"], self.bpf, self.cluster,
+                               snapshot=False)
+            try:
                 source.open()
+            except Exception as exc:  # one pod's failure is named, the others go on
+                with self._lock:
+                    self.failures.append(f"pod {pod['name']}: {exc}")
+                return
+            with self._lock:
                 self.pods.append(source)
-        except BaseException:
+                self.merger.add(source.pod, source.stream, source.interfaces)
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(8, len(pods)),
+                                    thread_name_prefix="kviz-k8s-open") as pool:
+                list(pool.map(capture, pods))
+        finally:
+            self.merger.seal()
+        if not self.pods:
             self.close()
-            raise
-        self.merger = PcapngMerger([(s.pod, s.stream, s.interfaces) for s in self.pods])
+            raise k8s.K8sError(f"no pod of service {self.namespace}/{self.service} could be "
+                               f"captured: " + "; ".join(self.failures))
         self.interfaces = self.merger.interfaces
         self.stream = self.merger.stdout
-        self.merger.start()
 
     def stop(self) -> None:
         for source in self.pods:
@@ -551,14 +634,21 @@ class ServiceSource(LiveSource):
         for source in self.pods:
             source.close()
         if self.merger:
-            self.merger._thread.join(5)
+            self.merger.seal()
+            self.merger.join(5)
             self.merger.stdout.close()
+
+    def failure(self) -> str:
+        found = self.failures + [f for f in (s.failure() for s in self.pods) if f]
+        return "; ".join(found)
 
     def inventory(self) -> dict | None:
         return self._inventory
 
 
-def open_source(kind: str, spec: dict, bpf: str, capture_id=None) -> LiveSource:
+def open_source(kind: str, spec: dict, bpf: str, max_packets: int | None = None,
+                capture_id=None) -> LiveSource:
+    """A pod, Service or node source (`max_packets`: the runner stops a cluster capture)."""
     if kind == "pod":
         return PodSource(spec["namespace"], spec["pod"], bpf)
     if kind == "service":
@@ -570,6 +660,4 @@ def open_source(kind: str, spec: dict, bpf: str, capture_id=None) -> LiveSource:
     raise TargetError(f"no cluster source for kind {kind!r}")
 
 
-def describe_command(bpf: str) -> str:
-    """The container's command as JSON, for the capture log."""
-    return json.dumps(tcpdump_argv(bpf))
+register(KINDS, resolve=resolve, targets=targets, open=open_source)

@@ -12,10 +12,11 @@ from django.conf import settings
 
 from captures.access import grants
 from captures.adapters import sniffer
-from captures.sources.base import INTERFACE_NAME, LiveSource, Target, TargetError
+from captures.sources.base import INTERFACE_NAME, LiveSource, Target, TargetError, register
 
 
-def targets() -> list[dict]:
+def targets(user=None) -> list[dict]:
+    """This host's interfaces (base offers them only to users with the host grant)."""
     return [{"kind": "local", "interface": name} for name in sniffer.local_interfaces()]
 
 
@@ -53,3 +54,11 @@ class LocalSource(LiveSource):
     def close(self) -> None:
         if self.sniff:
             self.sniff.close()
+
+
+def open_source(kind: str, spec: dict, bpf: str, max_packets: int | None = None,
+                capture_id=None) -> LocalSource:
+    return LocalSource(spec["interface"], bpf, max_packets)
+
+
+register(["local"], resolve=resolve, targets=targets, open=open_source, host=True)

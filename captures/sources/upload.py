@@ -13,6 +13,7 @@ from pathlib import Path
 from captures.analysis.packets import SUPPORTED_LINKTYPES
 from captures.analysis.pcapfile import PCAP_MAGICS, PCAPNG_SHB, Warnings, read_frames
 from captures.analysis.records import CaptureError
+from captures.sources.base import TargetError, register
 
 PROBE_FRAMES = 1000  # enough to meet a broken file early, bounded so a request stays quick
 
@@ -134,3 +135,17 @@ def inventory(part) -> dict | None:
         if not isinstance(document.get(section, []), list):
             raise UploadError(f"inventory: {section} must be a list")
     return document
+
+
+# -- as a target kind: offered in the picker, never captured live ------------------------------
+
+
+def targets(user=None) -> list[dict]:
+    return [{"kind": "upload"}]
+
+
+def resolve(target: dict, user=None):
+    raise TargetError("uploads are sent as multipart/form-data with a `file` field")
+
+
+register(["upload"], resolve=resolve, targets=targets)

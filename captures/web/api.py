@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
+import os
+import tempfile
+from pathlib import Path
 
 from django.conf import settings
-from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -14,50 +16,15 @@ from captures.access.auth import api_view
 from captures.jobs import actions
 from captures.models import Capture
 from captures.sources import base as sources
+from captures.web import common, redaction
+from captures.web.common import error, json_errors, json_text, own_capture, read_json, share_link
 
 LIST_LIMIT = 200
 
 
-def error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
-
-
-def capture_json(capture: Capture, redacted: bool = False) -> dict:
-    doc = {
-        "id": str(capture.id), "name": capture.name, "status": capture.status,
-        "counters": {"packets": capture.packets, "bytes": capture.bytes,
-                     "elapsed": round(capture.elapsed, 2)},
-        "error": capture.error, "created": capture.created.isoformat(),
-        "started": capture.started.isoformat() if capture.started else None,
-        "finished": capture.finished.isoformat() if capture.finished else None,
-        "summary": capture.summary, "analysis": bool(capture.analysis_path),
-        "pcap": bool(capture.pcap_path),
-    }
-    if not redacted:
-        doc.update({
-            "owner": capture.owner.get_username(),
-            "target": {"kind": capture.target_kind, **capture.target_spec},
-            "filter": capture.bpf_filter,
-            "limits": {"seconds": capture.limit_seconds, "packets": capture.limit_packets,
-                       "bytes": capture.limit_bytes},
-            "log": capture.log, "worker": capture.worker_id,
-        })
-    return doc
-
-
-def _own_capture(request, capture_id) -> Capture:
-    # Another user's capture is answered exactly like a missing one.
-    capture = Capture.objects.select_related("owner").filter(id=capture_id).first()
-    if capture is None or not capture.visible_to(request.user):
-        raise Http404("no such capture")
-    return capture
-
-
-def _read_json(request):
-    try:
-        return json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise actions.ActionError("the body is not valid JSON") from None
+def capture_json(capture: Capture) -> dict:
+    """The owner's (or staff's) view of a capture; share links: redaction.capture."""
+    return redaction.capture(capture, redaction.OWNER)
 
 
 def _read_upto(path, size: int, chunk: int = 256 * 1024):
@@ -87,28 +54,29 @@ def _pcap_response(capture: Capture):
     return response
 
 
-def _analysis_response(capture: Capture):
+def _analysis_response(capture: Capture, view: str = redaction.OWNER):
     path = capture.analysis_file
     if path is None or not path.exists():
         if capture.is_terminal:
             return error(404, "no analysis for this capture")
         return error(409, f"the analysis is not ready (the capture is {capture.status})")
-    return FileResponse(open(path, "rb"), content_type="application/json")
+    return FileResponse(open(_shown_analysis(capture, view), "rb"),
+                        content_type="application/json")
 
 
-def json_errors(view):
-    """ActionError and Http404 as JSON answers, not HTML pages."""
-
-    @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        except actions.ActionError as exc:
-            return error(exc.status, exc.message)
-        except Http404 as exc:
-            return error(404, str(exc) or "not found")
-
-    return wrapper
+def _shown_analysis(capture: Capture, view: str) -> Path:
+    """The analysis as `view` may read it, kept beside the stored one (which names the server's
+    paths, so it is never sent as it is) and made again when the analysis is newer."""
+    stored = capture.analysis_file
+    shown = capture.directory / f"analysis.{view}.json"
+    if not shown.exists() or shown.stat().st_mtime < stored.stat().st_mtime:
+        with open(stored, encoding="utf-8") as fp:
+            doc = redaction.sequence(json.load(fp), view)
+        fd, temporary = tempfile.mkstemp(prefix=".analysis-", dir=capture.directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as fp:
+            fp.write(json_text(doc))
+        os.replace(temporary, shown)  # readers see a whole document or none
+    return shown
 
 
 @require_http_methods(["GET", "POST"])
@@ -131,7 +99,7 @@ def captures(request):
             meta=request.FILES.get("meta") or request.POST.get("meta"),
             inventory=request.FILES.get("inventory") or request.POST.get("inventory"))
     else:
-        capture = actions.start_capture(request.user, _read_json(request))
+        capture = actions.start_capture(request.user, read_json(request))
     return JsonResponse(capture_json(capture), status=201)
 
 
@@ -140,14 +108,14 @@ def captures(request):
 @json_errors
 def capture_detail(request, capture_id):
     actions.reap_stale()
-    return JsonResponse(capture_json(_own_capture(request, capture_id)))
+    return JsonResponse(capture_json(own_capture(request, capture_id)))
 
 
 @require_POST
 @api_view
 @json_errors
 def capture_stop(request, capture_id):
-    capture = actions.stop_capture(_own_capture(request, capture_id))
+    capture = actions.stop_capture(own_capture(request, capture_id))
     return JsonResponse(capture_json(capture), status=202)
 
 
@@ -155,22 +123,22 @@ def capture_stop(request, capture_id):
 @api_view
 @json_errors
 def capture_pcap(request, capture_id):
-    return _pcap_response(_own_capture(request, capture_id))
+    return _pcap_response(own_capture(request, capture_id))
 
 
 @require_GET
 @api_view
 @json_errors
 def capture_analysis(request, capture_id):
-    return _analysis_response(_own_capture(request, capture_id))
+    return _analysis_response(own_capture(request, capture_id))
 
 
 @require_POST
 @api_view
 @json_errors
 def capture_share(request, capture_id):
-    capture = _own_capture(request, capture_id)
-    body = _read_json(request) or {}
+    capture = own_capture(request, capture_id)
+    body = read_json(request) or {}
     if not isinstance(body, dict):
         raise actions.ActionError("the body must be a JSON object")
     link, token = actions.share_capture(request.user, capture, body.get("redacted", False),
@@ -187,15 +155,8 @@ def capture_share(request, capture_id):
 @api_view
 @json_errors
 def capture_share_revoke(request, capture_id, token):
-    actions.revoke_share(_own_capture(request, capture_id), token)
+    actions.revoke_share(own_capture(request, capture_id), token)
     return JsonResponse({"revoked": True})
-
-
-def _share(token):
-    link = actions.find_share(token)
-    if link is None:
-        raise Http404("this share link is unknown, expired or revoked")
-    return link
 
 
 @require_http_methods(["GET", "DELETE"])
@@ -205,19 +166,18 @@ def share(request, token):
     if request.method == "DELETE":
         link = actions.find_share(token)
         if link is None or not link.capture.visible_to(request.user):
-            return error(404, "this share link is unknown, expired or revoked")
+            return error(404, common.GONE)
         actions.revoke_share(link.capture, token)
         return JsonResponse({"revoked": True})
-    link = _share(token)
-    return JsonResponse(capture_json(link.capture, redacted=link.redacted) | {
-        "redacted": link.redacted, "expires": link.expires.isoformat()})
+    link = share_link(token)
+    return JsonResponse(redaction.capture(link.capture, redaction.view_of(link), link))
 
 
 @require_GET
 @json_errors
 def share_pcap(request, token):
-    link = _share(token)
-    if link.redacted:
+    link = share_link(token)
+    if not redaction.packets_shown(redaction.view_of(link)):
         return error(403, "this share link does not include the packets")
     return _pcap_response(link.capture)
 
@@ -225,7 +185,8 @@ def share_pcap(request, token):
 @require_GET
 @json_errors
 def share_analysis(request, token):
-    return _analysis_response(_share(token).capture)
+    link = share_link(token)
+    return _analysis_response(link.capture, redaction.view_of(link))
 
 
 @require_GET

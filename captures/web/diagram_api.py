@@ -2,36 +2,28 @@
 frame's tshark dissection, exports in every format, notes. Thin: parse, check, call, answer.
 
 Every endpoint exists twice: under `/api/captures/<id>/` for the owner (or staff), and under
-`/api/share/<token>/` read-only for a share link, where a redacted link gets no packet bytes
-(frames refused, as the pcap is) and no names of note authors.
+`/api/share/<token>/` read-only for a share link. What a link shows (a redacted one: no packet
+bytes, no names of note authors, vantage points or interfaces) is decided in
+captures.web.redaction, which every share answer passes through.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
+
+from django.conf import settings
 from django.http import FileResponse, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET, require_http_methods
 
+from captures.access import limits
 from captures.access.auth import api_view
 from captures.adapters import sniffer
 from captures.jobs import diagram_cache
 from captures.jobs.actions import ActionError
-from captures.render import (
-    build_layout,
-    render_markdown,
-    render_mermaid,
-    render_plantuml,
-    render_svg,
-)
-from captures.web import notes
-from captures.web.api import _own_capture, _read_json, _share, error, json_errors
-
-EXPORTS = {  # format: (content type, file suffix)
-    "svg": ("image/svg+xml", ".svg"),
-    "mermaid": ("text/plain; charset=utf-8", ".mmd"),
-    "plantuml": ("text/plain; charset=utf-8", ".puml"),
-    "markdown": ("text/markdown; charset=utf-8", ".md"),
-    "layout": ("application/json", ".layout.json"),
-}
+from captures.render import export as exports
+from captures.web import notes, redaction
+from captures.web.common import error, json_errors, json_text, own_capture, read_json, share_link
 
 
 def _ids(request, name: str) -> list[int]:
@@ -47,11 +39,15 @@ def _ids(request, name: str) -> list[int]:
     return ids
 
 
-def _variant(request, capture):
+def _variant(request, capture, view: str):
     fold = request.GET.get("fold", "1") != "0"
+    # The owner's and a full link's layouts are drawn from the same model; a redacted link's
+    # from its own, whitelisted one.
+    model_view = redaction.REDACTED if view == redaction.REDACTED else redaction.OWNER
     try:
         return diagram_cache.ensure(capture, fold, _ids(request, "expand"),
-                                    _ids(request, "collapse"))
+                                    _ids(request, "collapse"), view=model_view,
+                                    prepare=lambda model: redaction.sequence(model, model_view))
     except diagram_cache.NoAnalysis:
         if capture.is_terminal:
             raise ActionError("no analysis for this capture", 404) from None
@@ -59,72 +55,90 @@ def _variant(request, capture):
                           409) from None
 
 
-def _layout_head(request, capture):
-    return FileResponse(open(_variant(request, capture) / "head.json", "rb"),
-                        content_type="application/json")
+def _json_file(path, view: str):
+    if view == redaction.OWNER:
+        return FileResponse(open(path, "rb"), content_type="application/json")
+    with open(path, encoding="utf-8") as fp:
+        doc = redaction.layout(json.load(fp), view)
+    return HttpResponse(json_text(doc), content_type="application/json")
 
 
-def _layout_rows(request, capture, chunk: int):
-    path = diagram_cache.chunk_file(_variant(request, capture), chunk)
+def _layout_head(request, capture, view: str):
+    return _json_file(_variant(request, capture, view) / "head.json", view)
+
+
+def _layout_rows(request, capture, chunk: int, view: str):
+    path = diagram_cache.chunk_file(_variant(request, capture, view), chunk)
     if path is None:
         return error(404, "no such row chunk")
-    return FileResponse(open(path, "rb"), content_type="application/json")
+    return _json_file(path, view)
 
 
-def _frame(capture, file_index: int, number: int):
+def _busy(seconds: int, message: str):
+    answer = error(429, message)
+    answer["Retry-After"] = str(seconds)
+    return answer
+
+
+def _frame(capture, file_index: int, number: int, view: str, who: str):
+    """One frame's dissection. tshark reads the whole file up to the frame (seconds and
+    hundreds of MB for a big capture), and a share link needs no account, so: what costs
+    nothing is checked first (a frame beyond the stored packets is 404 before anything
+    starts), then `who`'s rate (a user, or a share link), then a slot of the few tshark runs
+    all web processes may have at once; tshark itself is bounded in time and memory."""
+    if not redaction.packets_shown(view):
+        return error(403, "this share link does not include the packets")
     path = capture.pcap_file
     # A dashboard capture is one stored file: index 0 of the analysis' file list.
     if file_index != 0 or path is None or not path.exists():
         return error(404, "no such capture file")
+    if number < 1:
+        return error(400, "frame numbers start at 1")
+    # A running capture's counter follows what is stored; an upload's is set by its analysis.
+    stored = max(capture.packets, int((capture.summary or {}).get("packets") or 0))
+    if number > stored:
+        return error(404, f"the capture has no frame {number}")
+    wait = limits.seconds_over_rate(f"frames:{who}", settings.KVIZ_FRAMES_PER_MINUTE)
+    if wait:
+        return _busy(wait, f"at most {settings.KVIZ_FRAMES_PER_MINUTE} frames a minute; "
+                           f"try again in {wait} s")
+    holder = uuid.uuid4().hex
+    # The lease outlives tshark's own time limit: a slot is freed here, or by a killed
+    # process' lease ending.
+    if not limits.take_slot("tshark", holder, settings.KVIZ_TSHARK_CONCURRENCY,
+                            lease=settings.KVIZ_TSHARK_SECONDS + 5):
+        return _busy(2, "the server is dissecting other frames; try again in a moment")
     try:
-        dissection = sniffer.dissect_frame(path, number)
-    except ValueError as exc:
-        return error(400, str(exc))
+        dissection = sniffer.dissect_frame(path, number, timeout=settings.KVIZ_TSHARK_SECONDS,
+                                           memory_bytes=settings.KVIZ_TSHARK_MEMORY_MB * 2**20)
     except sniffer.DissectError as exc:
         return error(503, str(exc))
+    finally:
+        limits.give_back_slot("tshark", holder)
     if dissection is None:
         return error(404, f"the capture has no frame {number}")
-    return JsonResponse(dissection)
+    return JsonResponse(redaction.frame(dissection, view))
 
 
-def _export(capture, fmt: str, redacted: bool):
-    if fmt not in EXPORTS:
-        return error(404, f"unknown format; one of {', '.join(EXPORTS)}")
+def _export(capture, fmt: str, view: str):
+    if fmt not in exports.FORMATS:
+        return error(404, f"unknown format; one of {', '.join(exports.FORMATS)}")
     try:
-        model = diagram_cache.load_model(capture)
+        model = redaction.sequence(diagram_cache.load_model(capture), view)
     except diagram_cache.NoAnalysis:
         return error(404 if capture.is_terminal else 409, "no analysis for this capture yet")
-    content_type, suffix = EXPORTS[fmt]
-    if fmt == "layout":
-        body = build_layout(model, fold=False).to_json()  # as `kviz analyze --format layout`
+    if fmt == "layout" and view != redaction.OWNER:
+        layout = exports.layout_for(fmt, model)
+        body = json_text(redaction.layout(layout.to_dict(), view))
     else:
-        layout = build_layout(model)
-        if fmt == "svg":
-            body = render_svg(layout, title=capture.name)
-        elif fmt == "mermaid":
-            body = render_mermaid(layout)
-        elif fmt == "plantuml":
-            body = render_plantuml(layout, title=capture.name)
-        else:
-            body = render_markdown(layout, facts=_facts(capture, redacted),
-                                   notes=notes.for_markdown(capture, redacted),
-                                   svg_href=f"{capture.name}.svg", title=capture.name)
-    response = HttpResponse(body, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{capture.name}{suffix}"'
+        body = exports.render(
+            fmt, model, title=capture.name, svg_href=f"{capture.name}.svg",
+            facts=redaction.markdown_facts(capture, view),
+            notes=redaction.markdown_notes(notes.list_notes(capture), view))
+    response = HttpResponse(body, content_type=exports.FORMATS[fmt].content_type)
+    response["Content-Disposition"] = (f'attachment; filename="{capture.name}'
+                                       f'{exports.FORMATS[fmt].suffix}"')
     return response
-
-
-def _facts(capture, redacted: bool) -> dict:
-    facts = {"time": capture.started.isoformat() if capture.started
-             else capture.created.isoformat()}
-    if not redacted:
-        target = capture.target_spec.get("target") or capture.target_spec.get("interface") \
-            or capture.target_spec.get("file_name") or ""
-        facts.update({"target": f"{capture.target_kind} {target}".strip(),
-                      "filter": capture.bpf_filter or "none",
-                      "limits": f"{capture.limit_seconds} s, {capture.limit_packets} packets, "
-                                f"{capture.limit_bytes} bytes"})
-    return facts
 
 
 # -- the owner's endpoints ----------------------------------------------------------------------
@@ -134,85 +148,85 @@ def _facts(capture, redacted: bool) -> dict:
 @api_view
 @json_errors
 def layout(request, capture_id):
-    return _layout_head(request, _own_capture(request, capture_id))
+    return _layout_head(request, own_capture(request, capture_id), redaction.OWNER)
 
 
 @require_GET
 @api_view
 @json_errors
 def layout_rows(request, capture_id, chunk):
-    return _layout_rows(request, _own_capture(request, capture_id), chunk)
+    return _layout_rows(request, own_capture(request, capture_id), chunk, redaction.OWNER)
 
 
 @require_GET
 @api_view
 @json_errors
 def frame(request, capture_id, file_index, number):
-    return _frame(_own_capture(request, capture_id), file_index, number)
+    return _frame(own_capture(request, capture_id), file_index, number, redaction.OWNER,
+                  f"user:{request.user.pk}")
 
 
 @require_GET
 @api_view
 @json_errors
 def export(request, capture_id, fmt):
-    return _export(_own_capture(request, capture_id), fmt, redacted=False)
+    return _export(own_capture(request, capture_id), fmt, redaction.OWNER)
 
 
 @require_http_methods(["GET", "POST"])
 @api_view
 @json_errors
 def capture_notes(request, capture_id):
-    capture = _own_capture(request, capture_id)
+    capture = own_capture(request, capture_id)
     if request.method == "POST":
-        note = notes.add_note(request.user, capture, _read_json(request))
-        return JsonResponse(notes.note_json(note), status=201)
-    return JsonResponse({"notes": [notes.note_json(n) for n in notes.list_notes(capture)]})
+        note = notes.add_note(request.user, capture, read_json(request))
+        return JsonResponse(redaction.note(note, redaction.OWNER), status=201)
+    return JsonResponse({"notes": [redaction.note(n, redaction.OWNER)
+                                   for n in notes.list_notes(capture)]})
 
 
 @require_http_methods(["DELETE"])
 @api_view
 @json_errors
 def capture_note_delete(request, capture_id, note_id):
-    notes.delete_note(request.user, _own_capture(request, capture_id), note_id)
+    notes.delete_note(request.user, own_capture(request, capture_id), note_id)
     return JsonResponse({"deleted": True})
 
 
-# -- share links: read-only ---------------------------------------------------------------------
+# -- share links: read-only, through captures.web.redaction ----------------------------------
 
 
 @require_GET
 @json_errors
 def share_layout(request, token):
-    return _layout_head(request, _share(token).capture)
+    link = share_link(token)
+    return _layout_head(request, link.capture, redaction.view_of(link))
 
 
 @require_GET
 @json_errors
 def share_layout_rows(request, token, chunk):
-    return _layout_rows(request, _share(token).capture, chunk)
+    link = share_link(token)
+    return _layout_rows(request, link.capture, chunk, redaction.view_of(link))
 
 
 @require_GET
 @json_errors
 def share_frame(request, token, file_index, number):
-    link = _share(token)
-    if link.redacted:
-        return error(403, "this share link does not include the packets")
-    return _frame(link.capture, file_index, number)
+    link = share_link(token)
+    return _frame(link.capture, file_index, number, redaction.view_of(link), f"link:{link.id}")
 
 
 @require_GET
 @json_errors
 def share_export(request, token, fmt):
-    link = _share(token)
-    return _export(link.capture, fmt, redacted=link.redacted)
+    link = share_link(token)
+    return _export(link.capture, fmt, redaction.view_of(link))
 
 
 @require_GET
 @json_errors
 def share_notes(request, token):
-    link = _share(token)
-    return JsonResponse({"notes": [notes.note_json(n, link.redacted)
+    link = share_link(token)
+    return JsonResponse({"notes": [redaction.note(n, redaction.view_of(link))
                                    for n in notes.list_notes(link.capture)]})
-
-

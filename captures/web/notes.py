@@ -2,12 +2,15 @@
 
 A note targets one arrow (`message:<id>`) or one phase group (`phase:<group id>`); the ids are
 the model's message ids and the layout's phase group ids, which stay stable for a stored
-analysis. The text is kept as typed (bounded) and escaped by whoever writes it out.
+analysis. The text is kept as typed (bounded) and escaped by whoever writes it out; a note as
+JSON is captures.web.redaction.note (a redacted share link shows no authors).
 """
 
 from __future__ import annotations
 
 import re
+
+from django.db import transaction
 
 from captures.jobs.actions import ActionError
 from captures.models import NOTE_MAX_LENGTH, Capture, Note
@@ -16,20 +19,8 @@ TARGET = re.compile(r"(message|phase):(\d{1,9})")
 MAX_NOTES = 1000  # per capture: a postmortem, not a chat
 
 
-def note_json(note: Note, redacted: bool = False) -> dict:
-    return {"id": note.id, "target": note.target, "text": note.text,
-            "author": None if redacted else note.author.get_username(),
-            "created": note.created.isoformat()}
-
-
 def list_notes(capture: Capture) -> list[Note]:
     return list(capture.notes.select_related("author"))
-
-
-def for_markdown(capture: Capture, redacted: bool = False) -> list[dict]:
-    return [{"target": n.target, "text": n.text,
-             "author": None if redacted else n.author.get_username()}
-            for n in list_notes(capture)]
 
 
 def add_note(user, capture: Capture, data) -> Note:
@@ -43,9 +34,11 @@ def add_note(user, capture: Capture, data) -> Note:
     text = text.strip()
     if len(text) > NOTE_MAX_LENGTH:
         raise ActionError(f"text may be at most {NOTE_MAX_LENGTH} characters")
-    if capture.notes.count() >= MAX_NOTES:
-        raise ActionError(f"a capture keeps at most {MAX_NOTES} notes", 409)
-    return Note.objects.create(capture=capture, target=target, author=user, text=text)
+    with transaction.atomic():
+        capture.lock()  # a count then an insert without it let 40 posts at 990 make 1,008
+        if capture.notes.count() >= MAX_NOTES:
+            raise ActionError(f"a capture keeps at most {MAX_NOTES} notes", 409)
+        return Note.objects.create(capture=capture, target=target, author=user, text=text)
 
 
 def delete_note(user, capture: Capture, note_id: int) -> None:

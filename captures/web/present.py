@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from captures.analysis.narrative import finding
+from captures.analysis.words import Names, finding, ms
 
 MAX_LINES = 300  # per section; the full story is in the diagram and the downloads
 MAX_LISTED_BYTES = 64 * 1024 * 1024  # a bigger analysis is summarised, not listed
@@ -19,37 +19,18 @@ HANDSHAKE = {"complete": "", "refused": "refused (SYN answered by RST)",
              "no-answer": "SYN never answered", "midstream": "began before the capture"}
 
 
-def _ms(value) -> str:
-    return f"{value:.2f} ms" if isinstance(value, int | float) else ""
-
-
 def _timings(timing: dict | None) -> str:
     timing = timing or {}
-    parts = [f"{label} {_ms(timing.get(key))}" for key, label in
+    parts = [f"{label} {ms(timing.get(key))}" for key, label in
              (("connect_ms", "connect"), ("tls_ms", "TLS"), ("ttfb_ms", "TTFB"),
               ("total_ms", "total")) if timing.get(key) is not None]
     return ", ".join(parts)
 
 
-class Namer:
-    """`name (ip:port)` from the participants, so a line reads like the diagram."""
-
-    def __init__(self, participants: list[dict]):
-        self.names = {p["ip"]: p.get("name") for p in participants or []}
-
-    def __call__(self, endpoint: str | None) -> str:
-        if not endpoint:
-            return "?"
-        ip = endpoint.rsplit(":", 1)[0].strip("[]") if endpoint.count(":") == 1 or \
-            endpoint.startswith("[") else endpoint
-        name = self.names.get(ip)
-        return f"{name} ({endpoint})" if name and name != ip else endpoint
-
-
 def dns_line(entry: dict, name) -> str:
     answers = ", ".join(entry.get("answers") or []) or "no answer"
     rcode = entry.get("rcode") or "unanswered"
-    latency = _ms(entry.get("latency_ms"))
+    latency = ms(entry.get("latency_ms"), unknown="")
     extra = f"{rcode}, {latency}" if latency else rcode
     return (f"DNS {entry.get('type', '?')} {entry.get('name', '?')} → {answers} ({extra}) "
             f"asked by {name(entry.get('client'))} of {name(entry.get('server'))}")
@@ -78,7 +59,7 @@ def http_line(request: dict) -> str:
         what = f"stream {request['stream']}"
     status = request.get("status")
     answer = f"→ {status}" if status is not None else "→ no response seen"
-    ttfb = _ms(request.get("ttfb_ms"))
+    ttfb = ms(request.get("ttfb_ms"), unknown="")
     return (f"{request.get('protocol', 'http')} request {request.get('n', '?')} on connection "
             f"#{request.get('connection')}: {what} {answer}" + (f" (TTFB {ttfb})" if ttfb else ""))
 
@@ -92,7 +73,7 @@ def _section(items, line, *args) -> dict:
 
 def describe(doc: dict) -> dict:
     """{dns, connections, http, annotations: {lines, more}, participants, facts}."""
-    name = Namer(doc.get("participants"))
+    name = Names(doc.get("participants"))
     facts = doc.get("capture") or {}
     return {
         "participants": [f"{p.get('name')} ({p.get('ip')}, {p.get('kind')})"
@@ -106,17 +87,19 @@ def describe(doc: dict) -> dict:
     }
 
 
-def target_label(target: dict | None) -> str:
-    """`lab pod/default/ubuntu`, `local eth0`, `upload node.pcapng`; '' when not shown."""
-    if not target:
-        return ""
-    detail = target.get("target") or target.get("interface") or target.get("file_name") or ""
-    return f"{target.get('kind', '?')} {detail}".strip()
+def target_label(capture) -> str:
+    """What a capture was taken of, in a few words: `lab pod/default/ubuntu`, `local eth0`,
+    `upload node.pcapng` (the pages' facts and the Markdown postmortem)."""
+    spec = capture.target_spec or {}
+    detail = spec.get("target") or spec.get("interface") or spec.get("file_name") or ""
+    return f"{capture.target_kind} {detail}".strip()
 
 
-def describe_file(path: Path | None) -> dict | None:
-    """The description of a stored analysis; None when there is none or it is too big to list."""
+def describe_file(path: Path | None, prepare=None) -> dict | None:
+    """The description of a stored analysis, `prepare`d first (what a reader may see); None
+    when there is none or it is too big to list."""
     if path is None or not path.exists() or path.stat().st_size > MAX_LISTED_BYTES:
         return None
     with open(path, encoding="utf-8") as fp:
-        return describe(json.load(fp))
+        doc = json.load(fp)
+    return describe(prepare(doc) if prepare else doc)

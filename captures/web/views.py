@@ -9,7 +9,6 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,24 +16,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from captures.jobs import actions
 from captures.models import Capture, ShareLink
 from captures.sources import base as sources
-from captures.web import present
+from captures.web import present, redaction
 from captures.web.api import capture_json
+from captures.web.common import own_capture
 
 LIST_LIMIT = 200
 GONE = {"expired": "This share link has expired.", "revoked": "This share link was revoked.",
         "unknown": "There is no such share link."}
-
-
-def _own_capture(request, capture_id) -> Capture:
-    # Another user's capture is answered exactly like a missing one (404), as in the API.
-    capture = Capture.objects.select_related("owner").filter(id=capture_id).first()
-    if capture is None or not capture.visible_to(request.user):
-        raise Http404("no such capture")
-    return capture
-
-
-def _target(capture: Capture) -> str:
-    return present.target_label({"kind": capture.target_kind, **capture.target_spec})
 
 
 def _limits_form(post) -> dict:
@@ -109,12 +97,13 @@ def capture_new(request):
 @login_required
 def capture_detail(request, capture_id):
     actions.reap_stale()
-    capture = _own_capture(request, capture_id)
+    capture = own_capture(request, capture_id)
     links = ShareLink.objects.filter(capture=capture).order_by("-created")
     return render(request, "captures/detail.html", {
-        "capture": capture, "doc": capture_json(capture), "target": _target(capture),
-        "analysis": present.describe_file(capture.analysis_file),
-        "links": links, "share_days": settings.KVIZ_SHARE_DAYS,
+        "capture": capture, "doc": capture_json(capture), "target": present.target_label(capture),
+        "analysis": redaction.describe(capture, redaction.OWNER),
+        "links": links, "share_days": min(settings.KVIZ_SHARE_DAYS, settings.KVIZ_SHARE_MAX_DAYS),
+        "share_max_days": settings.KVIZ_SHARE_MAX_DAYS,
         "pcap_url": reverse("capture-pcap", args=[capture.id]),
         "diagram_url": reverse("capture-analysis", args=[capture.id]), "read_only": False,
     })
@@ -123,9 +112,9 @@ def capture_detail(request, capture_id):
 @require_GET
 @login_required
 def capture_live(request, capture_id):
-    capture = _own_capture(request, capture_id)
+    capture = own_capture(request, capture_id)
     return render(request, "captures/live.html", {
-        "capture": capture, "doc": capture_json(capture), "target": _target(capture),
+        "capture": capture, "doc": capture_json(capture), "target": present.target_label(capture),
         "ws_path": f"/ws/captures/{capture.id}/",
         "api_url": reverse("capture", args=[capture.id]),
         "stop_url": reverse("capture-stop", args=[capture.id]),
@@ -137,7 +126,7 @@ def capture_live(request, capture_id):
 @require_POST
 @login_required
 def share_create(request, capture_id):
-    capture = _own_capture(request, capture_id)
+    capture = own_capture(request, capture_id)
     try:
         days = int(request.POST.get("days") or settings.KVIZ_SHARE_DAYS)
     except ValueError:
@@ -158,7 +147,7 @@ def share_create(request, capture_id):
 @require_POST
 @login_required
 def share_revoke(request, capture_id, link_id):
-    capture = _own_capture(request, capture_id)
+    capture = own_capture(request, capture_id)
     try:
         actions.revoke_share_link(capture, link_id)
     except actions.ActionError as exc:
@@ -175,13 +164,9 @@ def share_page(request, token):
     if state != "valid":
         return render(request, "captures/share_gone.html", {"message": GONE[state]},
                       status=404 if state == "unknown" else 410)
-    capture = link.capture
-    return render(request, "captures/share.html", {
-        "capture": capture, "link": link, "doc": capture_json(capture, redacted=link.redacted),
-        "target": "" if link.redacted else _target(capture),
-        "analysis": present.describe_file(capture.analysis_file),
-        "pcap_url": None if link.redacted else reverse("share-pcap", args=[token]),
+    return render(request, "captures/share.html", redaction.page(link.capture, link, {
+        "pcap_url": reverse("share-pcap", args=[token]),
         "ws_path": f"/ws/share/{token}/", "api_url": reverse("share", args=[token]),
         "diagram_url": reverse("share-analysis", args=[token]), "read_only": True,
         "share_token": token,
-    })
+    }))

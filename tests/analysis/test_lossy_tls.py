@@ -108,9 +108,9 @@ def test_holding_for_holes_stays_bounded_and_gives_up_cleanly(lossy_handshake, m
     """With room for almost nothing behind a hole (per direction, or in all connections),
     the engine gives the hole up at once: the handshake's later messages are still read, in
     arrival order, and the analysis completes."""
-    from captures.analysis import conversations
+    from captures.analysis import reassembly
 
-    monkeypatch.setattr(conversations, limit, 1)
+    monkeypatch.setattr(reassembly, limit, 1)
     doc = analyze_files([lossy_handshake]).to_dict()
     (conn,) = doc["connections"]
     assert conn["tls"]["client_certificate"] is True  # the client's flight had no hole

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from captures.analysis import analyze_files
-from captures.analysis.narrative import finding
+from captures.analysis.words import finding
 from captures.lab import pki
 from tests.support.netns import capture, namespaces, require_netns, run
 from tests.support.tshark import fields

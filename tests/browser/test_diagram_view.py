@@ -92,7 +92,9 @@ def test_it_draws_arrows_and_shows_a_packets_details_with_its_dissection(
     assert "hidden" in diagram.locator(".kd-closed").text_content()
     screenshot(page, "diagram-phase-closed")
     diagram.locator(".kd-closed [data-toggle-phase]").click()
-    page.wait_for_function("document.querySelector('#diagram .kd-closed') === null")
+    # Polled with evaluate: wait_for_function compiles its predicate with eval, which kviz's
+    # Content-Security-Policy forbids.
+    wait_for(lambda: page.evaluate("document.querySelector('#diagram .kd-closed') === null"), 15)
     wait_for(lambda: members.count() > 0, 5)
 
 
@@ -152,12 +154,14 @@ def test_it_folds_repeats_and_expands_them(
                                  ".replace('px','')"))
     screenshot(page, "diagram-folded")
     band.locator("[data-toggle-fold]").click()
-    page.wait_for_function(f"parseFloat(document.querySelector('#diagram .kd-body').style.height)"
-                           f" > {height * 10}")
+    wait_for(lambda: page.evaluate(
+        f"parseFloat(document.querySelector('#diagram .kd-body').style.height) > {height * 10}"),
+        15)
     assert diagram.locator(".kd-fold-open").count() >= 1
     # Scroll far down: the rows there are drawn (virtualised, fetched by chunk).
     page.evaluate("(() => { const s = document.querySelector('#diagram .kd-scroll');"
                   " s.scrollTop = s.scrollHeight / 2; })()")
-    page.wait_for_function("document.querySelectorAll('#diagram .kd-row').length > 5 &&"
-                           " document.querySelectorAll('#diagram .kd-pending').length === 0")
+    wait_for(lambda: page.evaluate(
+        "document.querySelectorAll('#diagram .kd-row').length > 5 &&"
+        " document.querySelectorAll('#diagram .kd-pending').length === 0"), 15)
     screenshot(page, "diagram-expanded-middle")

@@ -7,11 +7,13 @@ import asyncio
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
+# What a browser on kviz's own page sends with a handshake (captures/web/origins.py).
+SAME_ORIGIN = [(b"host", b"localhost"), (b"origin", b"http://localhost")]
+
 
 def session_headers(client) -> list[tuple[bytes, bytes]]:
     cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
-            (b"origin", b"http://localhost")]
+    return [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()), *SAME_ORIGIN]
 
 
 async def connect(path: str, headers) -> WebsocketCommunicator:

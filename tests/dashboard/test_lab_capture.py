@@ -22,8 +22,8 @@ POD = "pod/default/ubuntu"
 
 
 def start_lab(client, name: str, bpf: str = "tcp port 80 or udp port 53") -> str:
-    # With a filter the capture runs through kviz's sniffer in the pod's namespace (the lab
-    # adapter takes no filter yet); without, through captures.sources.lab.start_capture.
+    # Filter or not, the capture is dumpcap in the pod's namespace, started by
+    # captures.sources.lab.start_capture.
     response = client.post("/api/captures/", {"name": name, "target": {"kind": "lab",
                            "target": POD}, "filter": bpf}, content_type="application/json")
     assert response.status_code == 201, response.content

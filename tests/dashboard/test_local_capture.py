@@ -124,8 +124,8 @@ def test_the_live_view_is_refused_to_others_and_redacted_for_redacted_links(
     token = shared["token"]
     client.force_login(users["bob"])
     bob = live_client.session_headers(client)
-    anonymous = [(b"origin", b"http://localhost")]
-    alice_from_elsewhere = [*live_client.session_headers(alice_client)[:1],
+    anonymous = live_client.SAME_ORIGIN
+    alice_from_elsewhere = [*live_client.session_headers(alice_client)[:2],
                             (b"origin", b"http://evil.example")]
 
     async def scenario():

@@ -41,3 +41,31 @@ def k8s_settings(settings, kubeconfig, tmp_path):
     settings.KVIZ_DEBUG_IMAGE = "nicolaka/netshoot:v0.13"
     settings.DATA_DIR = tmp_path / "data"
     return settings
+
+
+@pytest.fixture(autouse=True)
+def quick_timeouts(settings):
+    """Timeouts scaled for tests: the test server's kubelet takes fractions of a second."""
+    settings.KVIZ_K8S_START_TIMEOUT = 5
+    settings.KVIZ_K8S_LISTEN_TIMEOUT = 5
+    settings.KVIZ_K8S_HOLD_WAIT = 1
+    settings.KVIZ_K8S_PING_PERIOD = 0.2
+    return settings
+
+
+def drain(source) -> bytes:
+    got = b""
+    while chunk := source.stream.read(65536):
+        got += chunk
+    return got
+
+
+def settle(apiserver, timeout: float = 5.0) -> list:
+    """Wait until no container kviz made is running; returns those still running after
+    `timeout` (none, when every holder ended as it should)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while apiserver.running_containers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return apiserver.running_containers()

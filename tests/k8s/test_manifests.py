@@ -58,31 +58,39 @@ def test_pods_are_created_and_deleted_only_in_kvizs_own_namespace():
                     assert set(rule["verbs"]) <= {"get", "list", "watch"}
     [role] = [doc for _name, doc in resources() if doc["kind"] == "Role"]
     assert role["metadata"]["namespace"] == "kviz"
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"],
-                              "verbs": ["create", "delete"]}]
+    assert role["rules"][0] == {"apiGroups": [""], "resources": ["pods"],
+                                "verbs": ["create", "delete", "watch"]}
 
 
-def test_the_capture_containers_need_only_what_rbac_yaml_grants():
-    """What captures/adapters/k8s.py calls, as (verb, resource), is granted by the ClusterRole
-    or Role."""
-    granted = set()
-    for _name, doc in resources():
-        if doc["kind"] in ("Role", "ClusterRole"):
-            for rule in doc["rules"]:
-                granted |= {(v, r) for v in rule["verbs"] for r in rule["resources"]}
-    needed = {("list", "namespaces"), ("list", "pods"), ("get", "pods"), ("list", "services"),
-              ("get", "services"), ("list", "endpointslices"), ("list", "nodes"),
-              ("patch", "pods/ephemeralcontainers"), ("create", "pods/attach"),
-              ("create", "pods"), ("delete", "pods")}
-    assert needed <= granted
+def test_capture_rights_are_bound_per_namespace_never_cluster_wide():
+    bindings = [doc for _name, doc in resources() if doc["kind"] == "ClusterRoleBinding"]
+    assert {b["roleRef"]["name"] for b in bindings} == {"kviz-web", "kviz-inventory"}
+    captures = [doc for _name, doc in resources()
+                if doc["kind"] == "RoleBinding" and doc["roleRef"]["name"] == "kviz-capture"]
+    assert [b["metadata"]["namespace"] for b in captures] == ["default"]
+
+
+def test_the_web_and_the_worker_have_their_own_service_accounts():
+    accounts = {doc["metadata"]["name"] for _name, doc in resources()
+                if doc["kind"] == "ServiceAccount"}
+    assert accounts == {"kviz-web", "kviz-worker"}
+    deployments = {doc["metadata"]["name"]: doc for _name, doc in resources()
+                   if doc["kind"] == "Deployment"}
+    assert deployments["kviz-web"]["spec"]["template"]["spec"]["serviceAccountName"] == (
+        "kviz-web")
+    assert deployments["kviz-worker"]["spec"]["template"]["spec"]["serviceAccountName"] == (
+        "kviz-worker")
 
 
 def test_the_capture_pod_and_debug_container_kviz_sends_validate(k8s_settings):
     from captures.sources import kubernetes as ks
 
-    kubernetes_validate.validate(ks.node_pod_manifest("worker-1", "0f4c2d9e", "tcp"),
+    kubernetes_validate.validate(ks.node_pod_manifest("worker-1", "0f4c2d9e"),
                                  KUBERNETES_VERSION, strict=True)
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ubuntu"},
            "spec": {"containers": [{"name": "ubuntu", "image": "ubuntu"}],
-                    "ephemeralContainers": [ks.debug_container("kviz-1", "ubuntu", "tcp")]}}
+                    "ephemeralContainers": [ks.debug_container("kviz-1", "ubuntu"),
+                                            ks.debug_container("kviz-2", "ubuntu", True)]}}
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+    for binding in ks.capture_bindings(["default", "shop"]):
+        kubernetes_validate.validate(binding, KUBERNETES_VERSION, strict=True)

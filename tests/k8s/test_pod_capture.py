@@ -1,4 +1,4 @@
-"""A pod capture end to end: debug container, binary attach stream, stop, clear errors."""
+"""A pod capture end to end: debug container, exec'd tcpdump, binary stream, stop, clear errors."""
 
 from __future__ import annotations
 
@@ -11,13 +11,7 @@ from captures.adapters import k8s
 from captures.jobs import runner
 from captures.models import Capture, Status
 from captures.sources import kubernetes as ks
-
-
-def _drain(source) -> bytes:
-    got = b""
-    while chunk := source.stream.read(65536):
-        got += chunk
-    return got
+from tests.k8s.conftest import drain, settle
 
 
 def test_a_pod_capture_stores_exactly_the_bytes_tcpdump_streamed(
@@ -44,17 +38,20 @@ def test_a_pod_capture_stores_exactly_the_bytes_tcpdump_streamed(
     assert capture.inventory["schema"] == "kviz.inventory/1"
     assert capture.summary["participants"] >= 3
     [session] = apiserver.sessions
+    assert session.kind == "exec"
     assert session.ended_by == "stop-line"  # runner's stop() → the script SIGINTs tcpdump
     assert capture.pcap_file.name == "capture.pcap"  # tcpdump writes classic pcap
     meta = capture.pcap_file.with_name("capture.pcap.meta.json").read_text()
     assert '"vantage": "pod/default/ubuntu"' in meta and '"2": "eth0"' in meta
+    assert "source:" not in capture.log  # tcpdump ended as asked: nothing to report
+    assert settle(apiserver) == []
 
 
-def test_the_debug_container_targets_the_pod_and_hands_the_filter_to_tcpdump(cluster, apiserver):
+def test_the_debug_container_holds_and_tcpdump_is_execd_with_the_filter(cluster, apiserver):
     source = ks.PodSource("default", "ubuntu", "tcp port 80 and host 10.0.185.118", cluster)
     source.open()
     source.stop()
-    _drain(source)
+    drain(source)
     source.close()
     patch = next(r for r in apiserver.requests if r.method == "PATCH")
     assert patch.path == "/api/v1/namespaces/default/pods/ubuntu/ephemeralcontainers"
@@ -62,15 +59,19 @@ def test_the_debug_container_targets_the_pod_and_hands_the_filter_to_tcpdump(clu
     [container] = patch.json["spec"]["ephemeralContainers"]
     assert container["targetContainerName"] == "ubuntu"
     assert container["image"] == "nicolaka/netshoot:v0.13"
-    assert container["stdin"] and container["stdinOnce"] and not container["tty"]
-    command = container["command"]
-    assert command[:2] == ["sh", "-c"]
+    assert not container["stdin"] and not container["tty"]  # nothing attaches to it
+    assert container["command"][:4] == ["sh", "-c", ks.HOLD_SCRIPT, "kviz-hold"]
+    assert "tcpdump" not in container["command"]  # it only holds: the capture is exec'd
+    [session] = apiserver.sessions
+    command = session.command
+    assert command[:4] == ["sh", "-c", ks.CAPTURE_SCRIPT, "kviz-capture"]
     # The filter is one argv item after "--": tcpdump reads it, no shell ever parses it.
     assert command[-2:] == ["--", "tcp port 80 and host 10.0.185.118"]
     assert command[command.index("tcpdump"):command.index("--")] == [
         "tcpdump", "-i", "any", "-y", "LINUX_SLL2", "-U", "--immediate-mode", "-n",
         "-s", "262144", "-w", "-"]
     assert '"$@"' in command[2] and "$1" not in command[2]
+    assert session.container == container["name"]
 
 
 def test_kill_drops_the_connection_and_stdin_closing_ends_tcpdump(cluster, apiserver):
@@ -81,6 +82,7 @@ def test_kill_drops_the_connection_and_stdin_closing_ends_tcpdump(cluster, apise
     [session] = apiserver.sessions
     assert session.done.wait(5)
     assert session.ended_by == "disconnected"
+    assert settle(apiserver) == []  # the holder saw the capture end
 
 
 def test_a_forbidden_patch_names_the_missing_permission(cluster, apiserver):
@@ -98,24 +100,26 @@ def test_a_forbidden_listing_names_the_missing_permission(cluster, apiserver):
         cluster.nodes()
 
 
-def test_pod_security_rejection_says_so(cluster, apiserver):
-    apiserver.pod_security_violation = ('unrestricted capabilities (container "kviz-1" must not '
-                                        'include "NET_ADMIN", "NET_RAW" in '
-                                        'securityContext.capabilities.add)')
-    with pytest.raises(k8s.PodSecurity, match="Pod Security level forbids the capture"):
-        ks.PodSource("default", "ubuntu", "", cluster).open()
-
-
 def test_a_cluster_without_ephemeral_containers_says_so(cluster, apiserver):
     apiserver.no_ephemeral_containers = True
-    with pytest.raises(k8s.NotSupported, match="does not allow ephemeral containers"):
+    with pytest.raises(k8s.NotSupported, match="ephemeral containers are disabled"):
         ks.PodSource("default", "ubuntu", "", cluster).open()
+
+
+def test_a_pod_deleted_between_two_calls_is_not_taken_for_a_missing_feature(cluster,
+                                                                            apiserver):
+    """kubectl tells the two 404s apart by details.name: the pod's own 404 names it."""
+    apiserver.delete_after_get.add(("default", "ubuntu"))
+    with pytest.raises(k8s.Gone, match="the pod no longer exists") as raised:
+        ks.PodSource("default", "ubuntu", "", cluster).open()
+    assert "ephemeral" not in str(raised.value)
 
 
 def test_tcpdump_failing_in_the_container_is_reported_with_its_words(cluster, apiserver):
-    apiserver.capture_failure = "any: You don't have permission to perform this capture"
-    with pytest.raises(k8s.K8sError, match="You don't have permission"):
+    apiserver.capture_failure = "any: That device is not up"
+    with pytest.raises(k8s.K8sError, match="That device is not up"):
         ks.PodSource("default", "ubuntu", "", cluster).open()
+    assert settle(apiserver) == []
 
 
 def test_the_stream_is_readable_while_the_capture_runs(cluster, apiserver):
@@ -128,7 +132,7 @@ def test_the_stream_is_readable_while_the_capture_runs(cluster, apiserver):
     assert got == recording  # everything arrived before anyone asked to stop
     stopper = threading.Timer(0.1, source.stop)
     stopper.start()
-    assert _drain(source) == b""
+    assert drain(source) == b""
     stopper.join()
     source.close()
     assert apiserver.sessions[0].ended_by == "stop-line"

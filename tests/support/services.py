@@ -72,8 +72,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
 
 def service_env(database_url: str, data_dir: Path, redis_url: str = REDIS_URL,
                 **extra: str) -> dict:
-    """The environment of a worker or web server that shares this test run's state."""
-    return {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+    """The environment of a worker or web server that shares this test run's state (its
+    secret key too: sessions the tests make must hold in the server)."""
+    from django.conf import settings
+
+    return {**os.environ, "SECRET_KEY": settings.SECRET_KEY, "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
             "KVIZ_DATA_DIR": str(data_dir), "KVIZ_QUEUE": QUEUE,
             "KVIZ_LAB_PREFIX": RUN_TAG[:10], "KVIZ_CHANNELS_PREFIX": RUN_TAG,
             "KVIZ_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
@@ -153,7 +157,8 @@ class Worker(_Process):
 
 
 class WebServer(_Process):
-    """daphne serving kviz.asgi on 127.0.0.1:<port>; `url` is its base URL."""
+    """daphne (through kviz.serve, as deployed) serving kviz.asgi on 127.0.0.1:<port>; `url`
+    is its base URL."""
 
     ready_timeout = SERVER_START_TIMEOUT
 
@@ -163,7 +168,7 @@ class WebServer(_Process):
         self.url = f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+        return [sys.executable, "-m", "kviz.serve", "-b", "127.0.0.1", "-p", str(self.port),
                 "kviz.asgi:application"]
 
     def is_ready(self, new_output: bytes) -> bool:

@@ -103,7 +103,12 @@ export function follow(path, handlers) {
       if (event.kind === "batch") handlers.onBatch(event);
       if (event.kind === "status") handlers.onStatus(event);
     });
-    socket.addEventListener("close", () => { if (!closed) setTimeout(open, 1000); });
+    socket.addEventListener("close", (closing) => {
+      // A revoked or expired share link (4410) or a refusal (4403) does not come back;
+      // too many viewers (4429) may, later.
+      if (closed || closing.code === 4410 || closing.code === 4403) return;
+      setTimeout(open, closing.code === 4429 ? 30000 : 1000);
+    });
   }
   open();
   return { close() { closed = true; if (socket) socket.close(); } };

@@ -103,10 +103,16 @@ function connect() {
     $("live-connection").textContent = "live";
   };
   socket.onmessage = (message) => handle(JSON.parse(message.data));
-  socket.onclose = () => {
+  socket.onclose = (closing) => {
     if (FINAL.has(state.status)) { $("live-connection").textContent = "ended"; return; }
-    // Back off up to 5 s; resume_after on the next hello fills whatever we missed.
-    const delay = Math.min(5000, 250 * 2 ** state.retry);
+    // 4410: the share link was revoked or expired, 4403: refused; neither comes back.
+    if (closing.code === 4410 || closing.code === 4403) {
+      $("live-connection").textContent = closing.reason || "this link no longer works";
+      return;
+    }
+    // Back off up to 5 s (30 s when the server has too many viewers: 4429); resume_after on
+    // the next hello fills whatever we missed.
+    const delay = closing.code === 4429 ? 30000 : Math.min(5000, 250 * 2 ** state.retry);
     state.retry += 1;
     $("live-connection").textContent = `reconnecting in ${(delay / 1000).toFixed(1)} s…`;
     setTimeout(connect, delay);

@@ -1,6 +1,6 @@
-"""Conversations: TCP connections, UDP flows and DNS exchanges, built from logical messages.
+"""TCP connections, built from logical messages: state, timing, and the application inside.
 
-Theory of operation (TCP, as an observer between the endpoints, never an endpoint itself):
+Theory of operation (as an observer between the endpoints, never an endpoint itself):
 
     state         entered when                               leaves on
     SYN_SENT      the client's SYN is seen                   SYN-ACK → SYN_RECEIVED, RST → CLOSED
@@ -17,24 +17,13 @@ the ports (the well-known or lower one is the server's).
 
 Each direction keeps the highest sequence number seen (relative to the first one), which tells
 a retransmission (no new bytes) and a keep-alive (one byte behind) from new data, and feeds
-only new in-order bytes to the TLS and HTTP/2 readers.
-
-A segment beyond that highest byte opens a hole: something was lost before the capture point
-(or by the capture). While the direction's reader needs its bytes in order (HTTP messages, a
-TLS handshake in the clear, a first payload not yet seen), what follows the hole is held, up
-to MAX_HELD bytes (MAX_HELD_IN_ALL in all connections), and the retransmission that fills it
-releases everything in order, as the receiver's TCP would. A hole that never fills (the
-capture missed those bytes for good, or ended) is given up: the reader skips it, as after any
-lost bytes, and reads what was held. The other side's ACKs tell the two apart at once: a
-receiver that acknowledges bytes of the hole got them, so only the capture lost them.
+only new in-order bytes to the TLS and HTTP/2 readers. A segment beyond that highest byte opens
+a hole; how the readers are fed around it is in reassembly.py.
 """
 
 from __future__ import annotations
 
-from json.encoder import encode_basestring as _string
-from sys import intern
-
-from .dns import qtype_name, rcode_name
+from .dns import dns_label
 from .http import (
     H2_FRAME_NAMES,
     H2_PREFACE,
@@ -45,6 +34,7 @@ from .http import (
     plausible_h2_frames,
     upgrade_to_h2c,
 )
+from .reassembly import Reassembly
 from .records import ACK, FIN, RST, SYN, endpoint
 from .tls import (
     ALERT_FATAL,
@@ -62,8 +52,6 @@ from .tls import (
 )
 
 SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = range(5)
-MAX_HELD = 256 * 1024  # bytes held per direction while a lost segment is awaited
-MAX_HELD_IN_ALL = 32 * 1024 * 1024  # and in all connections together
 SEQ_MOD = 1 << 32
 WELL_KNOWN_SERVER_PORTS = frozenset(
     {
@@ -93,41 +81,6 @@ WELL_KNOWN_SERVER_PORTS = frozenset(
         50051,
     }
 )
-
-
-class _Waiting:
-    """One direction's segments held after a hole, until the hole is filled."""
-
-    __slots__ = ("fed", "held", "segments")
-
-    def __init__(self, fed: int) -> None:
-        self.fed = fed  # the stream readers have every byte before this (relative) offset
-        self.held = 0
-        self.segments: dict[int, tuple] = {}  # relative offset → (payload, its record)
-
-    def hold(self, rel: int, payload: bytes, record) -> None:
-        kept = self.segments.get(rel)
-        if kept is None or len(payload) > len(kept[0]):
-            self.held += len(payload) - (len(kept[0]) if kept else 0)
-            self.segments[rel] = (payload, record)
-
-    def take(self) -> bytes:
-        """The bytes that are now in order from `fed` on (b"" while the hole is open)."""
-        parts = []
-        segments = self.segments
-        while True:
-            start = next(
-                (r for r, (data, _) in segments.items() if r <= self.fed < r + len(data)), None
-            )
-            if start is None:
-                break
-            data = segments.pop(start)[0]
-            self.held -= len(data)
-            parts.append(data[self.fed - start :])
-            self.fed = start + len(data)
-            for stale in [r for r, (d, _) in segments.items() if r + len(d) <= self.fed]:
-                self.held -= len(segments.pop(stale)[0])
-        return b"".join(parts)
 
 
 def server_side(port_a: int, port_b: int) -> int:
@@ -209,7 +162,7 @@ class Connection:
         self.exchanges = 0  # encrypted request/response turns (see _payload)
         self.last_sender = None
         self.lost = [False, False]  # bytes went missing in this direction since last looked
-        self.waiting: list | None = None  # per direction, a _Waiting while a hole is open
+        self.waiting: list | None = None  # a reassembly.Waiting per direction with a hole open
         self.first_request_t = self.first_response_t = None
         self.phase = "handshake"
         self.server_after_nat = None
@@ -268,9 +221,9 @@ class Connection:
         }
 
 
-class TcpTracker:
+class TcpTracker(Reassembly):
     """Finds and updates the connection of each TCP message; returns (connection, direction,
-    label, phase)."""
+    label, phase). What it does around holes is Reassembly's (reassembly.py)."""
 
     def __init__(self, max_flows: int, warnings) -> None:
         self.table: dict[tuple, tuple[Connection, int]] = {}
@@ -475,78 +428,6 @@ class TcpTracker:
                 conn.phase if record.payload_len == 0 else ("request", "response")[direction]
             )
         return label, phase
-
-    @staticmethod
-    def _needs_order(conn, direction) -> bool:
-        """Whether this direction's reader needs its bytes in order, so that a gap is worth
-        waiting out: HTTP/1.x and HTTP/2 messages, a TLS handshake still in the clear, a first
-        payload not yet seen (a lost ClientHello or request line)."""
-        if conn.app == "tls":
-            return not conn.tls_dirs[direction].done
-        if conn.app in ("http/1.1", "h2"):
-            return True
-        return conn.app is None and conn.sniff_left[direction] > 0
-
-    def _reassemble(self, conn, direction, record, rel, now):
-        """Reorder a direction around a hole the capture shows (a segment lost before the
-        capture point): hold what comes after the hole until the retransmission fills it,
-        then feed the stream readers everything in order, as the receiver's TCP does."""
-        waiting = conn.waiting[direction]
-        payload = record.payload
-        if rel + len(payload) <= waiting.fed:
-            return None, None  # bytes the readers already have: a plain retransmission
-        before = waiting.held
-        waiting.hold(rel, payload, record)
-        self.held += waiting.held - before
-        if waiting.held > MAX_HELD:
-            self.release(conn, direction)  # the hole is not filling
-            return None, None
-        before = waiting.held
-        assembled = waiting.take()
-        self.held += waiting.held - before
-        if not waiting.segments:
-            conn.waiting[direction] = None
-            del self.waiters[(conn.id, direction)]
-        while self.held > MAX_HELD_IN_ALL:
-            # Many holes at once (a capture that dropped packets everywhere): memory stays
-            # bounded by giving up the oldest first.
-            key = next(iter(self.waiters))
-            self.release(self.waiters[key], key[1])
-        if assembled:
-            return self._payload(conn, direction, record, assembled, now)
-        if conn.app == "tls":
-            return "TLS (out of order)", "tls"
-        return f"data {record.payload_len} B (out of order)", ("request", "response")[direction]
-
-    def _wait(self, conn, direction) -> None:
-        if conn.waiting is None:
-            conn.waiting = [None, None]
-        conn.waiting[direction] = _Waiting(conn.max_end[direction])
-        self.waiters[(conn.id, direction)] = conn
-
-    def release(self, conn, direction) -> None:
-        """Stop waiting for a hole that will not fill (the capture missed those bytes for
-        good, or it ended): the readers lose the hole's bytes, as after any gap, and read
-        what was held after it, in order."""
-        waiting = conn.waiting[direction]
-        conn.waiting[direction] = None
-        del self.waiters[(conn.id, direction)]
-        self.held -= waiting.held
-        self._gap(conn, direction)
-        for _rel, (payload, record) in sorted(waiting.segments.items()):
-            self._payload(conn, direction, record, payload, record.time)
-
-    def finish(self) -> None:
-        """The capture ended: read what is still held behind holes."""
-        for (_id, direction), conn in list(self.waiters.items()):
-            self.release(conn, direction)
-
-    def _gap(self, conn, direction):
-        conn.lost[direction] = True
-        if conn.tls_dirs:
-            conn.tls_dirs[direction].gap()
-        if conn.h2:
-            conn.h2[direction].gap()
 
     # -- application layer -----------------------------------------------------------------
 
@@ -759,138 +640,3 @@ class TcpTracker:
                     request["status"] = int(status)
         shown = names[:4] + ([f"+{len(names) - 4} frames"] if len(names) > 4 else [])
         return "HTTP/2 " + ", ".join(shown), ("request", "response")[direction]
-
-
-def dns_label(infos) -> str:
-    parts = []
-    for info in infos[:2]:
-        qtype = qtype_name(info.qtype)
-        if not info.is_response:
-            parts.append(f"DNS query {qtype} {info.name}")
-            continue
-        values = [v for _n, t, v in info.answers if t in (1, 28)] or [
-            v for _n, _t, v in info.answers
-        ]
-        shown = ", ".join(values[:3]) + (" …" if len(values) > 3 else "")
-        cut = " (truncated)" if info.truncated else ""
-        if info.rcode:
-            parts.append(f"DNS {rcode_name(info.rcode)} {qtype} {info.name}{cut}")
-        else:
-            parts.append(f"DNS answer {qtype} {info.name} → {shown or 'no records'}{cut}")
-    return "; ".join(parts)
-
-
-class DnsExchange:
-    """One query and its answer. Compact on purpose: a DNS-heavy capture has one per query."""
-
-    __slots__ = (
-        "answers",
-        "client",
-        "id",
-        "latency_ms",
-        "name",
-        "qtype",
-        "rcode",
-        "retries",
-        "server",
-        "t",
-        "transport",
-        "truncated",
-    )
-
-    def __init__(self, ident, name, qtype, client, server, t, transport) -> None:
-        self.id = ident
-        self.name = name
-        self.qtype = qtype
-        self.client = client
-        self.server = server
-        self.t = t  # None when only the answer was seen
-        self.transport = transport
-        self.answers: tuple = ()  # (name, type, value) records
-        self.rcode = None
-        self.latency_ms = None
-        self.retries = 0
-        self.truncated = False
-
-    def to_dict(self, t0: float) -> dict:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "type": qtype_name(self.qtype),
-            "answers": [value for _n, _t, value in self.answers],
-            "answer_records": [
-                {"name": n, "type": qtype_name(t), "value": v} for n, t, v in self.answers
-            ],
-            "rcode": None if self.rcode is None else rcode_name(self.rcode),
-            "client": self.client,
-            "server": self.server,
-            "t": None if self.t is None else round(self.t - t0, 6),
-            "latency_ms": self.latency_ms,
-            "transport": self.transport,
-            "retries": self.retries,
-            "truncated": self.truncated,
-        }
-
-    def to_json(self, t0: float) -> str:
-        """to_dict() as compact JSON text, written by hand: a DNS-heavy capture has tens of
-        thousands of exchanges, and building a dict for each was a tenth of writing the
-        model. Endpoints and transport are decoder-written text that needs no escaping."""
-        answers = self.answers
-        records = ",".join(
-            f'{{"name":{_string(n)},"type":{_string(qtype_name(t))},"value":{_string(v)}}}'
-            for n, t, v in answers
-        )
-        rcode = self.rcode
-        return (
-            f'{{"id":{self.id},"name":{_string(self.name)},'
-            f'"type":{_string(qtype_name(self.qtype))},'
-            f'"answers":[{",".join(_string(v) for _n, _t, v in answers)}],'
-            f'"answer_records":[{records}],'
-            f'"rcode":{"null" if rcode is None else _string(rcode_name(rcode))},'
-            f'"client":"{self.client}","server":"{self.server}",'
-            f'"t":{"null" if self.t is None else repr(round(self.t - t0, 6))},'
-            f'"latency_ms":{"null" if self.latency_ms is None else repr(self.latency_ms)},'
-            f'"transport":"{self.transport}","retries":{self.retries},'
-            f'"truncated":{"true" if self.truncated else "false"}}}'
-        )
-
-
-class DnsTracker:
-    """Pairs each DNS answer with its query by (id, client endpoint, name, type)."""
-
-    def __init__(self, max_exchanges: int, warnings) -> None:
-        self.exchanges: list[DnsExchange] = []
-        self.pending: dict[tuple, DnsExchange] = {}
-        self.max_exchanges = max_exchanges
-        self.warnings = warnings
-
-    def observe(self, record, src: str, dst: str, transport: str) -> None:
-        if len(self.exchanges) >= self.max_exchanges:
-            self.warnings.add(
-                f"more than {self.max_exchanges} DNS exchanges: later ones are not listed"
-            )
-            return
-        # Names, addresses and endpoints repeat across thousands of lookups: share them.
-        src, dst = intern(src), intern(dst)
-        for info in record.dns:
-            name = intern(info.name)
-            if not info.is_response:
-                key = (info.id, src, name.lower(), info.qtype)
-                existing = self.pending.get(key)
-                if existing is not None and existing.rcode is None:
-                    existing.retries += 1
-                    continue
-                exchange = DnsExchange(info.id, name, info.qtype, src, dst, record.time, transport)
-                self.exchanges.append(exchange)
-                self.pending[key] = exchange
-                continue
-            key = (info.id, dst, name.lower(), info.qtype)
-            exchange = self.pending.pop(key, None)
-            if exchange is None:
-                exchange = DnsExchange(info.id, name, info.qtype, dst, src, None, transport)
-                self.exchanges.append(exchange)
-            else:
-                exchange.latency_ms = round((record.time - exchange.t) * 1000, 3)
-            exchange.rcode = info.rcode
-            exchange.truncated = info.truncated
-            exchange.answers = tuple((intern(n), t, intern(v)) for n, t, v in info.answers)

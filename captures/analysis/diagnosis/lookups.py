@@ -1,0 +1,167 @@
+"""What went wrong with name lookups: a search list walked before the name that answered, and
+a query asked again after the resolver's timeout (with where the lost copy was last seen).
+
+glibc's resolver (and musl's, and Go's) tries a name with fewer dots than `ndots` (5 in a
+Kubernetes pod's resolv.conf) with each search domain appended before the name itself, so
+`api.example.org` from a pod costs three NXDOMAIN round trips per address family first. Its
+timeout is 5 s by default (`options timeout:`), and it sends the A and AAAA queries at once
+from one socket: when conntrack loses the race to insert one of them (two UDP packets of a
+new flow DNATed at the same moment), that query is dropped on the node and the lookup waits
+the whole timeout.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+
+from ..records import split_endpoint
+from .loss import trace, where_words
+from .places import Places
+from .view import CaptureView
+
+SEARCH_WINDOW_S = 30.0  # queries of one lookup follow each other within this
+GLIBC_TIMEOUT_S = 5.0
+
+
+def _ip(endpoint: str) -> str:
+    return split_endpoint(endpoint)[0]
+
+
+def _failed(exchange: dict) -> bool:
+    return exchange["rcode"] == "NXDOMAIN" or (
+        exchange["rcode"] == "NOERROR" and not exchange["answers"])
+
+
+def search_expansions(view: CaptureView) -> list[dict]:
+    by_client: dict[str, list[dict]] = {}
+    for exchange in view.dns:
+        if exchange["t"] is not None:
+            by_client.setdefault(_ip(exchange["client"]), []).append(exchange)
+    findings = []
+    for client, exchanges in by_client.items():
+        exchanges.sort(key=lambda e: e["t"])
+        first_asked: dict[str, dict] = {}
+        for exchange in exchanges:
+            first_asked.setdefault(exchange["name"].rstrip("."), exchange)
+        for name, first in first_asked.items():
+            # The search list walked first: names with a suffix, failed, before the name.
+            tried = [e for e in exchanges
+                     if e["name"].rstrip(".").startswith(name + ".")
+                     and first["t"] - SEARCH_WINDOW_S <= e["t"] <= first["t"] and _failed(e)]
+            if tried and first["rcode"] is not None:
+                findings.append(_expansion(view, client, name, first, tried, exchanges))
+    return findings
+
+
+def _expansion(view, client, name, final, tried, exchanges) -> dict:
+    search: list[str] = []
+    for exchange in tried:
+        suffix = exchange["name"].rstrip(".")[len(name) + 1:]
+        if suffix not in search:
+            search.append(suffix)
+    own = [e for e in exchanges if e["name"].rstrip(".") == name
+           and final["t"] - 1e-6 <= e["t"] <= final["t"] + SEARCH_WINDOW_S]
+    nxdomain = sum(1 for e in tried if e["rcode"] == "NXDOMAIN")
+    extra_ms = round((final["t"] - tried[0]["t"]) * 1000, 3)
+    answered = [e for e in own if e["answers"]]
+    outcome = (f"before {name} itself answered" if answered
+               else f"and {name} itself did not resolve either")
+    dots = name.count(".")
+    text = (f"{view.names(client)} looked up {name} with each search domain first "
+            f"({', '.join(search)}): {len(tried)} extra queries "
+            f"({nxdomain} NXDOMAIN) costing {extra_ms:g} ms {outcome}. The name has {dots} "
+            f"dot{'s' if dots != 1 else ''}, fewer than the resolver's ndots (5 in a "
+            f"Kubernetes pod), so it tries the search list first.")
+    evidence = [i for e in [*tried, *own] for i in e.get("messages", [])]
+    return {
+        "kind": "dns_search_expansion",
+        "severity": "warning" if len(tried) >= 4 or extra_ms >= 100 else "note",
+        "exchange": final["id"], "text": text,
+        "check": (f"use the fully qualified name with a trailing dot ({name}.), or lower "
+                  f"ndots for this pod (`dnsConfig: {{options: [{{name: ndots, value: "
+                  f"\"2\"}}]}}`); NodeLocal DNSCache makes the misses cheaper"),
+        "evidence": evidence, "name": name, "client": client,
+        "queries": len(tried) + len(own), "nxdomain": nxdomain, "extra_queries": len(tried),
+        "extra_ms": extra_ms, "search": search,
+    }
+
+
+def retries(view: CaptureView, places: Places) -> list[dict]:
+    findings = []
+    for exchange in view.dns:
+        if not exchange.get("retries") or _multicast(exchange["server"]):
+            continue  # mDNS and LLMNR ask again by design, and nobody need answer
+        messages = view.of_exchange(exchange)
+        places.learn(messages)
+        queries = [m for m in messages if m["label"].startswith("DNS query")]
+        answers = [m for m in messages if not m["label"].startswith("DNS query")]
+        attempts = len(queries) or exchange["retries"] + 1
+        waited_ms = exchange.get("latency_ms")
+        if waited_ms is None and len(queries) > 1:
+            waited_ms = round((queries[-1]["t"] - queries[0]["t"]) * 1000, 3)
+        gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(queries)]
+        glibc = any(abs(gap - GLIBC_TIMEOUT_S) <= 0.5 for gap in gaps)
+        lost_copies = queries[:-1] if answers else queries
+        delivered = queries[-1:] if answers else []
+        loss = trace(lost_copies, delivered, places) if lost_copies else None
+        twin = _twin(view, exchange)
+        name = f"{exchange['type']} {exchange['name']}"
+        client = view.names(exchange["client"])
+        result = (f"answered after {waited_ms:g} ms" if exchange["rcode"] is not None
+                  and waited_ms is not None else "never answered")
+        text = f"{client} asked {name} {attempts} times: the first query got no answer"
+        if glibc:
+            text += " and the resolver asked again after its 5 s timeout (glibc's default)"
+        text += f"; {result}."
+        if loss is not None and loss.visible:
+            text += f" The lost query {where_words(loss, places)}."
+        elif loss is not None:
+            text += (" Where it was lost cannot be seen from inside the pod: capture its node "
+                     "(-i any) and the DNS pods too.")
+        if twin is not None and (loss is None or loss.after_nat or not loss.visible):
+            text += (f" It was sent together with its {twin['type']} twin from the same "
+                     f"socket, the pattern of the conntrack insertion race that drops one "
+                     f"of two simultaneous UDP queries to a DNATed DNS Service.")
+        checks = ["the DNS pods' health and load (`kubectl -n kube-system get pods -l "
+                  "k8s-app=kube-dns`, their logs)"]
+        if twin is not None:
+            checks.append("`options single-request-reopen` in the pod's dnsConfig, or "
+                          "NodeLocal DNSCache, against the conntrack race")
+        if loss is not None and loss.visible and loss.last_seen.vantage_kind == "node":
+            checks.append(f"drops on node {loss.last_seen.vantage_name} "
+                          f"(`conntrack -S` insert_failed, `iptables -S FORWARD`)")
+        findings.append({
+            "kind": "dns_retry",
+            "severity": "warning" if exchange["rcode"] is not None else "error",
+            "exchange": exchange["id"], "text": text, "check": "; ".join(checks),
+            "evidence": [m["id"] for m in messages], "name": exchange["name"],
+            "type": exchange["type"], "attempts": attempts, "waited_ms": waited_ms,
+            "resolver_timeout": glibc, "same_socket_twin": twin["type"] if twin else None,
+            "lost": loss.as_dict() if loss is not None and loss.visible else None,
+        })
+    return findings
+
+
+def _multicast(endpoint: str) -> bool:
+    try:
+        return ipaddress.ip_address(split_endpoint(endpoint)[0]).is_multicast
+    except ValueError:
+        return False
+
+
+def _twin(view: CaptureView, exchange: dict) -> dict | None:
+    """The other address family's query for the same name from the same socket, sent
+    within a few milliseconds of this one."""
+    if exchange["t"] is None:
+        return None
+    for other in view.dns:
+        if (other is not exchange and other["client"] == exchange["client"]
+                and other["name"] == exchange["name"] and other["type"] != exchange["type"]
+                and other["t"] is not None and abs(other["t"] - exchange["t"]) < 0.05):
+            return other
+    return None
+
+
+def diagnose(view: CaptureView, places: Places) -> list[dict]:
+    return search_expansions(view) + retries(view, places)

@@ -1,0 +1,110 @@
+"""Where on the path a packet was seen, in words a reader can act on.
+
+A hop names its interface as the model does: "node/kviz-node:cbr0" when several files were
+analysed together, a bare "eth0" for one file (whose vantage the capture's files give). An
+interface on a node that only ever carried one pod's own address (its packets entering, or
+packets leaving towards it) is that pod's veth, and is called so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..records import split_endpoint
+
+# Interfaces that carry many pods' packets: never one pod's own.
+SHARED_PREFIXES = ("cbr", "cni", "docker", "br-", "eth", "ens", "enp", "bond", "flannel",
+                   "vxlan", "cilium_host", "cilium_net", "tunl", "weave", "kube-", "lo", "any",
+                   "genev", "nodelocal")
+
+
+@dataclass(frozen=True)
+class Place:
+    vantage: str | None  # "node/kviz-node", "pod/default/ubuntu", or None when unknown
+    interface: str | None  # "cbr0"
+    direction: str | None  # "in", "out" or None
+
+    @property
+    def vantage_kind(self) -> str | None:
+        return self.vantage.split("/", 1)[0] if self.vantage and "/" in self.vantage else None
+
+    @property
+    def vantage_name(self) -> str | None:
+        return self.vantage.split("/", 1)[1] if self.vantage and "/" in self.vantage else None
+
+    def as_dict(self) -> dict:
+        return {"vantage": self.vantage, "interface": self.interface,
+                "direction": self.direction}
+
+
+class Places:
+    def __init__(self, files: list[dict], names) -> None:
+        self.vantages = [f.get("vantage") for f in files]
+        self.names = names
+        self.owners: dict[tuple[str | None, str], set[str]] = {}
+
+    def of(self, hop: dict) -> Place:
+        interface = hop.get("interface")
+        direction = hop.get("direction")
+        if interface:
+            for vantage in self.vantages:
+                if vantage and interface.startswith(vantage + ":"):
+                    return Place(vantage, interface[len(vantage) + 1:], direction)
+        only = self.vantages[0] if len(self.vantages) == 1 else None
+        return Place(only, interface, direction)
+
+    # -- whose interface ----------------------------------------------------------------------
+
+    def learn(self, messages: list[dict]) -> None:
+        """Note which address each node interface carries, from messages' hops."""
+        for message in messages:
+            for hop in message["hops"]:
+                place = self.of(hop)
+                if place.vantage_kind != "node" or not place.interface:
+                    continue
+                if place.interface.startswith(SHARED_PREFIXES):
+                    continue
+                ip = split_endpoint(hop["src"] if place.direction == "in" else hop["dst"])[0]
+                if place.direction in ("in", "out"):
+                    self.owners.setdefault((place.vantage, place.interface), set()).add(ip)
+
+    def owner(self, place: Place) -> str | None:
+        ips = self.owners.get((place.vantage, place.interface or ""), set())
+        return next(iter(ips)) if len(ips) == 1 else None
+
+    def interface_of(self, ip: str, vantage: str | None) -> str | None:
+        """The node interface that is `ip`'s own, on `vantage`, if the packets showed one."""
+        for (where, interface), ips in self.owners.items():
+            if ips == {ip} and (vantage is None or where == vantage):
+                return interface
+        return None
+
+    # -- words --------------------------------------------------------------------------------
+
+    def interface_words(self, place: Place) -> str:
+        interface = place.interface or "an unnamed interface"
+        owner = self.owner(place)
+        if owner:
+            return f"{interface} ({self.short_name(owner)}'s veth)"
+        return interface
+
+    def describe(self, place: Place, with_node: bool = True) -> str:
+        """"leaving cbr0 on node kviz-node", "on eth0 inside pod default/ubuntu"."""
+        interface = self.interface_words(place)
+        verb = {"in": "entering the node from", "out": "leaving"}.get(place.direction)
+        if place.vantage_kind == "node":
+            where = f" on node {place.vantage_name}" if with_node else ""
+            return f"{verb} {interface}{where}" if verb else f"on {interface}{where}"
+        if place.vantage_kind == "pod":
+            return f"on {interface} inside pod {place.vantage_name}"
+        if place.vantage:
+            return f"on {interface} at {place.vantage}"
+        return f"on {interface}"
+
+    def short_name(self, ip_or_endpoint: str | None) -> str:
+        """"nginx-a" for a named participant, else the address."""
+        if not ip_or_endpoint:
+            return "?"
+        ip = split_endpoint(ip_or_endpoint)[0]
+        found = self.names.by_ip.get(ip)
+        return found["name"] if found and found.get("name") else ip

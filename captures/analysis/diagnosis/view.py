@@ -1,0 +1,141 @@
+"""What the diagnosis reads: the model's parts as documented in docs/model.md, plus the few
+messages that can prove something (SYNs, resets, TLS records, retransmissions; a DNS
+exchange lists its own messages).
+
+The engine hands these over at the end of an analysis without building the whole document:
+`key_messages` are fetched from the message spool by id, and only for the connections and
+exchanges that a rule may speak about. `CaptureView.from_document` builds the same view from a
+finished document (tests, other tools).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..identity import Identity
+from ..records import split_endpoint
+from ..words import Names
+
+
+@dataclass
+class CaptureView:
+    files: list[dict]
+    participants: list[dict]
+    connections: list[dict]
+    dns: list[dict]
+    annotations: list[dict]
+    http: list[dict] = field(default_factory=list)
+    duration: float | None = None  # seconds from the first packet to the last
+    # connection id -> ids of its messages worth proving with (SYN, SYN-ACK, RST, FIN, TLS
+    # handshake records, retransmissions), in time order
+    connection_messages: dict[int, list[int]] = field(default_factory=dict)
+    # annotation index -> ids of the messages that carry it (an ICMP error's own message)
+    annotation_messages: dict[int, list[int]] = field(default_factory=dict)
+    # connection id -> {"client"|"server": {hops seen: largest payload seen at that many}}: a
+    # segment seen at fewer places than others of its direction did not get as far
+    segment_sizes: dict[int, dict[str, dict[int, int]]] = field(default_factory=dict)
+    # ids -> message dicts (docs/model.md), for the ids asked
+    fetch: Callable[[Iterable[int]], dict[int, dict]] = lambda ids: {}
+    # ip -> a participant-like description, for addresses that are not participants (a pod
+    # seen only after a DNAT): the engine's Identity.describe
+    describe: Callable[[str], dict] | None = None
+
+    def __post_init__(self) -> None:
+        self.by_ip = _Directory({p["ip"]: p for p in self.participants}, self.describe)
+        self.names = Names(self.participants)
+        self.names.by_ip = self.by_ip
+        self._messages: dict[int, dict] = {}
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def messages(self, ids: Iterable[int]) -> list[dict]:
+        wanted = [i for i in ids if i not in self._messages]
+        if wanted:
+            self._messages.update(self.fetch(wanted))
+        return [self._messages[i] for i in ids if i in self._messages]
+
+    def of_connection(self, conn_id: int) -> list[dict]:
+        return self.messages(self.connection_messages.get(conn_id, ()))
+
+    def of_exchange(self, exchange: dict) -> list[dict]:
+        return self.messages(exchange.get("messages", ()))
+
+    # -- what names what -----------------------------------------------------------------------
+
+    def kind_of(self, endpoint: str | None) -> str | None:
+        if not endpoint:
+            return None
+        found = self.by_ip.get(split_endpoint(endpoint)[0])
+        return found.get("kind") if found else None
+
+    def seen_from(self) -> str:
+        """How this capture's vantage points are named in a sentence."""
+        kinds = self.vantage_kinds()
+        if kinds == {"pod"}:
+            return "inside the client's pod"
+        return "this one capture point" if len(self.files) == 1 else "these capture points"
+
+    def vantage_kinds(self) -> set[str]:
+        """"pod", "node", "host", or "unknown" for each file."""
+        kinds = set()
+        for file in self.files:
+            vantage = file.get("vantage") or ""
+            kinds.add(vantage.split("/", 1)[0] if "/" in vantage else "unknown")
+        return kinds
+
+    @classmethod
+    def from_document(cls, doc: dict, inventory: dict | None = None) -> CaptureView:
+        messages = {m["id"]: m for m in doc["messages"]}
+        by_connection: dict[int, list[int]] = {}
+        by_annotation: dict[int, list[int]] = {}
+        sizes: dict[int, dict[str, dict[int, int]]] = {}
+        clients = {c["id"]: c["client"] for c in doc["connections"]}
+        for message in doc["messages"]:
+            for index in message["annotations"]:
+                by_annotation.setdefault(index, []).append(message["id"])
+            conn = message["connection"]
+            if conn is None:
+                continue
+            if is_key_tcp_message(message):
+                by_connection.setdefault(conn, []).append(message["id"])
+            if message["len"]:
+                side = "client" if message["src"] == clients.get(conn) else "server"
+                record_size(sizes, conn, side, len(message["hops"]), message["len"])
+        return cls(
+            files=doc["capture"]["files"], participants=doc["participants"],
+            connections=doc["connections"], dns=doc["dns"], annotations=doc["annotations"],
+            http=doc.get("http", []), duration=doc["capture"].get("duration"),
+            connection_messages=by_connection,
+            annotation_messages=by_annotation, segment_sizes=sizes,
+            fetch=lambda ids: {i: messages[i] for i in ids if i in messages},
+            describe=Identity(inventory).describe if inventory else None)
+
+
+class _Directory:
+    """Participants by IP, then whatever `describe` knows (named addresses only)."""
+
+    def __init__(self, participants: dict[str, dict], describe) -> None:
+        self.participants = participants
+        self.describe = describe
+
+    def get(self, ip: str, default=None):
+        found = self.participants.get(ip)
+        if found is None and self.describe is not None:
+            described = self.describe(ip)
+            if described.get("kind") not in ("external", "loopback"):
+                found = described
+        return found if found is not None else default
+
+
+def record_size(sizes: dict, conn: int, side: str, hops: int, length: int) -> None:
+    by_hops = sizes.setdefault(conn, {}).setdefault(side, {})
+    if length > by_hops.get(hops, 0):
+        by_hops[hops] = length
+
+
+def is_key_tcp_message(message: dict) -> bool:
+    flags = message.get("flags") or ""
+    label = message["label"]
+    return ("S" in flags or "R" in flags or "F" in flags or "retransmission" in label
+            or label.startswith("TLS ") or message["phase"] in ("request", "response"))
