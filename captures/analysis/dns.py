@@ -241,6 +241,7 @@ class DnsExchange:
         "client",
         "id",
         "latency_ms",
+        "messages",
         "name",
         "qtype",
         "rcode",
@@ -264,6 +265,7 @@ class DnsExchange:
         self.latency_ms = None
         self.retries = 0
         self.truncated = False
+        self.messages: list[int] = []  # ids of its queries and answers, the first few
 
     def to_dict(self, t0: float) -> dict:
         return {
@@ -282,6 +284,7 @@ class DnsExchange:
             "transport": self.transport,
             "retries": self.retries,
             "truncated": self.truncated,
+            "messages": self.messages,
         }
 
     def to_json(self, t0: float) -> str:
@@ -304,8 +307,18 @@ class DnsExchange:
             f'"t":{"null" if self.t is None else repr(round(self.t - t0, 6))},'
             f'"latency_ms":{"null" if self.latency_ms is None else repr(self.latency_ms)},'
             f'"transport":"{self.transport}","retries":{self.retries},'
-            f'"truncated":{"true" if self.truncated else "false"}}}'
+            f'"truncated":{"true" if self.truncated else "false"},'
+            f'"messages":[{",".join(map(str, self.messages))}]}}'
         )
+
+
+MESSAGES_PER_EXCHANGE = 8
+
+
+def _note_message(exchange: DnsExchange, message: int) -> None:
+    if len(exchange.messages) < MESSAGES_PER_EXCHANGE and (
+            not exchange.messages or exchange.messages[-1] != message):
+        exchange.messages.append(message)
 
 
 class DnsTracker:
@@ -317,7 +330,8 @@ class DnsTracker:
         self.max_exchanges = max_exchanges
         self.warnings = warnings
 
-    def observe(self, record, src: str, dst: str, transport: str) -> None:
+    def observe(self, record, src: str, dst: str, transport: str, message: int) -> None:
+        """`message`: the id of the message that carries `record`."""
         if len(self.exchanges) >= self.max_exchanges:
             self.warnings.add(
                 f"more than {self.max_exchanges} DNS exchanges: later ones are not listed"
@@ -332,8 +346,10 @@ class DnsTracker:
                 existing = self.pending.get(key)
                 if existing is not None and existing.rcode is None:
                     existing.retries += 1
+                    _note_message(existing, message)
                     continue
                 exchange = DnsExchange(info.id, name, info.qtype, src, dst, record.time, transport)
+                _note_message(exchange, message)
                 self.exchanges.append(exchange)
                 self.pending[key] = exchange
                 continue
@@ -344,6 +360,7 @@ class DnsTracker:
                 self.exchanges.append(exchange)
             else:
                 exchange.latency_ms = round((record.time - exchange.t) * 1000, 3)
+            _note_message(exchange, message)
             exchange.rcode = info.rcode
             exchange.truncated = info.truncated
             exchange.answers = tuple((intern(n), t, intern(v)) for n, t, v in info.answers)

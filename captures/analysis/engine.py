@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
+from .diagnosis import CaptureView, Diagnosis, diagnose
 from .dns import DnsTracker, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
 from .icmp import parse_icmp
@@ -49,6 +50,7 @@ from .tcp import TcpTracker
 
 META_SCHEMA = "kviz.capture-meta/1"
 DEFAULT_MAX_FLOWS = 200_000
+EVIDENCE_PER_CONNECTION = 64  # messages kept per connection for the diagnosis
 FLAG_LETTERS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"))
 
 
@@ -122,6 +124,7 @@ class _Analysis:
         self.annotations: list[dict] = []
         self.annotation_index: dict[tuple, int] = {}
         self.participants: dict[str, set] = {}
+        self.annotation_messages: dict[int, list[int]] = {}  # an ICMP error's own messages
         self.vantage_json: dict[tuple, str] = {}  # (interface label, direction) → hop_vantage
         self.t0 = None
         self.multi = len(files) > 1
@@ -300,6 +303,12 @@ class _Analysis:
             vantage = vantages[seen_at] = hop_vantage(*seen_at)
         hops_json = encode_hop(vantage, src, dst, t, first.tunnel)
         notes = () if icmp_note is None else (icmp_note,)
+        if icmp_note is not None:
+            carriers = self.annotation_messages.setdefault(icmp_note, [])
+            if len(carriers) < 4:
+                carriers.append(len(self.messages))
+        if conn is not None:
+            self._keep_evidence(conn, direction, record, label, phase, len(hops))
         if len(hops) > 1:
             if flow is not None:
                 notes = self._nat(hops, direction, flow, conn, version, has_ports)
@@ -336,6 +345,18 @@ class _Analysis:
                 notes,
             )
         )
+
+    def _keep_evidence(self, conn, direction, record, label, phase, hop_count) -> None:
+        """What the diagnosis may need of this message (see diagnosis/view.py), bounded."""
+        if record.payload_len:
+            sizes = conn.segment_sizes[direction]
+            if record.payload_len > sizes.get(hop_count, 0):
+                sizes[hop_count] = record.payload_len
+        evidence = conn.evidence
+        if len(evidence) < EVIDENCE_PER_CONNECTION and (
+                record.tcp_flags & (SYN | RST | FIN) or phase in ("request", "response")
+                or label.startswith("TLS ") or label.endswith("(retransmission)")):
+            evidence.append(len(self.messages))
 
     def _udp_flow(self, record):
         key = (record.src, record.sport, record.dst, record.dport)
@@ -388,7 +409,7 @@ class _Analysis:
         return info.label, index
 
     def _dns(self, record, src, dst, transport):
-        self.dns.observe(record, src, dst, transport)
+        self.dns.observe(record, src, dst, transport, len(self.messages))
         for info in record.dns:
             if info.is_response and not info.rcode:
                 for _name, rtype, value in info.answers:
@@ -531,36 +552,89 @@ class _Analysis:
     def _finish(self, file_facts) -> SequenceModel:
         t0 = self.t0 or 0.0
         self.tcp.finish()
-        connections = self._connections(t0)
+        capture = self._capture_facts(file_facts, t0)
+        http = self._http_requests(t0)
+        findings = {conn.id: connection_findings(conn) for conn in self.tcp.connections}
+        summaries = [self._summary(conn, t0) for conn in self.tcp.connections]
+        diagnosis = self._diagnose(capture, summaries, findings, http)
+        self._annotate_connections(findings, diagnosis)
         self._dns_findings()
         self._truncated_answers()
-        http = self._http_requests(t0)
-        participants = self._participants()
-        capture = self._capture_facts(file_facts, t0)
+        self._causes(diagnosis, summaries)
         return SequenceModel(
             capture,
-            participants,
+            self._participants(),
             self.messages,
-            connections,
+            summaries,
             self.dns.exchanges,
             http,
             self.annotations,
             t0,
         )
 
-    def _connections(self, t0: float) -> list[dict]:
-        """Each connection's findings and summary; its server port joins the participant's
-        ports."""
-        connections = []
+    def _summary(self, conn, t0: float) -> dict:
+        """A connection as the model shows it; its server port joins the participant's."""
+        summary = conn.summary()
+        summary["timing"]["start"] = round(conn.start - t0, 6)
+        server_ip, server_port = conn.server
+        self.participants.setdefault(server_ip, set()).add(server_port)
+        return summary
+
+    def _diagnose(self, capture, summaries, findings, http) -> Diagnosis:
+        """The causes behind the symptoms (diagnosis/__init__.py), from what is known so far:
+        the annotations the messages made, and each connection's own findings."""
+        provisional = [*self.annotations, *(f for fs in findings.values() for f in fs)]
+        connections = self.tcp.connections
+        view = CaptureView(
+            files=capture["files"],
+            participants=self._participants(),
+            connections=summaries,
+            dns=self._troubled_lookups(),
+            annotations=provisional,
+            http=http,
+            duration=capture["duration"],
+            connection_messages={conn.id: conn.evidence for conn in connections},
+            annotation_messages=self.annotation_messages,
+            segment_sizes={
+                conn.id: {"client": conn.segment_sizes[0], "server": conn.segment_sizes[1]}
+                for conn in connections
+                if conn.retransmissions
+            },
+            fetch=self.messages.fetch,
+            describe=self.identity.describe,
+        )
+        return diagnose(view)
+
+    def _troubled_lookups(self) -> list[dict]:
+        """The DNS exchanges of clients that had a failed or repeated lookup: the only ones
+        a DNS rule can speak about (a healthy capture costs nothing here)."""
+        exchanges = self.dns.exchanges
+        troubled = {
+            split_endpoint(e.client)[0] for e in exchanges
+            if e.retries or e.rcode == 3 or (e.rcode == 0 and not e.answers)
+        }
+        t0 = self.t0 or 0.0
+        return [e.to_dict(t0) for e in exchanges if split_endpoint(e.client)[0] in troubled]
+
+    def _annotate_connections(self, findings, diagnosis: Diagnosis) -> None:
+        """Each connection's findings, but no mutual TLS the diagnosis found refused."""
         for conn in self.tcp.connections:
-            for finding in connection_findings(conn):
+            for finding in findings[conn.id]:
+                if finding["kind"] == "mtls" and conn.id in diagnosis.withdrawn_mtls:
+                    continue
                 conn.annotations.append(self._annotate(finding))
-            summary = conn.summary()
-            summary["timing"]["start"] = round(conn.start - t0, 6)
-            connections.append(summary)
-            server_ip, server_port = conn.server
-            self.participants.setdefault(server_ip, set()).add(server_port)
-        return connections
+
+    def _causes(self, diagnosis: Diagnosis, summaries: list[dict]) -> None:
+        """The diagnosis' findings after every symptom, most important first; each connection
+        gets its outcome and the causes that concern it."""
+        by_id = {summary["id"]: summary for summary in summaries}
+        for summary in summaries:
+            summary["outcome"] = diagnosis.outcomes.get(summary["id"], "answered")
+        for finding in diagnosis.findings:
+            index = self._annotate(finding)
+            for conn_id in finding.get("connections") or [finding.get("connection")]:
+                if conn_id in by_id:
+                    by_id[conn_id]["annotations"].append(index)
 
     def _dns_findings(self) -> None:
         """Names that do not exist and queries never answered, counted per name."""
@@ -662,6 +736,8 @@ def _ending(conn) -> list[dict]:
     """A connection still open when the capture ended, or reset (a FIN is no finding)."""
     closed = conn.closed()
     if closed == "open":
+        if conn.handshake() in ("no-answer", "refused"):
+            return []  # it never opened, so nothing was kept open
         return [{"kind": "kept_open", "connection": conn.id}]
     if closed == "rst":
         return [{"kind": "rst", "connection": conn.id, "by": conn.endpoint(conn.rst_by)}]

@@ -108,6 +108,29 @@ class MessageSpool:
             self.file.seek(0, 2)
         yield from self.items
 
+    def fetch(self, ids) -> dict[int, dict]:
+        """The messages with these ids (their position), decoded; those spilled to the file
+        are found in one pass over it, which stops at the last one asked."""
+        spilled = self.count - len(self.items)
+        found = {}
+        earlier = set()
+        for ident in set(ids):
+            if spilled <= ident < self.count:
+                found[ident] = json.loads(self.items[ident - spilled])
+            elif 0 <= ident < spilled:
+                earlier.add(ident)
+        if earlier and self.file is not None:
+            self.file.flush()
+            self.file.seek(0)
+            last = max(earlier)
+            for ident, line in enumerate(self.file):
+                if ident in earlier:
+                    found[ident] = json.loads(line)
+                if ident >= last:
+                    break
+            self.file.seek(0, 2)
+        return found
+
     def write_joined(self, fp: TextIO, separator: str) -> None:
         """Every message's text, separated by `separator`, copied in large blocks: a message
         never holds a raw newline (JSON escapes it), so the spool's newlines are the

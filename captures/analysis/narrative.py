@@ -1,9 +1,11 @@
-"""The model as an expert would tell it after an hour with tcpdump: one line per step, in time
-order (DNS answers with latency, each connection with its NAT and how it ended, each request
-with its status and time, what the mesh did). The words are words.py's."""
+"""The model as an expert would tell it after an hour with tcpdump: what happened first
+(happened.py), then one line per step, in time order (DNS answers with latency, each connection
+with its NAT and how it ended, each request with its status and time, what the mesh did). The
+words are words.py's."""
 
 from __future__ import annotations
 
+from . import happened
 from .words import Names, icmp_answer, ms, tls_alert
 
 # Events at the same time are told in this order (ICMP errors rank with requests).
@@ -20,8 +22,10 @@ def narrate(model) -> list[str]:
         *_icmp_events(model.annotations, name),
     ]
     events.sort(key=lambda e: (e[0], e[1]))
-    return _capture_lines(model.capture) + [
-        f"{t * 1000:10.3f} ms  {text}" for t, _order, text in events
+    return [
+        *_capture_lines(model.capture),
+        *happened.text_lines(model.annotations, name),
+        *(f"{t * 1000:10.3f} ms  {text}" for t, _order, text in events),
     ]
 
 
@@ -124,7 +128,9 @@ def _mesh_lines(conn: dict, notes: list[dict], name) -> list[str]:
 def _closed(conn: dict, notes: list[dict], name) -> str:
     """How a connection ended, after how long, and what went on in it."""
     closed = conn["closed"]
-    if closed == "open":
+    if closed == "open" and conn.get("handshake") == "no-answer":
+        tail = "never answered"
+    elif closed == "open":
         tail = "no FIN: kept open at the end of the capture"
     elif closed == "rst":
         rst = next((n for n in notes if n["kind"] == "rst"), None)

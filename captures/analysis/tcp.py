@@ -98,6 +98,7 @@ class Connection:
         "app",
         "client",
         "end",
+        "evidence",
         "exchanges",
         "fin_by",
         "first_request_t",
@@ -118,6 +119,7 @@ class Connection:
         "requests",
         "retransmissions",
         "rst_by",
+        "segment_sizes",
         "server",
         "server_after_nat",
         "sniff_left",
@@ -168,6 +170,11 @@ class Connection:
         self.server_after_nat = None
         self.original_server = None  # (ip, port) the client meant, when replies reveal a NAT
         self.annotations: list[int] = []
+        # For the diagnosis: ids of the messages that can prove something (handshake, resets,
+        # closes, TLS records, requests and responses, retransmissions), and per direction the
+        # largest payload seen at each number of hops (see diagnosis/view.py).
+        self.evidence: list[int] = []
+        self.segment_sizes: tuple[dict[int, int], dict[int, int]] = ({}, {})
 
     def endpoint(self, side: int) -> str:
         ip, port = self.client if side == 0 else self.server

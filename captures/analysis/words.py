@@ -75,6 +75,8 @@ def finding(note: dict, name=str) -> str:
     """One annotation as a sentence (the dashboard's findings list, the Markdown postmortem).
     `name` turns an "ip:port" into what a reader knows it by."""
     kind = note.get("kind")
+    if note.get("severity") and note.get("text"):
+        return note["text"]  # the diagnosis says its causes in its own sentence
     connection = note.get("connection")
     on = f"Connection {connection}: " if connection is not None else ""
     if kind in ("dnat", "snat"):

@@ -16,6 +16,7 @@ where a reader looks for it (theory of operation):
 | nxdomain, dns_unanswered | the n-th NXDOMAIN answer / query naming it, for the n-th finding |
 | http request N | the request message at or just after `http[].t` on its connection |
 | hops | every message seen at more than one vantage point (the interface chain) |
+| a diagnosis cause | every message of its `evidence` (a lost packet's farthest copy: where) |
 """
 
 from __future__ import annotations
@@ -79,8 +80,44 @@ def annotation_badge(index: int, note: dict) -> dict:
     if kind == "icmp_error":
         times = f" ×{note['count']}" if note.get("count", 1) > 1 else ""
         return badge(kind, f"{note.get('error')}{times}", note.get("about"), index)
+    if note.get("severity") and note.get("text"):
+        return badge(kind, cause_words(note), note["text"], index)
     fields = ", ".join(f"{k}={v}" for k, v in note.items() if k != "kind")
     return badge(kind, kind, fields or None, index)
+
+
+def cause_words(note: dict) -> str:
+    """A diagnosis cause in a few words, under each arrow of its evidence."""
+    kind = note.get("kind")
+    if kind == "lost":
+        return "✗ SYN lost: no answer"
+    if kind == "no_endpoints":
+        return f"✗ no endpoints: {note.get('name')}"
+    if kind == "refused":
+        return f"✗ refused by {note.get('by_name') or note.get('by')}"
+    if kind == "dns_retry":
+        return f"✗ DNS asked again ({note.get('attempts')} times)"
+    if kind == "dns_search_expansion":
+        return f"search list: +{note.get('extra_queries')} queries for {note.get('name')}"
+    if kind == "mtu_blackhole":
+        return f"✗ MTU black hole: {note.get('lost_size')} B never delivered"
+    if kind == "tls_rejected":
+        return "✗ TLS refused" + (" (inferred)" if note.get("inferred") else "")
+    if kind == "protocol_mismatch":
+        return f"✗ {note.get('seen')} to a port expecting {note.get('expected')}"
+    if kind == "port_reuse":
+        return "✗ port reused: challenge ACK"
+    return kind or "?"
+
+
+def lost_here(note: dict) -> str:
+    """The mark on a lost packet's farthest copy: where it was last seen, and not after."""
+    seen = note.get("last_seen") or {}
+    where = seen.get("interface") or "?"
+    if seen.get("vantage"):
+        where = f"{seen['vantage']}:{where}"
+    nxt = (note.get("next_expected") or {}).get("description")
+    return f"✗ lost after {where}" + (f", never on {nxt}" if nxt else "")
 
 
 def request_badge(request: dict) -> dict:
@@ -102,8 +139,10 @@ class ConnectionIndex:
         self.request_rows: dict[int, list[tuple[float, int]]] = {}
         self.nxdomain_rows: dict[str, list[int]] = {}
         self.query_rows: dict[str, list[int]] = {}
+        self.row_of: dict[int, int] = {}  # message id -> row
 
     def see(self, row: int, message: dict) -> None:
+        self.row_of[message["id"]] = row
         connection = message.get("connection")
         label = message.get("label") or ""
         if connection is not None:
@@ -137,6 +176,8 @@ class ConnectionIndex:
         """The rows a connection- or name-level annotation belongs on (see the table above)."""
         kind = note.get("kind")
         connection = note.get("connection")
+        if note.get("severity") and note.get("evidence") is not None:
+            return [self.row_of[i] for i in note["evidence"] if i in self.row_of]
         if kind in ("nxdomain", "dns_unanswered"):
             name = note.get("name") or ""
             rows = (self.nxdomain_rows if kind == "nxdomain" else self.query_rows).get(name, [])

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 
 from captures.analysis.records import split_endpoint
 
-from .badges import ConnectionIndex, annotation_badge, badge, hop_chain, request_badge
+from .badges import (
+    ConnectionIndex,
+    annotation_badge,
+    badge,
+    hop_chain,
+    lost_here,
+    request_badge,
+)
 from .folds import FoldGroup, find_folds
 
 LAYOUT_SCHEMA = "kviz.layout/1"
@@ -328,11 +335,20 @@ def _attach_findings(rows: list[Row], index: ConnectionIndex, annotations: list[
             found = annotation_badge(note_index, note)
             if note.get("kind") == "rst":
                 found["text"] = f"RST by {rows[row_index].src}"
+            elif rows[row_index].message == _lost_copy(note).get("message"):
+                found["text"] = lost_here(_lost_copy(note))
             rows[row_index].badges.append(found)
     for request in http:
         row_index = index.request_row(request)
         if row_index is not None:
             rows[row_index].badges.append(request_badge(request))
+
+
+def _lost_copy(note: dict) -> dict:
+    """Where a cause says a packet was lost (its `lost` part, or itself for `lost`)."""
+    if note.get("kind") == "lost":
+        return note
+    return note.get("lost") or {}
 
 
 def _follow_dnat(rows: list[Row], annotations: list[dict], lane_of_ip: dict[str, int]) -> None:

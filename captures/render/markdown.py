@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from captures.analysis import happened
 from captures.analysis.records import split_endpoint
-from captures.analysis.words import Names, finding, ms
+from captures.analysis.words import Names, ms
 
 from .layout import Layout, format_seconds
 from .mermaid import render_mermaid
@@ -20,6 +21,7 @@ def render_markdown(layout: Layout, *, facts: dict | None = None, notes: list[di
     names = Names(layout.participants, code=True)
     heading = title or facts.pop("title", None) or _default_title(layout, facts)
     out = [f"# {_inline(heading)}", ""]
+    out += _what_happened(layout)
     out += _facts(layout, facts)
     out += _name_table(layout)
     out += ["## Sequence", "", "```mermaid", render_mermaid(layout).rstrip("\n"), "```", ""]
@@ -177,13 +179,27 @@ def _dns_table(layout: Layout) -> list[str]:
 
 
 
+def _what_happened(layout: Layout) -> list[str]:
+    """The diagnosis' causes first (happened.py), each with what to check and its proof."""
+    found = happened.causes(layout.annotations)
+    out = ["## What happened", ""]
+    if not found:
+        return [*out, "Nothing broke that this capture shows: no lost, refused or rejected "
+                      "connection, no failed lookup. The findings below say what the path did.",
+                ""]
+    for cause in found:
+        severity = happened.SEVERITY_WORDS.get(cause["severity"], cause["severity"])
+        evidence = ", ".join(f"#{i}" for i in cause.get("evidence", [])[:12])
+        out.append(f"- **{severity}**: {_inline(cause['text'])}")
+        out.append(f"  - Check: {_inline(cause['check'])}")
+        if evidence:
+            out.append(f"  - Evidence: messages {evidence}")
+    return [*out, ""]
+
+
 def _findings(layout: Layout, names) -> list[str]:
     out = ["## Findings", ""]
-    counted: dict[str, int] = {}
-    for note in layout.annotations:
-        sentence = finding(note, names)
-        counted[sentence] = counted.get(sentence, 0) + 1
-    out += [f"- {s}" + (f" (×{n})" if n > 1 else "") for s, n in counted.items()]
+    out += [f"- {item['text']}" for item in happened.also_seen(layout.annotations, names)]
     for group in layout.folds:
         if group.collapsed:
             out.append(f"- Folded in the diagram: {group.text.lstrip('↻ ')}, messages "

@@ -20,7 +20,11 @@ PHASE_FILL = {"dns": "#e0ecff", "handshake": "#e3f4e6", "tls": "#fff1d6", "excha
 BADGE_COLOUR = {"dnat": "#6d28d9", "snat": "#6d28d9", "sidecar": "#0e7490", "mtls": "#15803d",
                 "rst": "#b91c1c", "retransmission": "#b45309", "kept_open": "#6b7280",
                 "request": "#1d4ed8", "pooled": "#1d4ed8", "nxdomain": "#b91c1c",
-                "dns_unanswered": "#b91c1c", "hops": "#6b7280", "control_plane": "#0e7490"}
+                "dns_unanswered": "#b91c1c", "hops": "#6b7280", "control_plane": "#0e7490",
+                # the diagnosis' causes (captures/analysis/diagnosis)
+                **dict.fromkeys(("lost", "no_endpoints", "refused", "dns_retry", "mtu_blackhole",
+                                 "tls_rejected", "protocol_mismatch", "port_reuse"), "#b91c1c"),
+                "dns_search_expansion": "#b45309"}
 # Characters XML 1.0 forbids; packet-derived labels (HTTP targets, SNI) may carry them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 

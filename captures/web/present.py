@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from captures.analysis import happened
 from captures.analysis.words import Names, finding, ms
 
 MAX_LINES = 300  # per section; the full story is in the diagram and the downloads
+MAX_EVIDENCE = 12  # links to the arrows that prove a cause
 MAX_LISTED_BYTES = 64 * 1024 * 1024  # a bigger analysis is summarised, not listed
 
 CLOSED = {"fin": "closed by FIN", "rst": "reset (RST)", "open": "no FIN: kept open"}
@@ -82,6 +84,12 @@ def describe(doc: dict) -> dict:
         "connections": _section(doc.get("connections"), connection_line, name),
         "http": _section(doc.get("http"), http_line),
         "annotations": _section(doc.get("annotations"), finding, name),
+        # "What happened" (captures/analysis/happened.py): causes first, the rest grouped
+        "causes": [{**cause, "severity_words": happened.SEVERITY_WORDS.get(cause["severity"]),
+                    "evidence": (cause.get("evidence") or [])[:MAX_EVIDENCE]}
+                   for cause in happened.causes(doc.get("annotations") or [])[:MAX_LINES]],
+        "also_seen": [item["text"] for item in
+                      happened.also_seen(doc.get("annotations") or [], name)[:MAX_LINES]],
         "warnings": list(facts.get("warnings") or []),
         "partial": bool(facts.get("partial")),
     }

@@ -141,6 +141,39 @@ def _where(value, parent, names):
     return f"{names.interface(before.get('interface'))} → {names.interface(after.get('interface'))}"
 
 
+def _place_interface(value, parent, names):
+    # A place names its interface bare ("cbr0"); its neutral name is its hop's.
+    return names.interface(parent.get("hop") or value)
+
+
+def _replace_word(text: str, word: str, neutral: str) -> str:
+    return re.sub(rf"(?<![\w.-]){re.escape(word)}(?![\w-])", neutral, text)
+
+
+def _scrub(value, parent, names):
+    """A diagnosis sentence with the places it names (its `places`) in neutral names."""
+    if not isinstance(value, str):
+        return value
+    for place in parent.get("places") or ():
+        if place.get("interface"):
+            value = _replace_word(value, place["interface"],
+                                  names.interface(place.get("hop") or place["interface"]))
+        vantage = place.get("vantage")
+        if vantage and "/" in vantage:
+            neutral = names.vantage(vantage)
+            kind, name = vantage.split("/", 1)
+            value = value.replace(vantage, neutral).replace(f"{kind} {name}", neutral)
+            value = _replace_word(value, name, neutral)
+    return value
+
+
+def _place_description(value, parent, names):
+    if isinstance(value, str) and parent.get("interface"):
+        return _replace_word(value, parent["interface"], _place_interface(
+            parent["interface"], parent, names))
+    return value
+
+
 def _nobody(value, parent, names):
     return None
 
@@ -171,11 +204,28 @@ _ANNOTATION = {
         "basis", "count", "by", "description", "name", "retried_over_tcp", "from", "to",
         "error", "about", "mtu", "t")
 } | {"where": Renamed(_where), "from_hop": _HOP_REF, "to_hop": _HOP_REF}
+# The diagnosis' causes (docs/model.md, "Diagnosis"): their sentences name places, which a
+# redacted link sees under the same neutral names as the hops.
+_PLACE = {"vantage": Renamed(_vantage), "interface": Renamed(_place_interface),
+          "direction": SHOWN, "hop": Renamed(_interface),
+          "description": Renamed(_place_description)}
+_LOSS = {"message": SHOWN, "last_seen": _PLACE, "next_expected": _PLACE, "after_nat": SHOWN,
+         "attempts": SHOWN}
+_ANNOTATION |= {
+    key: SHOWN for key in (
+        "severity", "connections", "rejected_by", "by_name", "exchange", "queries", "nxdomain",
+        "extra_queries", "extra_ms", "search", "type", "waited_ms", "resolver_timeout",
+        "same_socket_twin", "largest_delivered", "lost_size", "retransmissions", "icmp_seen",
+        "reason", "inferred", "expected", "seen", "service")
+} | {"text": Renamed(_scrub), "check": Renamed(_scrub), "message": SHOWN,
+     "places": [{"hop": Renamed(_interface), "vantage": Renamed(_vantage),
+                 "interface": Renamed(_place_interface)}],
+     "lost": _LOSS, **{key: spec for key, spec in _LOSS.items() if key != "message"}}
 _CONNECTION = {
     key: SHOWN for key in (
         "id", "client", "server", "server_after_nat", "requests", "exchanges", "closed", "state",
         "handshake", "retransmissions", "keepalives", "zero_windows", "packets", "app", "tls",
-        "annotations", "timing")
+        "annotations", "timing", "outcome")
 }
 
 SEQUENCE = {  # kviz.sequence/1: GET .../analysis, and what every drawing is made from
@@ -189,7 +239,7 @@ SEQUENCE = {  # kviz.sequence/1: GET .../analysis, and what every drawing is mad
     "connections": [_CONNECTION],
     "dns": [{key: SHOWN for key in (
         "id", "name", "type", "answers", "answer_records", "rcode", "client", "server", "t",
-        "latency_ms", "transport", "retries", "truncated")}],
+        "latency_ms", "transport", "retries", "truncated", "messages")}],
     "http": [{key: SHOWN for key in (
         "connection", "n", "method", "target", "host", "t", "status", "response_t", "ttfb_ms",
         "protocol", "stream")}],

@@ -112,3 +112,38 @@ def test_the_mesh_view_shows_the_lock_and_no_fin(kviz_server, signed_in_page, ma
     assert any(t.startswith("🔒") for t in texts), texts
     assert any("no FIN" in t for t in texts), texts
     screenshot(page, "diagram-lab-mesh")
+
+
+@pytest.fixture(scope="module")
+def refused_run(tmp_path_factory):
+    return record("fault-closed-port", tmp_path_factory.mktemp("lab-closed-port"))
+
+
+def test_what_happened_names_the_cause_and_links_its_proof(
+        kviz_server, signed_in_page, make_user, refused_run, screenshot):  # noqa: F811
+    truth = json.loads((refused_run / "truth.json").read_text())
+    backend = truth["backend"]
+    owner = make_user()
+    capture_id = store(owner, refused_run / "fault-closed-port-node.pcapng",
+                       refused_run / "inventory.json", "lab-closed-port")
+    page = signed_in_page(owner)
+    diagram = open_diagram(page, f"/captures/{capture_id}/")
+    box = page.locator("#what-happened")
+    cause = box.locator(".cause").first
+    assert cause.get_attribute("data-kind") == "refused"
+    assert f"{backend['name']} ({backend['ip']}:{backend['port']}) refused" in cause.inner_text()
+    assert "Error" in cause.locator(".severity").inner_text()
+    # Above the fold: the box and the start of the diagram share the first screen.
+    assert box.bounding_box()["y"] < diagram.bounding_box()["y"] < page.viewport_size["height"]
+    from tests.browser.conftest import ARTIFACTS
+
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / "what-happened-page.png"))
+    screenshot(page, "what-happened-refused")
+    # Its proof: each link selects an arrow of the diagram, badged with the cause.
+    link = cause.locator("a.evidence-link").last
+    message = link.inner_text().lstrip("#")
+    link.click()
+    page.wait_for_selector(f"#diagram #m-{message}.kd-selected")
+    badges = diagram.locator(f"#m-{message}").text_content()
+    assert f"refused by {backend['name']}" in badges

@@ -57,6 +57,10 @@ def test_it_streams_a_lab_capture_and_stops_it(
 
     page.click("#live-done a")
     assert page.locator("#status").inner_text() == "completed"
-    # One vantage point (the pod): the Service by name, its DNS lookup, connections closed.
+    # One vantage point (the pod): the Service by name, its DNS lookup, connections closed,
+    # in the analysis' details (folded under "What happened", so the diagram shows first).
+    assert page.locator("#what-happened").is_visible()
+    assert not page.locator("#dns").is_visible()
+    page.click("#analysis-details > summary")
     assert "nginx" in page.locator("#dns").inner_text()
     assert "closed by FIN" in page.locator("#connections").inner_text()

@@ -42,6 +42,9 @@ def test_it_uploads_shares_and_downloads_a_capture(
 
     wait_for(analysed, 30, interval=0.5, what="the upload to be analysed")
     assert page.locator("#packets").inner_text() == "58"
+    # A healthy capture: nothing broke; the details are one click away.
+    assert "Nothing broke" in page.locator("#what-happened").inner_text()
+    page.click("#analysis-details > summary")
     dns = page.locator("#dns").inner_text()
     assert "DNS A www.google.com → 173.194.40.147" in dns
     connections = page.locator("#connections").inner_text()
@@ -64,6 +67,7 @@ def test_it_uploads_shares_and_downloads_a_capture(
     response = stranger.goto(share_url)
     assert response.status == 200
     assert "shared, read-only" in stranger.locator("h1").inner_text()
+    stranger.click("#analysis-details > summary")
     assert stranger.locator("#dns").inner_text() == dns
     assert stranger.locator("#connections").inner_text() == connections
     assert stranger.locator("#diagram").count() == 1

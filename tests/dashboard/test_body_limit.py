@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.rawhttp import read_head
 from tests.support.services import WebServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,18 +25,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-def read_answer(sock: socket.socket, timeout: float = 10) -> bytes:
-    sock.settimeout(timeout)
-    answer = b""
-    deadline = time.monotonic() + timeout
-    while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        answer += chunk
-    return answer
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +46,7 @@ def test_an_oversized_anonymous_body_is_refused_before_it_is_sent(server, data_d
         started = time.monotonic()
         sock.sendall(b"POST /api/share/abc/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Content-Length: " + str(GIGABYTES_2).encode() + b"\r\n\r\n")
-        answer = read_answer(sock)
+        answer = read_head(sock)
         took = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 413 "), answer
     assert took < 5
@@ -66,7 +55,7 @@ def test_an_oversized_anonymous_body_is_refused_before_it_is_sent(server, data_d
         sock.sendall(b"POST /api/captures/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Expect: 100-continue\r\nContent-Type: multipart/form-data; boundary=x\r\n"
                      b"Content-Length: " + str(GIGABYTES_2).encode() + b"\r\n\r\n")
-        answer = read_answer(sock)
+        answer = read_head(sock)
     assert answer.startswith(b"HTTP/1.1 413 "), answer  # no "100 Continue" first
     assert rss_kb(server.process.pid) - before < 50 * 1024
 
@@ -83,7 +72,7 @@ def test_a_body_without_a_length_is_cut_at_the_limit(server):
                 sent += len(chunk)
         except OSError:
             pass  # the server closed on us: the fault this test looks for
-        answer = read_answer(sock)
+        answer = read_head(sock)
     assert answer.startswith(b"HTTP/1.1 413 "), answer
     assert sent < 12 * 1024 * 1024  # it stopped reading: our sends failed
 
@@ -94,6 +83,6 @@ def test_ordinary_requests_still_pass(server):
         sock.sendall(b"POST /api/share/abc/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Content-Type: application/json\r\nContent-Length: "
                      + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
-        answer = read_answer(sock)
+        answer = read_head(sock)
     # Django answered it (the share API takes GET only), not the body limit.
     assert answer.startswith(b"HTTP/1.1 405 "), answer

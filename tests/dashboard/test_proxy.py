@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.support.rawhttp import read_head
 from tests.support.services import ROOT, WebServer, free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,22 +60,11 @@ def tls_socket(port) -> ssl.SSLSocket:
     return context.wrap_socket(sock, server_hostname="localhost")
 
 
-def answer(sock, limit: float = 10) -> bytes:
-    data = b""
-    deadline = time.monotonic() + limit
-    while b"\r\n\r\n" not in data and time.monotonic() < deadline:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def test_it_serves_kviz_over_tls_with_its_headers(proxied):
     port, _web, work = proxied
     with tls_socket(port) as sock:
         sock.sendall(b"GET /login/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        head = answer(sock)
+        head = read_head(sock)
     assert head.startswith(b"HTTP/1.1 200"), head
     assert b"Content-Security-Policy: default-src 'self'" in head
     assert b"nginx/" not in head  # no version to fingerprint
@@ -88,7 +78,7 @@ def test_an_oversized_body_is_refused_by_the_proxy(proxied):
     with tls_socket(port) as sock:
         sock.sendall(b"POST /api/captures/ HTTP/1.1\r\nHost: localhost\r\n"
                      b"Content-Length: 2147483648\r\n\r\n")
-        head = answer(sock)
+        head = read_head(sock)
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"POST /api/captures/" not in web.log_path.read_bytes()  # never reached daphne
 
@@ -104,7 +94,7 @@ def test_a_slow_body_is_held_by_the_proxy_not_daphne(proxied):
         time.sleep(1.5)
         assert marker not in web.log_path.read_bytes()  # daphne has not seen it yet
         sock.sendall(body[3:])
-        head = answer(sock)
+        head = read_head(sock)
     assert head.startswith(b"HTTP/1.1 405"), head  # kviz answered it, whole
 
 
@@ -115,7 +105,7 @@ def test_the_websocket_passes_through(proxied):
                      b"Upgrade: websocket\r\nConnection: Upgrade\r\nOrigin: https://localhost\r\n"
                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      b"Sec-WebSocket-Version: 13\r\n\r\n")
-        head = answer(sock)
+        head = read_head(sock)
     # kviz itself refused the unknown link (a proxy that dropped the upgrade answers 400/502).
     assert head.split(b"\r\n")[0] in (b"HTTP/1.1 403 Forbidden", b"HTTP/1.1 403 Access denied"), \
         head

@@ -6,10 +6,10 @@ on another port of the same host carries the user's cookies too, and must be ref
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 
+from tests.support.rawhttp import read_head
 from tests.support.services import WebServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,13 +48,7 @@ def handshake(server, path: str, host: str | None, origin: str | None,
         lines.append(extra)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        answer = b""
-        deadline = time.monotonic() + 10
-        while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+        answer = read_head(sock)
     return answer.split(b"\r\n")[0].decode()
 
 

@@ -80,6 +80,9 @@ def diagnose(view: CaptureView) -> Diagnosis:
     tls_findings, withdrawn = handshakes.diagnose(view)
     findings = [*conn_findings, *lookups.diagnose(view, places), *tls_findings,
                 *nat_unseen(view)]
+    for finding in findings:
+        # What a redacted share must rename in the sentences (captures/web/redaction.py).
+        finding["places"] = places.mentioned_in(f"{finding['text']} {finding['check']}")
     return Diagnosis(rank(findings), outcomes, withdrawn)
 
 

@@ -80,11 +80,30 @@ def rejections(view: CaptureView) -> list[dict]:
                              or "Alert" in m["label"])]
             findings.append({
                 "kind": "tls_rejected", "severity": "error", "connection": conn["id"],
-                "server": conn["server"], "reason": reason, "inferred": False,
+                "server": conn["server"], "by": "server", "reason": reason, "inferred": False,
                 "text": (f"{server} refused the {tls.get('version') or 'TLS'} handshake from "
                          f"{client} with a fatal {description} alert: {reason}."),
                 "check": _tls_check(conn, view, client_certificate=True),
                 "evidence": evidence,
+            })
+            continue
+        refusing_client = [a for a in tls.get("alerts") or () if a["by"] == "client"
+                           and a["level"] == "fatal"]
+        if refusing_client:
+            description = refusing_client[0]["description"]
+            reason = TLS_ALERT_MEANINGS.get(description, description)
+            findings.append({
+                "kind": "tls_rejected", "severity": "error", "connection": conn["id"],
+                "server": conn["server"], "by": "client", "reason": reason,
+                "inferred": False,
+                "text": (f"{client} refused {server} during the "
+                         f"{tls.get('version') or 'TLS'} handshake with a fatal {description} "
+                         f"alert: {reason}."),
+                "check": (f"the certificate {conn['server']} presents and the CA bundle the "
+                          f"client trusts (`openssl s_client -connect {conn['server']} "
+                          f"-showcerts`); in a mesh, that both sides share a trust domain"),
+                "evidence": [m["id"] for m in messages if "Alert" in m["label"]
+                             or "Certificate" in m["label"]],
             })
             continue
         if tls.get("version") == "TLS 1.3":
@@ -97,7 +116,7 @@ def rejections(view: CaptureView) -> list[dict]:
                       "inferred: the server refused the handshake after the client's Finished")
             findings.append({
                 "kind": "tls_rejected", "severity": "error", "connection": conn["id"],
-                "server": conn["server"], "reason": reason, "inferred": True,
+                "server": conn["server"], "by": "server", "reason": reason, "inferred": True,
                 "text": (f"{server} refused the TLS 1.3 handshake from {client} (an "
                          f"inference: TLS 1.3 encrypts the refusal). Right after the client's "
                          f"Finished it sent one short encrypted record, the size of an alert, "

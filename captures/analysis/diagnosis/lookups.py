@@ -115,7 +115,7 @@ def retries(view: CaptureView, places: Places) -> list[dict]:
             text += " and the resolver asked again after its 5 s timeout (glibc's default)"
         text += f"; {result}."
         if loss is not None and loss.visible:
-            text += f" The lost query {where_words(loss, places)}."
+            text += f" The first query {where_words(loss, places)}."
         elif loss is not None:
             text += (" Where it was lost cannot be seen from inside the pod: capture its node "
                      "(-i any) and the DNS pods too.")

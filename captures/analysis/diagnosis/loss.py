@@ -63,10 +63,11 @@ def trace(attempts: list[dict], delivered: list[dict], places: Places) -> Loss |
         target = split_endpoint(nat_to or farthest["dst"])[0]
         vantage = last.vantage if last.vantage_kind == "node" else None
         interface = places.interface_of(target, vantage)
-        description = (places.interface_words(Place(vantage, interface, "out")) if interface
-                       else f"{places.short_name(target)}'s interface")
+        hop = places.hop_name(vantage, interface) if interface else None
+        description = (places.interface_words(Place(vantage, interface, "out", hop))
+                       if interface else f"{places.short_name(target)}'s interface")
         next_expected = {"vantage": vantage, "interface": interface, "direction": "out",
-                         "description": description}
+                         "hop": hop, "description": description}
     vantage_kinds = {places.of(h).vantage_kind for m in attempts for h in m["hops"]}
     vantages = {places.of(h).vantage for m in attempts for h in m["hops"]}
     visible = "node" in vantage_kinds or len(vantages) > 1

@@ -8,6 +8,7 @@ packets leaving towards it) is that pod's veth, and is called so.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..records import split_endpoint
@@ -32,9 +33,11 @@ class Place:
     def vantage_name(self) -> str | None:
         return self.vantage.split("/", 1)[1] if self.vantage and "/" in self.vantage else None
 
+    hop: str | None = None  # the interface as the model's hops name it
+
     def as_dict(self) -> dict:
         return {"vantage": self.vantage, "interface": self.interface,
-                "direction": self.direction}
+                "direction": self.direction, "hop": self.hop}
 
 
 class Places:
@@ -42,16 +45,40 @@ class Places:
         self.vantages = [f.get("vantage") for f in files]
         self.names = names
         self.owners: dict[tuple[str | None, str], set[str]] = {}
+        self.seen: dict[str, Place] = {}  # every place met, by its hop name
 
     def of(self, hop: dict) -> Place:
         interface = hop.get("interface")
         direction = hop.get("direction")
+        place = None
         if interface:
             for vantage in self.vantages:
                 if vantage and interface.startswith(vantage + ":"):
-                    return Place(vantage, interface[len(vantage) + 1:], direction)
-        only = self.vantages[0] if len(self.vantages) == 1 else None
-        return Place(only, interface, direction)
+                    place = Place(vantage, interface[len(vantage) + 1:], direction, interface)
+                    break
+        if place is None:
+            only = self.vantages[0] if len(self.vantages) == 1 else None
+            place = Place(only, interface, direction, interface)
+        if interface and interface not in self.seen:
+            self.seen[interface] = place
+        return place
+
+    def hop_name(self, vantage: str | None, interface: str) -> str:
+        """The name the model's hops give `interface` on `vantage`."""
+        for name, place in self.seen.items():
+            if place.vantage == vantage and place.interface == interface:
+                return name
+        return f"{vantage}:{interface}" if vantage and len(self.vantages) > 1 else interface
+
+    def mentioned_in(self, text: str) -> list[dict]:
+        """The places a sentence names (by interface or by node), for redaction."""
+        found = []
+        for name, place in self.seen.items():
+            words = [w for w in (place.interface, place.vantage_name) if w]
+            if any(re.search(rf"(?<![\w.-]){re.escape(w)}(?![\w-])", text) for w in words):
+                found.append({"hop": name, "vantage": place.vantage,
+                              "interface": place.interface})
+        return found
 
     # -- whose interface ----------------------------------------------------------------------
 
