@@ -51,6 +51,9 @@ from .tcp import TcpTracker
 META_SCHEMA = "kviz.capture-meta/1"
 DEFAULT_MAX_FLOWS = 200_000
 EVIDENCE_PER_CONNECTION = 64  # messages kept per connection for the diagnosis
+RETRANSMISSIONS_KEPT = 16  # of which this many are kept for retransmissions only
+KEY_FLAGS = SYN | RST | FIN
+KEY_PHASES = ("request", "response")
 FLAG_LETTERS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"))
 
 
@@ -266,6 +269,22 @@ class _Analysis:
                     self._note_redirect(conn, message.hops[0])
                 label, phase = self.tcp.update(conn, direction, record)
                 flow = ("tcp", conn.id)
+                # What the diagnosis may need of it (diagnosis/view.py), bounded; inline, as
+                # this runs for every TCP packet.
+                length = record.payload_len
+                if length:
+                    sizes = conn.segment_sizes[direction]
+                    hop_count = len(message.hops)
+                    if length > sizes.get(hop_count, 0):
+                        sizes[hop_count] = length
+                kept = len(conn.evidence)
+                if kept < EVIDENCE_PER_CONNECTION and (
+                    label[-16:] == "(retransmission)"
+                    or (kept < EVIDENCE_PER_CONNECTION - RETRANSMISSIONS_KEPT
+                    and (record.tcp_flags & KEY_FLAGS or phase in KEY_PHASES
+                         or label[:4] == "TLS "))
+                ):
+                    conn.evidence.append(len(self.messages))
             else:
                 label, phase = FLAG_STRINGS[record.tcp_flags] or "TCP", "other"
         elif proto == 17:
@@ -307,8 +326,6 @@ class _Analysis:
             carriers = self.annotation_messages.setdefault(icmp_note, [])
             if len(carriers) < 4:
                 carriers.append(len(self.messages))
-        if conn is not None:
-            self._keep_evidence(conn, direction, record, label, phase, len(hops))
         if len(hops) > 1:
             if flow is not None:
                 notes = self._nat(hops, direction, flow, conn, version, has_ports)
@@ -345,18 +362,6 @@ class _Analysis:
                 notes,
             )
         )
-
-    def _keep_evidence(self, conn, direction, record, label, phase, hop_count) -> None:
-        """What the diagnosis may need of this message (see diagnosis/view.py), bounded."""
-        if record.payload_len:
-            sizes = conn.segment_sizes[direction]
-            if record.payload_len > sizes.get(hop_count, 0):
-                sizes[hop_count] = record.payload_len
-        evidence = conn.evidence
-        if len(evidence) < EVIDENCE_PER_CONNECTION and (
-                record.tcp_flags & (SYN | RST | FIN) or phase in ("request", "response")
-                or label.startswith("TLS ") or label.endswith("(retransmission)")):
-            evidence.append(len(self.messages))
 
     def _udp_flow(self, record):
         key = (record.src, record.sport, record.dst, record.dport)

@@ -130,6 +130,8 @@ class Connection:
         "tls",
         "tls_dirs",
         "tls_events",
+        "unseen",
+        "unseen_to",
         "version",
         "waiting",
         "zero_windows",
@@ -174,6 +176,10 @@ class Connection:
         # closes, TLS records, requests and responses, retransmissions), and per direction the
         # largest payload seen at each number of hops (see diagnosis/view.py).
         self.evidence: list[int] = []
+        # Bytes a side acknowledged that the capture never showed its peer sending (tshark's
+        # "ACKed segment that wasn't captured"): lost by the capture, not the network.
+        self.unseen = [0, 0]
+        self.unseen_to = [0, 0]  # relative offset up to which they are counted
         self.segment_sizes: tuple[dict[int, int], dict[int, int]] = ({}, {})
 
     def endpoint(self, side: int) -> str:
@@ -214,6 +220,7 @@ class Connection:
             "retransmissions": self.retransmissions,
             "keepalives": self.keepalives,
             "zero_windows": self.zero_windows[0] + self.zero_windows[1],
+            "unseen_bytes": self.unseen[0] + self.unseen[1],
             "packets": self.packets,
             "app": self.app,
             "tls": self.tls,
@@ -376,6 +383,13 @@ class TcpTracker(Reassembly):
                 # The receiver acknowledges bytes of the hole: they arrived, only the capture
                 # missed them, and no retransmission will bring them.
                 self.release(conn, other)
+
+        if flags & ACK and conn.isn[other] is not None and conn.max_end[other]:
+            acked = (record.ack - conn.isn[other]) % SEQ_MOD
+            counted = max(conn.max_end[other], conn.unseen_to[other])
+            if counted < acked <= SEQ_MOD // 2:
+                conn.unseen[other] += acked - counted
+                conn.unseen_to[other] = acked
 
         # Payload: feed the new in-order bytes to the stream readers, label what starts here.
         label = None

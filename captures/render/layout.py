@@ -267,10 +267,20 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
     rows: list[Row] = []
     index = ConnectionIndex()
     client_of = {c["id"]: c.get("client") for c in connections}
+    redirected = _redirected(annotations)
     for message in messages:
         row_index = len(rows)
         src, dst = message["src"], message["dst"]
-        src_lane, dst_lane = lane_for(src), lane_for(dst)
+        redirect = redirected.get(message.get("connection"))
+        if redirect is None:
+            src_lane, dst_lane = lane_for(src), lane_for(dst)
+        else:
+            # The sidecar answers in the name of the address the app meant: its replies are
+            # drawn on the sidecar's lifeline, where the SYN went (the label keeps what the
+            # packet said; the sidecar badge names the address the app meant).
+            meant, sidecar = redirect
+            src_lane = lane_for(sidecar if src == meant else src)
+            dst_lane = lane_for(sidecar if dst == meant else dst)
         hops = message.get("hops") or []
         row = Row(row_index, message["id"], message["t"], src, dst, src_lane, dst_lane,
                   message.get("label") or "", message.get("proto") or "", message.get("flags"),
@@ -284,8 +294,9 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
             row.badges.append(badge("hops", hop_chain(hops)))
         rows.append(row)
         index.see(row_index, message)
+    meant = {split_endpoint(original)[0] for original, _sidecar in redirected.values()}
     for participant in participants:  # listed but silent (e.g. only named by a DNS answer)
-        if participant["ip"] not in lane_of_ip:
+        if participant["ip"] not in lane_of_ip and participant["ip"] not in meant:
             lane_for(participant["ip"])
 
     _attach_findings(rows, index, annotations, http)
@@ -342,6 +353,13 @@ def _attach_findings(rows: list[Row], index: ConnectionIndex, annotations: list[
         row_index = index.request_row(request)
         if row_index is not None:
             rows[row_index].badges.append(request_badge(request))
+
+
+def _redirected(annotations: list[dict]) -> dict[int, tuple[str, str]]:
+    """connection -> (the address the app meant, the sidecar's) for REDIRECTed connections."""
+    return {note["connection"]: (note["before"], note["after"]) for note in annotations
+            if note.get("kind") == "dnat" and note.get("mechanism") == "redirect"
+            and note.get("connection") is not None}
 
 
 def _lost_copy(note: dict) -> dict:

@@ -1,13 +1,21 @@
 """A Markdown postmortem of one capture: facts, who was who, the diagram, timings, findings in
-words and the team's notes. Renders on GitHub/GitLab (the diagram is a mermaid block)."""
+words and the team's notes. Renders on GitHub/GitLab (the diagram is a mermaid block).
+
+Everything that came from a packet or an inventory (names, HTTP targets, SNI, DNS names, the
+sentences built from them, notes) goes through `escape`, because many renderers (wikis, MkDocs)
+pass raw HTML through: the document must render to text only, never to an element, a link or
+an image chosen by whoever sent the packet. Endpoints stay code spans, which are never parsed.
+"""
 
 from __future__ import annotations
 
+import re
+import secrets
 from datetime import UTC, datetime
 
 from captures.analysis import happened
 from captures.analysis.records import split_endpoint
-from captures.analysis.words import Names, ms
+from captures.analysis.words import ms
 
 from .layout import Layout, format_seconds
 from .mermaid import render_mermaid
@@ -18,7 +26,7 @@ FACT_ORDER = ("target", "time", "filter", "limits", "files")
 def render_markdown(layout: Layout, *, facts: dict | None = None, notes: list[dict] | None = None,
                     svg_href: str | None = None, title: str | None = None) -> str:
     facts = dict(facts or {})
-    names = Names(layout.participants, code=True)
+    names = _Endpoints(layout.participants)
     heading = title or facts.pop("title", None) or _default_title(layout, facts)
     out = [f"# {_inline(heading)}", ""]
     out += _what_happened(layout)
@@ -35,14 +43,83 @@ def render_markdown(layout: Layout, *, facts: dict | None = None, notes: list[di
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+# 1. HTML: `&` first, so packet text that spells an entity shows as typed.
+# 2. Markdown inline syntax: links and images need `[`, emphasis `*`/`_`/`~`, code spans a
+#    backtick, attribute lists (MkDocs' attr_list) braces. A numeric character reference is
+#    text to every renderer (CommonMark: "not markup"; Python-Markdown passes it to the HTML).
+# 3. Bare-URL autolinks (GFM, markdown-it's linkify): no `://`, `www.` or `@` survives as is.
+# Newlines and other controls would start a block (a heading, a list, a raw HTML block).
+_MARKUP = {**{c: f"&#{ord(c)};" for c in "\\`*_[]~{}$"},
+           "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
+# An underscore inside a word opens no emphasis (CommonMark, Python-Markdown), so file and pod
+# names keep theirs.
+_SPECIAL = re.compile(r"[\\`*\[\]~{}$&<>\"']|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9])://|(?<![a-z0-9])www\.|@")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+def escape(value) -> str:
+    """Packet or inventory text as Markdown that renders to exactly that text."""
+    value = _CONTROLS.sub(" ", str(value))
+    value = _SPECIAL.sub(lambda m: _MARKUP[m.group(0)], value)
+    return _AUTOLINK.sub(lambda m: m.group(0).replace(":", "&#58;").replace(".", "&#46;")
+                         .replace("@", "&#64;"), value)
+
+
+def _code(value) -> str:
+    """An endpoint as a code span: nothing inside one is parsed, but a backtick or a pipe
+    (a table cell's end, even there) would close it."""
+    return "`" + _CONTROLS.sub(" ", str(value)).replace("`", "'").replace("|", "¦") + "`"
+
+
 def _cell(value) -> str:
+    """Packet text in a table cell."""
     if value is None:
         return "—"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return escape(value).replace("|", "\\|")
 
 
-def _inline(value: str) -> str:
-    return value.replace("\n", " ")
+def _pipes(markdown: str) -> str:
+    """Markdown made by this module (escaped text, code spans) in a table cell."""
+    return markdown.replace("|", "\\|")
+
+
+def _inline(value) -> str:
+    """Packet text in a heading or a list item."""
+    return escape(value)
+
+
+class _Endpoints:
+    """`words.Names` for sentences that are escaped as a whole: each endpoint becomes a token
+    that `escape` leaves alone (the nonce keeps packet text from forging one), replaced after
+    escaping by the escaped name and the endpoint as a code span."""
+
+    def __init__(self, participants: list[dict]) -> None:
+        self.by_ip = {p["ip"]: p for p in participants or ()}
+        self.nonce = secrets.token_hex(8)
+        self.shown: list[str] = []
+        self.token: dict[str | None, str] = {}  # one per endpoint: also_seen groups sentences
+        self.tokens = re.compile(rf"\ue000{self.nonce}(\d+)\ue001")
+
+    def markdown(self, ep: str | None) -> str:
+        if not ep:
+            return "?"
+        found = self.by_ip.get(split_endpoint(ep)[0])
+        if found is None or not found.get("name") or found["name"] == split_endpoint(ep)[0]:
+            return _code(ep)
+        kind = found.get("kind")
+        suffix = f" {kind}" if kind in ("service", "node") else ""
+        return f"{escape(found['name'])}{suffix} ({_code(ep)})"
+
+    def __call__(self, ep: str | None) -> str:
+        if ep not in self.token:
+            self.shown.append(self.markdown(ep))
+            self.token[ep] = f"\ue000{self.nonce}{len(self.shown) - 1}\ue001"
+        return self.token[ep]
+
+    def sentence(self, value: str) -> str:
+        """A sentence built with this object as its `name`, escaped, endpoints put back."""
+        return self.tokens.sub(lambda m: self.shown[int(m.group(1))], escape(value))
 
 
 def _ms_cell(value) -> str:
@@ -84,7 +161,7 @@ def _name_table(layout: Layout) -> list[str]:
     for lane in layout.lanes:
         ports = ", ".join(str(p) for p in lane.ports)
         kind = lane.kind + (f" ({', '.join(lane.badges)})" if lane.badges else "")
-        out.append(f"| `{lane.ip}` | {_cell(lane.name)} | {_cell(kind)} | "
+        out.append(f"| {_code(lane.ip)} | {_cell(lane.name)} | {_cell(kind)} | "
                    f"{_cell(lane.namespace)} | {_cell(ports or None)} |")
     return [*out, ""]
 
@@ -112,7 +189,7 @@ def _lookup(layout: Layout, connection: dict) -> dict | None:
     return found
 
 
-def _timing(layout: Layout, names: Names) -> list[str]:
+def _timing(layout: Layout, names: _Endpoints) -> list[str]:
     out = ["## Timing", "",
            "DNS, connect and TLS belong to a connection's first request; later requests on a "
            "kept-open connection reuse it. Total runs from the first of those steps to the last "
@@ -133,7 +210,7 @@ def _timing(layout: Layout, names: Names) -> list[str]:
             what = connection.get("app") or "tcp"
             if tls.get("sni"):
                 what += f" (SNI {tls['sni']})"
-            out.append(f"| {_cell(who)} | — | {_cell(what)} | "
+            out.append(f"| {_pipes(names.sentence(who))} | — | {_cell(what)} | "
                        f"{_ms_cell(lookup and lookup.get('latency_ms'))} | "
                        f"{_ms_cell(timing.get('connect_ms'))} | {_ms_cell(timing.get('tls_ms'))} | "
                        f"{_ms_cell(timing.get('ttfb_ms'))} | {_ms_cell(timing.get('total_ms'))} |")
@@ -152,7 +229,7 @@ def _timing(layout: Layout, names: Names) -> list[str]:
             what += f" → {request['status']}" if request.get("status") else (
                 "" if request.get("response_t") else " → no response")
             out.append(
-                f"| {_cell(who)} | {request['n']} | {_cell(what)} | "
+                f"| {_pipes(names.sentence(who))} | {request['n']} | {_cell(what)} | "
                 f"{_ms_cell(lookup.get('latency_ms')) if first and lookup else '—'} | "
                 f"{_ms_cell(timing.get('connect_ms')) if first else 'reused'} | "
                 f"{_ms_cell(timing.get('tls_ms')) if first else '—'} | "
@@ -171,7 +248,7 @@ def _dns_table(layout: Layout) -> list[str]:
         answers = ", ".join((exchange.get("answers") or [])[:4])
         t = exchange.get("t")
         at = _ms_cell(t * 1000 if t is not None else None)
-        out.append(f"| {at} | `{exchange.get('client')}` | "
+        out.append(f"| {at} | {_code(exchange.get('client'))} | "
                    f"{_cell(exchange.get('type'))} {_cell(exchange.get('name'))} | "
                    f"{_cell(answers or None)} | {_cell(exchange.get('rcode') or 'no answer')} | "
                    f"{_ms_cell(exchange.get('latency_ms'))} |")
@@ -199,10 +276,11 @@ def _what_happened(layout: Layout) -> list[str]:
 
 def _findings(layout: Layout, names) -> list[str]:
     out = ["## Findings", ""]
-    out += [f"- {item['text']}" for item in happened.also_seen(layout.annotations, names)]
+    out += [f"- {names.sentence(item['text'])}"
+            for item in happened.also_seen(layout.annotations, names)]
     for group in layout.folds:
         if group.collapsed:
-            out.append(f"- Folded in the diagram: {group.text.lstrip('↻ ')}, messages "
+            out.append(f"- Folded in the diagram: {escape(group.text.lstrip('↻ '))}, messages "
                        f"{layout.rows[group.first_row].message}–"
                        f"{layout.rows[group.last_row].message}.")
     if len(out) == 2:

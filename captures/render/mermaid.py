@@ -1,9 +1,13 @@
 """Mermaid `sequenceDiagram` text for GitHub/GitLab Markdown.
 
 Mermaid's grammar has a few traps for packet-derived text: `;` and `#` end or start an entity,
-`%%` starts a comment, `<`/`>` are taken as HTML; `#59;`-style entity codes are the escape
-Mermaid documents. Phase groups may interleave across connections, which `rect`/`critical`
-blocks cannot express (they nest), so a phase starts with a Note over its lanes instead.
+`%%` starts a comment (and `%%{init}%%` a directive), `<`/`>` are taken as HTML; `#59;`-style
+entity codes are the escape Mermaid documents. Every string from a packet or an inventory goes
+through `escape`: with no newline and no `;` it cannot end its statement and start another
+(`click`, `link`, `links` would add an href), and with no `<` it carries no element.
+
+Phase groups may interleave across connections, which `rect`/`critical` blocks cannot express
+(they nest), so a phase starts with a Note over its lanes instead.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from .layout import Layout
 # Markdown renderers refuse diagrams past a size (Mermaid's default maxTextSize is 50,000
 # characters); past this many arrows the text says where the rest is rather than breaking.
 MAX_ARROWS = 400
-_UNSAFE = re.compile(r"[#;<>&%\"`{}|\[\]\\:]|[\x00-\x1f]")
+_UNSAFE = re.compile(r"[#;<>&%\"`{}|\[\]\\:]|[\x00-\x1f\x7f\u2028\u2029]")
 ARROW = {"send": "->>", "reply": "-->>", "rst": "-x", "retransmission": "--)"}
 SHORT_BADGES = ("dnat", "snat", "sidecar", "mtls", "request", "kept_open", "rst",
                 "retransmission", "nxdomain", "dns_unanswered", "control_plane", "pooled")

@@ -1,5 +1,12 @@
 """PlantUML sequence diagram text: participants declared first, `== phase ==` dividers, `...`
-delays for idle gaps, `loop` blocks for folded repetitions."""
+delays for idle gaps, `loop` blocks for folded repetitions.
+
+Every string from a packet or an inventory goes through `escape`. PlantUML runs a preprocessor
+over the whole text before drawing (`%getenv("HOME")`, `%load_json(...)`, `!include`,
+`!define` wherever they appear), then reads creole and HTML-like markup in labels (`[[url]]`
+links, `<img:url>`, `<color>`, `**bold**`); a diagram drawn by a server or an IDE plugin must not
+read the drawer's environment or files, fetch a URL, or carry a link chosen by a packet's sender.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,22 @@ import re
 from .layout import Layout
 
 ARROW = {"send": "->", "reply": "-->", "rst": "-[#b91c1c]>", "retransmission": "-[#b45309]->"}
-# A label is one line: newlines would end the statement and PlantUML reads `\n` as one, and
-# `~` is creole's escape character.
-_BREAKS = re.compile(r"[\r\n\x00-\x1f]")
+# A label is one line: newlines would end the statement and PlantUML reads `\n` as one.
+_BREAKS = re.compile(r"[\r\n\x00-\x1f\x7f\u2028\u2029]")
+# Preprocessor (`%` functions, `!` directives, `$` variables), markup (`<...>`, `[[...]]`,
+# `{{...}}` embedded diagrams, `**`, creole's `~` escape, table `|`) and the quote that ends a
+# participant's name become numeric character references, which PlantUML draws as the character
+# and neither the preprocessor nor creole reads. An `&` too, so packet text spelling a
+# reference shows as typed.
+_SPECIAL = re.compile(r"[&%!$<>\[\]{}*~|\"]")
+# The other creole pairs (`//italic//`, `--strike--`, `__underline__`, `==`): break the pair.
+_PAIRS = re.compile(r"(?<=/)/|(?<=-)-|(?<=_)_|(?<==)=")
 
 
-def escape(value: str) -> str:
-    return _BREAKS.sub(" ", value).replace("\\", "∖").replace("~", "~~")
+def escape(value) -> str:
+    value = _BREAKS.sub(" ", str(value)).replace("\\", "∖")
+    value = _SPECIAL.sub(lambda m: f"&#{ord(m.group(0))};", value)
+    return _PAIRS.sub(lambda m: f"&#{ord(m.group(0))};", value)
 
 
 def participant_id(lane_index: int) -> str:
@@ -28,9 +44,9 @@ def render_plantuml(layout: Layout, title: str | None = None) -> str:
         lines.append(f"title {escape(title)}")
     for lane in layout.lanes:
         facts = [lane.kind] + ([lane.namespace] if lane.namespace else []) + lane.badges
-        shown = "\\n".join(part for part in (lane.name, lane.caption, " · ".join(facts)) if part)
-        lines.append(f'participant "{escape(shown).replace(chr(34), chr(39))}" as '
-                     f"{participant_id(lane.index)}")
+        shown = "\\n".join(escape(part) for part in (lane.name, lane.caption, " · ".join(facts))
+                            if part)
+        lines.append(f'participant "{shown}" as {participant_id(lane.index)}')
     gaps = {gap.before_row: gap for gap in layout.gaps}
     folds = {group.first_row: group for group in layout.folds if group.collapsed}
     open_fold = None

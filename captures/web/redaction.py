@@ -216,7 +216,7 @@ _ANNOTATION |= {
         "severity", "connections", "rejected_by", "by_name", "exchange", "queries", "nxdomain",
         "extra_queries", "extra_ms", "search", "type", "waited_ms", "resolver_timeout",
         "same_socket_twin", "largest_delivered", "lost_size", "retransmissions", "icmp_seen",
-        "reason", "inferred", "expected", "seen", "service")
+        "reason", "inferred", "expected", "seen", "service", "bytes")
 } | {"text": Renamed(_scrub), "check": Renamed(_scrub), "message": SHOWN,
      "places": [{"hop": Renamed(_interface), "vantage": Renamed(_vantage),
                  "interface": Renamed(_place_interface)}],
@@ -225,7 +225,7 @@ _CONNECTION = {
     key: SHOWN for key in (
         "id", "client", "server", "server_after_nat", "requests", "exchanges", "closed", "state",
         "handshake", "retransmissions", "keepalives", "zero_windows", "packets", "app", "tls",
-        "annotations", "timing", "outcome")
+        "annotations", "timing", "outcome", "unseen_bytes")
 }
 
 SEQUENCE = {  # kviz.sequence/1: GET .../analysis, and what every drawing is made from

@@ -48,6 +48,11 @@ def _backed(path, doc: dict, cause: dict) -> bool:
         tried = [f'dns.qry.name=="{cause["name"]}.{suffix}"' for suffix in cause["search"]]
         return bool(tshark.fields(path, f"dns.flags.rcode==3 && ({' || '.join(tried)})",
                                   "frame.number"))
+    if kind == "capture_gap":
+        stream = _stream_of(path, conn["client"], conn["server"])
+        return bool(tshark.fields(path, "tcp.analysis.ack_lost_segment"
+                                  + (f" && tcp.stream=={stream}" if stream else ""),
+                                  "frame.number"))
     # nat_unseen is a note about the vantage point, not a failure; no public capture here has
     # the other kinds, so naming one would be a false claim.
     return kind == "nat_unseen"

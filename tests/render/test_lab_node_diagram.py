@@ -95,3 +95,27 @@ def test_it_draws_the_node_view_with_names_and_the_dnat(node_capture):
     assert "sequenceDiagram" in render_mermaid(layout)
     ubuntu = next(p for p in inventory["pods"] if p["name"] == "ubuntu")
     assert f"| `{ubuntu['ips'][0]}` | ubuntu | pod |" in render_markdown(layout)
+
+
+def test_a_sidecar_s_replies_are_drawn_where_the_syn_went(lab_recordings):
+    """Inside a meshed pod the app's SYN goes to 127.0.0.1:15001 (REDIRECT) while the replies
+    carry the address the app meant: both are drawn on the sidecar's lifeline."""
+    out = lab_recordings["mesh"]
+    inventory = json.loads((out / "inventory.json").read_text(encoding="utf-8"))
+    doc = analyze_files([CaptureFile.from_path(out / "mesh-pod.pcapng")],
+                        inventory=inventory).to_dict()
+    redirects = {a["connection"]: a for a in doc["annotations"]
+                 if a["kind"] == "dnat" and a.get("mechanism") == "redirect"}
+    assert redirects, "the mesh scenario's pod capture shows no REDIRECT"
+    layout = build_layout(doc, fold=False)
+    lane_ip = {lane.index: lane.ip for lane in layout.lanes}
+    ends: dict[int, set] = {}
+    for row in layout.rows:
+        if row.connection in redirects:
+            ends.setdefault(row.connection, set()).add(
+                frozenset((lane_ip[row.src_lane], lane_ip[row.dst_lane])))
+    for conn, pairs in ends.items():
+        sidecar = redirects[conn]["after"].rsplit(":", 1)[0]
+        assert len(pairs) == 1 and sidecar in next(iter(pairs)), (conn, pairs)
+    meant = {a["before"].rsplit(":", 1)[0] for a in redirects.values()}
+    assert not meant & {lane.ip for lane in layout.lanes}  # no lifeline for the VIP alone

@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 
 from captures.render import build_layout, render_markdown, render_mermaid, render_plantuml
+from captures.render.markdown import escape as markdown_escape
 
 from .conftest import (
     corpus_files,
@@ -74,7 +75,7 @@ def test_markdown_postmortem_has_title_names_diagram_and_a_timing_row_per_reques
     assert text.startswith("# Postmortem: pod/default/ubuntu\n")
     assert "| filter | tcp or udp |" in text and "| limits | 60 s |" in text
     for participant in model["participants"]:
-        assert f"| `{participant['ip']}` | {participant['name']} |" in text
+        assert f"| `{participant['ip']}` | {markdown_escape(participant['name'])} |" in text
     assert "```mermaid\nsequenceDiagram\n" in text
     assert "![Sequence diagram (SVG)](capture.svg)" in text
     timing = text.split("## Timing", 1)[1].split("\n## ", 1)[0]

@@ -5,7 +5,7 @@ retransmissions", "reset by …"). The diagnosis reads the finished analysis (a 
 connections, DNS exchanges, annotations, and the few messages that prove something) and turns
 symptoms into causes, each an annotation of kind `lost`, `no_endpoints`, `refused`,
 `dns_search_expansion`, `dns_retry`, `mtu_blackhole`, `tls_rejected`, `protocol_mismatch`,
-`port_reuse` or `nat_unseen` (docs/model.md). Every one carries:
+`port_reuse`, `capture_gap` or `nat_unseen` (docs/model.md). Every one carries:
 
 - `severity`: `error`, `warning` or `note`, as Wireshark's Expert Info grades them;
 - `text`: one plain sentence, what happened and where (node, interface, before or after the
@@ -31,7 +31,8 @@ from .view import CaptureView
 
 SEVERITIES = ("error", "warning", "note")
 CAUSE_KINDS = ("lost", "no_endpoints", "refused", "dns_search_expansion", "dns_retry",
-               "mtu_blackhole", "tls_rejected", "protocol_mismatch", "port_reuse", "nat_unseen")
+               "mtu_blackhole", "tls_rejected", "protocol_mismatch", "port_reuse", "capture_gap",
+               "nat_unseen")
 
 
 @dataclass

@@ -264,6 +264,26 @@ def mtu_blackhole(view: CaptureView, conn: dict, places: Places) -> list[dict]:
     return findings
 
 
+def capture_gap(view: CaptureView, conn: dict) -> list[dict]:
+    """Bytes one side acknowledged that the capture never showed: the capture lost them (a
+    full buffer, a capture started late on that path), not the network."""
+    unseen = conn.get("unseen_bytes") or 0
+    if not unseen:
+        return []
+    client, server = view.names(conn["client"]), view.names(conn["server"])
+    return [{
+        "kind": "capture_gap", "severity": "note", "connection": conn["id"], "bytes": unseen,
+        "text": (f"The capture missed {unseen} bytes between {client} and {server} that the "
+                 f"receiver acknowledged (tshark: \"ACKed segment that wasn't captured\"): "
+                 f"they arrived, so this is the capture's own loss, not the network's; nothing "
+                 f"was resent for them."),
+        "check": ("the capture's drops (dumpcap/tcpdump report \"packets dropped by kernel\": "
+                  "a bigger buffer, -B, or a narrower filter); a capture started mid-stream "
+                  "misses what came before"),
+        "evidence": [],
+    }]
+
+
 def diagnose(view: CaptureView, places: Places) -> tuple[list[dict], dict[int, str]]:
     findings: list[dict] = []
     outcomes: dict[int, str] = {}
@@ -279,4 +299,7 @@ def diagnose(view: CaptureView, places: Places) -> tuple[list[dict], dict[int, s
         elif conn.get("handshake") in ("refused", "no-answer"):
             findings += rejected(view, conn, places, linked)
         findings += mtu_blackhole(view, conn, places)
+        if not any(f["kind"] == "port_reuse" and f["connection"] == conn["id"]
+                   for f in findings):
+            findings += capture_gap(view, conn)
     return findings, outcomes
