@@ -290,3 +290,10 @@ KVIZ_KUBE_CONTEXT = env("KVIZ_KUBE_CONTEXT", "")
 KVIZ_K8S_NAMESPACE = env("KVIZ_K8S_NAMESPACE", "")
 KVIZ_DEBUG_IMAGE = env("KVIZ_DEBUG_IMAGE", "nicolaka/netshoot:v0.13")
 KVIZ_NODE_PRIVILEGED = envbool("KVIZ_NODE_PRIVILEGED", False)
+# Seconds (captures/sources/kubernetes.py): the capture container's image pull and start, tcpdump
+# opening the capture, how long the capture container waits for kviz's exec before it ends by
+# itself, and the WebSocket ping period (client-go's is 5 s).
+KVIZ_K8S_START_TIMEOUT = envint("KVIZ_K8S_START_TIMEOUT", 120)
+KVIZ_K8S_LISTEN_TIMEOUT = envint("KVIZ_K8S_LISTEN_TIMEOUT", 20)
+KVIZ_K8S_HOLD_WAIT = envint("KVIZ_K8S_HOLD_WAIT", 60)
+KVIZ_K8S_PING_PERIOD = float(env("KVIZ_K8S_PING_PERIOD", "5"))

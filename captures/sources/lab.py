@@ -50,8 +50,9 @@ def get_lab(prefix: str | None = None) -> Lab:
 def list_targets(prefix: str | None = None) -> list[LabTarget]:
     lab = get_lab(prefix)
     plan = lab.plan
-    targets = [LabTarget(f"node/{plan.node_name}", "node", plan.node_name, None, plan.node_ns,
-                         "any")]
+    # Every node of the lab (two with `kviz lab up --nodes 2`), then every pod.
+    targets = [LabTarget(f"node/{node.name}", "node", node.name, None, node.ns, "any")
+               for node in plan.nodes]
     targets += [LabTarget(f"pod/{pod.namespace}/{pod.name}", "pod", pod.name, pod.namespace,
                           plan.pod_ns(pod), "eth0") for pod in plan.pods]
     return targets
@@ -83,7 +84,7 @@ def inventory(prefix: str | None = None) -> dict:
     """The lab as a kviz.inventory/1 document, as it is now (see docs/inventory.md)."""
     lab = get_lab(prefix)
     state = lab.read_state() or {}
-    return lab_inventory.build(lab.plan, netns.links(lab.plan.node_ns),
+    return lab_inventory.build(lab.plan, scenarios.node_interfaces(lab),
                                bool(state.get("sidecar")))
 
 

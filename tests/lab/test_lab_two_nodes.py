@@ -329,6 +329,20 @@ def test_it_masquerades_the_node_port_request_on_node_2(run):
 # -- the analysis engine, judged by that truth --------------------------------------------------
 
 
+def test_the_dashboard_offers_both_nodes_and_names_their_interfaces(run, settings):
+    from captures.sources import lab as source
+
+    settings.DATA_DIR = run.lab.state_dir.parent.parent  # <data>/lab/<prefix>
+    settings.KVIZ_LAB_PREFIX = run.lab.prefix
+    targets = {t.id: t for t in source.list_targets()}
+    for node in run.lab.plan.nodes:
+        assert targets[f"node/{node.name}"].netns == node.ns
+    inventory = source.inventory()
+    named = {n["name"]: n["interfaces"] for n in inventory["nodes"]}
+    for node in run.lab.plan.nodes:
+        assert "flannel.1" in named[node.name].values()
+
+
 def test_it_shows_every_hop_of_each_service_request_in_path_order(run, doc):
     plan = run.plan
     n1, n2 = (f"node/{node.name}" for node in plan.nodes)
