@@ -55,6 +55,7 @@ class TargetKind(models.TextChoices):
     POD = "pod"
     NODE = "node"
     SERVICE = "service"
+    PATH = "path"
 
 
 class Capture(models.Model):
@@ -74,11 +75,10 @@ class Capture(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED,
                               db_index=True)
     packets = models.PositiveBigIntegerField(default=0)
-    bytes = models.PositiveBigIntegerField(default=0)  # bytes of the stored pcap(ng) file
+    bytes = models.PositiveBigIntegerField(default=0)  # of all its stored files together
     elapsed = models.FloatField(default=0.0)
 
     # Relative to settings.DATA_DIR, so a moved data volume keeps working.
-    pcap_path = models.CharField(max_length=255, blank=True, default="")
     analysis_path = models.CharField(max_length=255, blank=True, default="")
     inventory = models.JSONField(null=True, blank=True)
     summary = models.JSONField(null=True, blank=True)  # small facts from the analysis
@@ -108,9 +108,10 @@ class Capture(models.Model):
     def data_file(self, relative: str) -> Path | None:
         return Path(settings.DATA_DIR) / relative if relative else None
 
-    @property
-    def pcap_file(self) -> Path | None:
-        return self.data_file(self.pcap_path)
+    def stored_files(self) -> list[StoredFile]:
+        """The files that hold packets, in order: index i here is file index i of the
+        analysis (`frame: [i, n]`). Parts that never started hold none and are left out."""
+        return [part for part in self.files.all() if part.path]
 
     @property
     def analysis_file(self) -> Path | None:
@@ -124,6 +125,47 @@ class Capture(models.Model):
         requests that count the capture's links or notes before adding one then count one after
         another, so a cap holds."""
         list(Capture.objects.select_for_update().filter(id=self.id).values_list("id", flat=True))
+
+
+class StoredFile(models.Model):
+    """One file of a capture, taken at one vantage point.
+
+    An upload or a one-place capture has one; a path capture has one per place it recorded
+    (client pod, its node, each backend and its node). A part that could not start keeps its
+    row with `error` and no file, so the page can say what is missing from the path.
+    """
+
+    capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="files")
+    position = models.PositiveSmallIntegerField()
+    role = models.CharField(max_length=40, blank=True, default="")  # "client pod", "backend node"
+    vantage = models.CharField(max_length=300, blank=True, default="")  # pod/ns/name, node/name
+    # Interface index → name, for cooked captures that carry only the index (pcapng has names).
+    interfaces = models.JSONField(default=dict, blank=True)
+    path = models.CharField(max_length=255, blank=True, default="")  # relative to DATA_DIR
+    file_name = models.CharField(max_length=200, blank=True, default="")  # as uploaded
+    packets = models.PositiveBigIntegerField(default=0)
+    bytes = models.PositiveBigIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ("position",)
+        constraints = (models.UniqueConstraint(fields=("capture", "position"),
+                                               name="one_file_per_position"),)
+
+    @property
+    def file(self) -> Path | None:
+        return Path(settings.DATA_DIR) / self.path if self.path else None
+
+    @staticmethod
+    def stem(position: int) -> str:
+        """The stored file's name without its suffix; the first keeps the name a one-file
+        capture always had."""
+        return "capture" if position == 0 else f"capture-{position + 1}"
+
+    @property
+    def label(self) -> str:
+        """How the page and the downloads name this file: its vantage, else its upload name."""
+        return self.vantage or self.file_name or f"file {self.position + 1}"
 
 
 def append_log(lines: list, line: str) -> list:

@@ -83,6 +83,11 @@ def _generated_secret_key(path: Path) -> str:
 
 # Never a known default: without SECRET_KEY, a random key made on first start is kept in the
 # data directory (sessions and tokens survive restarts; every installation has its own).
+# The container image sets KVIZ_REQUIRE_SECRET_KEY: there a key made on first start would
+# silently differ between containers that do not share the volume it lands in.
+if envbool("KVIZ_REQUIRE_SECRET_KEY", False) and not env("SECRET_KEY", ""):
+    raise ImproperlyConfigured("SECRET_KEY is required here (KVIZ_REQUIRE_SECRET_KEY): set "
+                               "SECRET_KEY or SECRET_KEY_FILE to 50+ random characters")
 SECRET_KEY = env("SECRET_KEY", "") or _generated_secret_key(DATA_DIR / "secret-key")
 if SECRET_KEY in ("change-me", "changeme", "kviz-insecure-development-key-change-me"):
     raise ImproperlyConfigured("SECRET_KEY is a placeholder from an example: set a random one, "
@@ -101,6 +106,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: probes answer before host validation and the HTTPS redirect (a kubelet probes by
+    # pod IP over plain HTTP), with no session (captures/web/health.py).
+    "captures.web.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -136,18 +144,30 @@ DATABASES = {
         env("DATABASE_URL", f"sqlite:///{DATA_DIR / 'kviz.sqlite3'}"), conn_max_age=60
     )
 }
+# libpq waits for a silent host without end; a request (and /readyz) gives up after this.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", envint("KVIZ_DB_CONNECT_TIMEOUT", 5))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channels and Celery both ride on Redis when REDIS_URL is set. Without it kviz runs embedded:
 # an in-memory channel layer, and captures run in a thread of the web process (captures.jobs.tasks
 # .enqueue), because an eager Celery task would hold the request open for the whole capture.
+# channels_redis waits for a socket's next event with a blocking read of up to 5 s; redis-py 8
+# times socket reads out after 5 s by default, so every idle socket raced its own timeout and
+# closed with 1011. Reads get a margin over the blocking read; a dead Redis is still noticed.
+REDIS_READ_TIMEOUT = 30
+
+
+def redis_channel_layer(url: str, prefix: str) -> dict:
+    return {"BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": url, "socket_timeout": REDIS_READ_TIMEOUT}],
+                       "prefix": prefix}}
+
+
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env("KVIZ_CHANNELS_PREFIX", "kviz")},
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL,
+                                                     env("KVIZ_CHANNELS_PREFIX", "kviz"))}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 # The cache holds sign-in failure counts, which every web process must share.
@@ -215,10 +235,12 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+# Beside the code, never in the data volume: the image collects its static files when it is
+# built (/app/static), so a volume made by an older image cannot serve stale ones.
+STATIC_ROOT = Path(env("KVIZ_STATIC_ROOT", str(BASE_DIR / "static")))
 STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
 # Whitenoise serves the frontend straight from its folder: no collectstatic step to forget,
-# and the files are few and small.
+# and the files are few and small. The image turns this off and serves STATIC_ROOT.
 WHITENOISE_USE_FINDERS = envbool("KVIZ_STATIC_FINDERS", True)
 
 # Analysis limits: a capture beyond these is analysed as far as the limits allow and flagged
@@ -231,6 +253,7 @@ KVIZ_MAX_SECONDS = envint("KVIZ_MAX_SECONDS", 3600)
 KVIZ_MAX_PACKETS = envint("KVIZ_MAX_PACKETS", 1_000_000)
 KVIZ_MAX_BYTES = envint("KVIZ_MAX_BYTES", 1024 * 1024 * 1024)
 KVIZ_MAX_UPLOAD_BYTES = envint("KVIZ_MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
+KVIZ_MAX_CAPTURE_FILES = envint("KVIZ_MAX_CAPTURE_FILES", 16)  # per upload or path capture
 # One frame's dissection (GET .../frames/0/<n>/) runs tshark over the stored file: at most
 # KVIZ_TSHARK_CONCURRENCY at once over all web processes (the rest: 429), each within
 # KVIZ_TSHARK_SECONDS and KVIZ_TSHARK_MEMORY_MB of address space, and at most

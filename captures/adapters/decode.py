@@ -19,6 +19,9 @@ POLL = 0.02
 FLAG_NAMES = ((SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"))
 DNS_TYPES = {1: "A", 28: "AAAA", 5: "CNAME", 33: "SRV", 12: "PTR", 16: "TXT", 2: "NS", 6: "SOA"}
 ETHERTYPES = {0x0806: "arp", 0x88CC: "lldp"}
+# Where a frame that is not IP keeps its EtherType: Ethernet, and the cooked headers of
+# `-i any` (v1, and v2 as lab and cluster pod and node captures record).
+ETHERTYPE_OFFSETS = {1: 12, 113: 14, 276: 0}
 
 
 class FollowReader:
@@ -59,12 +62,18 @@ def _endpoint(ip: str, port: int, version: int, proto: int) -> str:
     return f"[{ip}]:{port}" if version == 6 else f"{ip}:{port}"
 
 
+def _ethertype(frame) -> int | None:
+    offset = ETHERTYPE_OFFSETS.get(frame.linktype)
+    if offset is None or len(frame.data) < offset + 2:
+        return None
+    return int.from_bytes(frame.data[offset:offset + 2], "big")
+
+
 def describe(frame, record) -> dict:
     """One row of the live table."""
     row = {"n": frame.frame_number, "t": round(frame.time, 6), "len": len(frame.data)}
     if record is None:
-        ethertype = int.from_bytes(frame.data[12:14], "big") if frame.linktype == 1 else None
-        name = ETHERTYPES.get(ethertype, "other")
+        name = ETHERTYPES.get(_ethertype(frame), "other")
         return {**row, "src": "", "dst": "", "proto": name, "info": f"{name} frame"}
     proto = IPPROTO_NAMES.get(record.proto, str(record.proto))
     src = _endpoint(record.src, record.sport, record.ip_version, record.proto)
@@ -96,9 +105,12 @@ def describe(frame, record) -> dict:
 class LiveDecoder(threading.Thread):
     """Decodes the growing file in the background; the runner drains `take()` 10 times a second."""
 
-    def __init__(self, path, interface_names: dict[int, str] | None = None):
+    def __init__(self, path, interface_names: dict[int, str] | None = None,
+                 file_index: int = 0, label: str = ""):
         super().__init__(name="kviz-live-decoder", daemon=True)
         self.path = path
+        # A capture of several places: rows say which file (`f`) and place (`at`) they are from.
+        self.file_index, self.label = file_index, label
         self.interface_names = interface_names or {}
         self.writer_done = threading.Event()
         self.lock = threading.Lock()
@@ -118,6 +130,8 @@ class LiveDecoder(threading.Thread):
                     except Exception as exc:  # one odd packet must not end the view
                         row = {"n": frame.frame_number, "t": frame.time, "len": len(frame.data),
                                "src": "", "dst": "", "proto": "?", "info": f"undecodable: {exc}"}
+                    if self.label:
+                        row["f"], row["at"] = self.file_index, self.label
                     with self.lock:
                         self.packets += 1
                         self.pending.append(row)

@@ -127,15 +127,20 @@ def _rdata(msg: bytes, rtype: int, start: int, length: int, seen: dict[int, str]
 
 # Clients ask the same names over and over (search paths, retries, every pod resolving the
 # same Services), and a server answers them with the same bytes: a message is parsed once
-# per distinct content after its ID. Bounded: cleared when full.
+# per distinct content after its ID. Bounded: cleared when full, and only messages of a usual
+# size are kept (a 64 KB answer as a key would make 4096 entries a quarter of a gigabyte).
 _parsed: dict[bytes, tuple | None] = {}
 PARSE_CACHE_SIZE = 4096
+PARSE_CACHE_MAX_BYTES = 1024
+MAX_ANSWERS = 64  # records read from one message (a message may claim 65535)
 
 
 def parse_dns(msg: bytes) -> DnsInfo | None:
     """One DNS message, or None when the bytes are not a well-formed DNS message."""
     if len(msg) < 12:
         return None
+    if len(msg) > PARSE_CACHE_MAX_BYTES:
+        return _parse(msg)
     content = msg[2:]
     known = _parsed.get(content, False)
     if known is False:
@@ -152,13 +157,15 @@ def parse_dns(msg: bytes) -> DnsInfo | None:
                 info.qtype,
                 tuple(info.answers),
                 info.truncated,
+                info.answers_cut,
             )
         )
         return info
     if known is None:
         return None
-    is_response, rcode, name, qtype, answers, truncated = known
-    return DnsInfo(msg[0] << 8 | msg[1], is_response, rcode, name, qtype, list(answers), truncated)
+    is_response, rcode, name, qtype, answers, truncated, cut = known
+    return DnsInfo(msg[0] << 8 | msg[1], is_response, rcode, name, qtype, list(answers), truncated,
+                   cut)
 
 
 def _parse(msg: bytes) -> DnsInfo | None:
@@ -178,7 +185,11 @@ def _parse(msg: bytes) -> DnsInfo | None:
                 qtype = struct.unpack_from("!H", msg, offset)[0]
             offset += 4
         answers = []
-        for _ in range(ancount):
+        cut = 0
+        for index in range(ancount):
+            if index == MAX_ANSWERS:
+                cut = ancount - index
+                break
             rname, offset = _name(msg, offset, seen)
             if offset + 10 > len(msg):
                 break
@@ -193,7 +204,8 @@ def _parse(msg: bytes) -> DnsInfo | None:
     if not qdcount and answers:  # mDNS announcements carry answers without a question
         name, qtype = answers[0][0], answers[0][1]
     return DnsInfo(
-        ident, bool(flags & 0x8000), flags & 0x000F, name, qtype, answers, bool(flags & 0x0200)
+        ident, bool(flags & 0x8000), flags & 0x000F, name, qtype, answers, bool(flags & 0x0200),
+        cut,
     )
 
 
@@ -265,7 +277,9 @@ class DnsExchange:
         self.latency_ms = None
         self.retries = 0
         self.truncated = False
-        self.messages: list[int] = []  # ids of its queries and answers, the first few
+        # Ids of its queries and answers, the first few: a tuple, replaced as it grows (most
+        # exchanges have one or two; a list would cost more for each).
+        self.messages: tuple[int, ...] = ()
 
     def to_dict(self, t0: float) -> dict:
         return {
@@ -284,7 +298,7 @@ class DnsExchange:
             "transport": self.transport,
             "retries": self.retries,
             "truncated": self.truncated,
-            "messages": self.messages,
+            "messages": list(self.messages),
         }
 
     def to_json(self, t0: float) -> str:
@@ -318,7 +332,7 @@ MESSAGES_PER_EXCHANGE = 8
 def _note_message(exchange: DnsExchange, message: int) -> None:
     if len(exchange.messages) < MESSAGES_PER_EXCHANGE and (
             not exchange.messages or exchange.messages[-1] != message):
-        exchange.messages.append(message)
+        exchange.messages += (message,)
 
 
 class DnsTracker:
@@ -331,31 +345,39 @@ class DnsTracker:
         self.warnings = warnings
 
     def observe(self, record, src: str, dst: str, transport: str, message: int) -> None:
-        """`message`: the id of the message that carries `record`."""
-        if len(self.exchanges) >= self.max_exchanges:
-            self.warnings.add(
-                f"more than {self.max_exchanges} DNS exchanges: later ones are not listed"
-            )
-            return
+        """`message`: the id of the message that carries `record`. Past max_exchanges, no
+        exchange is added, but the pending ones still get their answers."""
         # Names, addresses and endpoints repeat across thousands of lookups: share them.
         src, dst = intern(src), intern(dst)
         for info in record.dns:
             name = intern(info.name)
+            lower = name.lower()
+            if lower == name:
+                lower = name  # the same text: one string, not two
+            if info.answers_cut:
+                self.warnings.add(
+                    f"a DNS answer holds more than {MAX_ANSWERS} records: only the first "
+                    f"{MAX_ANSWERS} of each are read"
+                )
             if not info.is_response:
-                key = (info.id, src, name.lower(), info.qtype)
+                key = (info.id, src, lower, info.qtype)
                 existing = self.pending.get(key)
                 if existing is not None and existing.rcode is None:
                     existing.retries += 1
                     _note_message(existing, message)
+                    continue
+                if self._full():
                     continue
                 exchange = DnsExchange(info.id, name, info.qtype, src, dst, record.time, transport)
                 _note_message(exchange, message)
                 self.exchanges.append(exchange)
                 self.pending[key] = exchange
                 continue
-            key = (info.id, dst, name.lower(), info.qtype)
+            key = (info.id, dst, lower, info.qtype)
             exchange = self.pending.pop(key, None)
             if exchange is None:
+                if self._full():
+                    continue
                 exchange = DnsExchange(info.id, name, info.qtype, dst, src, None, transport)
                 self.exchanges.append(exchange)
             else:
@@ -364,3 +386,11 @@ class DnsTracker:
             exchange.rcode = info.rcode
             exchange.truncated = info.truncated
             exchange.answers = tuple((intern(n), t, intern(v)) for n, t, v in info.answers)
+
+    def _full(self) -> bool:
+        if len(self.exchanges) < self.max_exchanges:
+            return False
+        self.warnings.add(
+            f"more than {self.max_exchanges} DNS exchanges: later ones are not listed"
+        )
+        return True

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
+from . import hops as copies
 from .diagnosis import CaptureView, Diagnosis, diagnose
-from .dns import DnsTracker, dns_label
+from .dns import DNS_PORTS, DnsTracker, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
 from .icmp import parse_icmp
 from .identity import Identity
@@ -29,10 +30,12 @@ from .model import (
     SequenceModel,
     encode_hop,
     encode_message,
+    encode_tunnel,
     hop_vantage,
     seconds_text,
 )
 from .packets import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode_frame
+from .pathorder import nat_node, path_order, pod_nodes, vantage_places
 from .pcapfile import Warnings, read_frames
 from .records import (
     ACK,
@@ -50,10 +53,20 @@ from .tcp import TcpTracker
 
 META_SCHEMA = "kviz.capture-meta/1"
 DEFAULT_MAX_FLOWS = 200_000
+# TCP connections tracked, whatever --max-flows says: from its first packet to the diagnosis'
+# findings a connection costs up to 8 KB (bench/hostile_bench.py: a flood of unanswered SYNs),
+# so this many keep such a flood within about 300 MB.
+MAX_CONNECTIONS = 30_000
+MAX_PARTICIPANTS = 100_000  # addresses listed (and described) as participants
+MAX_ICMP_ERRORS = 1000  # icmp_error findings (one per sender, error and quoted packet)
+MAX_NAME_FINDINGS = 1000  # names counted per kind of DNS finding (nxdomain, unanswered, ...)
+MAX_DIAGNOSED_LOOKUPS = 50_000  # DNS exchanges handed to the diagnosis
+VANTAGES_KEPT = 4096  # encoded vantage points cached (interfaces × directions)
 EVIDENCE_PER_CONNECTION = 64  # messages kept per connection for the diagnosis
 RETRANSMISSIONS_KEPT = 16  # of which this many are kept for retransmissions only
 KEY_FLAGS = SYN | RST | FIN
 KEY_PHASES = ("request", "response")
+TUNNELS_KEPT = 4096  # encoded tunnels cached (a capture has a few: one per pair of nodes)
 FLAG_LETTERS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"))
 
 
@@ -110,28 +123,37 @@ FLAG_STRINGS = [
 class _Analysis:
     def __init__(self, files, inventory, window, max_flows):
         self.files = files
-        self.identity = Identity(inventory)
+        self.warnings = Warnings()
+        self.identity = Identity(inventory, self.warnings)
         self.inventory_nodes = [
             n
             for n in (inventory or {}).get("nodes", [])
             if isinstance(n, dict) and n.get("interfaces")
         ]
-        self.warnings = Warnings()
+        self.malformed_dns = 0  # messages on DNS ports that do not parse as DNS
         self.folder = CopyFolder(window)
-        self.tcp = TcpTracker(max_flows, self.warnings)
+        self.tcp = TcpTracker(min(max_flows, MAX_CONNECTIONS), self.warnings)
         self.dns = DnsTracker(max_flows, self.warnings)
-        self.udp_flows: dict[tuple, tuple[int, int]] = {}
+        # (src, sport, dst, dport) as first seen → flow id << 1 | direction (1: from its
+        # server); a packet the other way finds it by the swapped tuple. One entry and an int
+        # per flow, as a flood of one-datagram flows makes a large table of them.
+        self.udp_flows: dict[tuple, int] = {}
         self.udp_servers: list[tuple] = []  # per UDP flow: the destination its client used
+        self.server_tuples: dict[tuple, tuple] = {}  # one tuple per server, shared by its flows
         self.max_flows = max_flows
         self.messages = MessageSpool()
         self.annotations: list[dict] = []
         self.annotation_index: dict[tuple, int] = {}
         self.participants: dict[str, set] = {}
         self.annotation_messages: dict[int, list[int]] = {}  # an ICMP error's own messages
+        self.icmp_errors = 0  # icmp_error findings made (MAX_ICMP_ERRORS)
         self.vantage_json: dict[tuple, str] = {}  # (interface label, direction) → hop_vantage
+        self.tunnel_json: dict[tuple, str] = {}  # Tunnel → encode_tunnel
         self.t0 = None
         self.multi = len(files) > 1
         self.vantages = [f.vantage or Path(f.path).stem for f in files]
+        self.places = vantage_places(self.vantages, inventory)
+        self.pod_nodes = pod_nodes(inventory)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -249,6 +271,8 @@ class _Analysis:
     # -- one logical message ---------------------------------------------------------------
 
     def _process(self, message) -> None:
+        if self.multi and len(message.hops) > 1:
+            self._in_path_order(message)
         record = message.record
         version = record.ip_version
         proto = record.proto
@@ -273,7 +297,10 @@ class _Analysis:
                 # this runs for every TCP packet.
                 length = record.payload_len
                 if length:
-                    sizes = conn.segment_sizes[direction]
+                    both = conn.segment_sizes
+                    if both is None:
+                        both = conn.segment_sizes = ({}, {})
+                    sizes = both[direction]
                     hop_count = len(message.hops)
                     if length > sizes.get(hop_count, 0):
                         sizes[hop_count] = length
@@ -291,6 +318,10 @@ class _Analysis:
             flow, direction = self._udp_flow(record)
             if record.dns:
                 label, phase = dns_label(record.dns), "dns"
+            elif record.payload and (record.sport in DNS_PORTS or record.dport in DNS_PORTS):
+                # Said, never dropped in silence: cut off, a compression loop, not DNS at all.
+                self.malformed_dns += 1
+                label, phase = f"DNS (malformed) {record.payload_len} B", "other"
             else:
                 label = f"UDP {record.payload_len} B"
                 if record.tunnel:
@@ -309,9 +340,9 @@ class _Analysis:
         hops = message.hops
         participants = self.participants
         if record.src not in participants:
-            participants[record.src] = set()
+            self._participant(record.src)
         if record.dst not in participants:
-            participants[record.dst] = set()
+            self._participant(record.dst)
         t0 = self.t0
         t = seconds_text(record.time - t0)
         vantages = self.vantage_json
@@ -319,8 +350,16 @@ class _Analysis:
         seen_at = (first.interface, first.direction)
         vantage = vantages.get(seen_at)
         if vantage is None:
-            vantage = vantages[seen_at] = hop_vantage(*seen_at)
-        hops_json = encode_hop(vantage, src, dst, t, first.tunnel)
+            vantage = hop_vantage(*seen_at)
+            if len(vantages) < VANTAGES_KEPT:
+                vantages[seen_at] = vantage
+        hops_json = encode_hop(
+            vantage,
+            src,
+            dst,
+            t if first.time == record.time else seconds_text(first.time - t0),
+            first.tunnel and self._tunnel_json(first.tunnel),
+        )
         notes = () if icmp_note is None else (icmp_note,)
         if icmp_note is not None:
             carriers = self.annotation_messages.setdefault(icmp_note, [])
@@ -338,7 +377,7 @@ class _Analysis:
                             endpoint(h.src, h.sport, version) if has_ports else h.src,
                             endpoint(h.dst, h.dport, version) if has_ports else h.dst,
                             seconds_text(h.time - t0),
-                            h.tunnel,
+                            h.tunnel and self._tunnel_json(h.tunnel),
                         )
                         for h in hops[1:]
                     ),
@@ -363,18 +402,59 @@ class _Analysis:
             )
         )
 
+    def _participant(self, ip: str) -> None:
+        """List a new address, unless MAX_PARTICIPANTS are listed: a capture of a scan or a
+        flood from spoofed sources would otherwise list (and describe, and draw) each one."""
+        if len(self.participants) < MAX_PARTICIPANTS:
+            self.participants[ip] = set()
+        else:
+            self.warnings.add(
+                f"more than {MAX_PARTICIPANTS} addresses: later ones are not listed as "
+                "participants (their messages are kept)"
+            )
+
+    def _in_path_order(self, message) -> None:
+        """Copies from several files: their hops in path order (pathorder.py), and the
+        message's addresses as the packet had them where its path began. Its time stays the
+        earliest copy's, the order the messages come in."""
+        hops = message.hops
+        ordered = path_order(hops, self.places, self.pod_nodes)
+        if ordered is hops:
+            return
+        message.hops = ordered
+        first = ordered[0]
+        if first is not hops[0]:
+            record = message.record
+            record.src, record.sport, record.dst, record.dport = (
+                first.src, first.sport, first.dst, first.dport)
+            record.underlay = first.tunnel
+            record.tunnel = first.tunnel.kind if first.tunnel else None
+
+    def _tunnel_json(self, tunnel) -> str:
+        text = self.tunnel_json.get(tunnel)
+        if text is None:
+            name = self.identity.node_name
+            text = encode_tunnel(tunnel, name(tunnel.src), name(tunnel.dst))
+            if len(self.tunnel_json) < TUNNELS_KEPT:
+                self.tunnel_json[tunnel] = text
+        return text
+
     def _udp_flow(self, record):
         key = (record.src, record.sport, record.dst, record.dport)
-        found = self.udp_flows.get(key)
+        flows = self.udp_flows
+        found = flows.get(key)
         if found is not None:
-            return ("udp", found[0]), found[1]
-        if len(self.udp_flows) >= 2 * self.max_flows:
+            return ("udp", found >> 1), found & 1
+        found = flows.get((record.dst, record.dport, record.src, record.sport))
+        if found is not None:
+            return ("udp", found >> 1), (found & 1) ^ 1
+        flow_id = len(self.udp_servers)
+        if flow_id >= self.max_flows:
             self.warnings.add(f"more than {self.max_flows} UDP flows: later ones are not tracked")
             return None, 0
-        flow_id = len(self.udp_servers)
-        self.udp_servers.append((record.dst, record.dport))
-        self.udp_flows[key] = (flow_id, 0)
-        self.udp_flows[(record.dst, record.dport, record.src, record.sport)] = (flow_id, 1)
+        server = (record.dst, record.dport)
+        self.udp_servers.append(self.server_tuples.setdefault(server, server))
+        flows[key] = flow_id << 1
         return ("udp", flow_id), 0
 
     def _icmp(self, record) -> tuple[str, int | None]:
@@ -388,6 +468,13 @@ class _Analysis:
         key = ("icmp_error", record.src, info.error, info.about)
         index = self.annotation_index.get(key)
         if index is None:
+            if self.icmp_errors >= MAX_ICMP_ERRORS:
+                self.warnings.add(
+                    f"more than {MAX_ICMP_ERRORS} distinct ICMP errors (sender, error and quoted "
+                    "packet): later ones are labelled but not counted in findings"
+                )
+                return info.label, None
+            self.icmp_errors += 1
             note = {
                 "kind": "icmp_error",
                 "from": record.src,
@@ -470,6 +557,7 @@ class _Analysis:
                         "before": old,
                         "after": new,
                         "where": where if before.interface and after.interface else "unknown",
+                        "node": nat_node(before, after, self.places),
                         "from_hop": hop_ref(before),
                         "to_hop": hop_ref(after),
                         "seen_on": "request" if direction == 0 else "reply",
@@ -495,8 +583,9 @@ class _Analysis:
                 backward = (hop.dst, hop.dport, hop.src, hop.sport)
                 if direction == 1:
                     forward, backward = backward, forward
-                self.udp_flows.setdefault(forward, (flow[1], 0))
-                self.udp_flows.setdefault(backward, (flow[1], 1))
+                flows = self.udp_flows
+                if forward not in flows and backward not in flows:
+                    flows[forward] = flow[1] << 1
         return sorted(set(notes))
 
     def _note_redirect(self, conn, hop) -> None:
@@ -511,6 +600,7 @@ class _Analysis:
                 "before": before,
                 "after": after,
                 "where": hop.interface or "unknown",
+                "node": nat_node(hop, hop, self.places),
                 "from_hop": None,
                 "to_hop": {"interface": hop.interface, "direction": hop.direction},
                 "seen_on": "reply",
@@ -543,7 +633,11 @@ class _Analysis:
         for exchange in self.dns.exchanges:
             if not exchange.truncated or exchange.transport != "udp":
                 continue
-            counts = truncated.setdefault(exchange.name, [0, 0])
+            counts = truncated.get(exchange.name)
+            if counts is None:
+                if not self._room_for_name(truncated, "truncated DNS answers"):
+                    continue
+                counts = truncated[exchange.name] = [0, 0]
             counts[0] += 1
             key = (split_endpoint(exchange.client)[0], exchange.name.lower(), exchange.qtype)
             since = exchange.t or 0.0
@@ -557,18 +651,28 @@ class _Analysis:
     def _finish(self, file_facts) -> SequenceModel:
         t0 = self.t0 or 0.0
         self.tcp.finish()
+        self._folding_bounds()
+        if self.malformed_dns:
+            self.warnings.add(
+                f"{self.malformed_dns} message(s) on DNS ports are not well-formed DNS (cut off, "
+                "a name whose compression pointers loop, or not DNS): shown as "
+                "\"DNS (malformed)\", left out of the DNS exchanges", partial=False)
         capture = self._capture_facts(file_facts, t0)
         http = self._http_requests(t0)
         findings = {conn.id: connection_findings(conn) for conn in self.tcp.connections}
         summaries = [self._summary(conn, t0) for conn in self.tcp.connections]
-        diagnosis = self._diagnose(capture, summaries, findings, http)
+        participants = self._participants()
+        diagnosis = self._diagnose(capture, participants, summaries, findings, http)
         self._annotate_connections(findings, diagnosis)
         self._dns_findings()
         self._truncated_answers()
         self._causes(diagnosis, summaries)
+        # What the steps above had to leave out is said too.
+        capture["partial"] = self.warnings.partial
+        capture["warnings"] = list(self.warnings.messages)
         return SequenceModel(
             capture,
-            self._participants(),
+            participants,
             self.messages,
             summaries,
             self.dns.exchanges,
@@ -577,22 +681,43 @@ class _Analysis:
             t0,
         )
 
+    def _folding_bounds(self) -> None:
+        """What the copy folder's bounds (hops.py) cost the folding, said once each."""
+        folder = self.folder
+        # Seen at one place only, no packet has a copy to fold: leaving early lost nothing.
+        if folder.released_early and len(self.vantage_json) > 1:
+            self.warnings.add(
+                f"more than {copies.MAX_PENDING} messages or "
+                f"{copies.MAX_PENDING_BYTES // (1 << 20)} MB within the copy window: "
+                f"{folder.released_early} left it early, and a later copy of one of them "
+                "is a message of its own"
+            )
+        if folder.unfolded:
+            self.warnings.add(
+                f"a packet was seen at more than {copies.MAX_HOPS} places: {folder.unfolded} "
+                "further copies are messages of their own"
+            )
+
     def _summary(self, conn, t0: float) -> dict:
         """A connection as the model shows it; its server port joins the participant's."""
         summary = conn.summary()
         summary["timing"]["start"] = round(conn.start - t0, 6)
         server_ip, server_port = conn.server
-        self.participants.setdefault(server_ip, set()).add(server_port)
+        ports = self.participants.get(server_ip)
+        if ports is None and len(self.participants) < MAX_PARTICIPANTS:
+            ports = self.participants[server_ip] = set()
+        if ports is not None:  # else past MAX_PARTICIPANTS, as a warning already says
+            ports.add(server_port)
         return summary
 
-    def _diagnose(self, capture, summaries, findings, http) -> Diagnosis:
+    def _diagnose(self, capture, participants, summaries, findings, http) -> Diagnosis:
         """The causes behind the symptoms (diagnosis/__init__.py), from what is known so far:
         the annotations the messages made, and each connection's own findings."""
         provisional = [*self.annotations, *(f for fs in findings.values() for f in fs)]
         connections = self.tcp.connections
         view = CaptureView(
             files=capture["files"],
-            participants=self._participants(),
+            participants=participants,
             connections=summaries,
             dns=self._troubled_lookups(),
             annotations=provisional,
@@ -601,7 +726,8 @@ class _Analysis:
             connection_messages={conn.id: conn.evidence for conn in connections},
             annotation_messages=self.annotation_messages,
             segment_sizes={
-                conn.id: {"client": conn.segment_sizes[0], "server": conn.segment_sizes[1]}
+                conn.id: dict(zip(("client", "server"), conn.segment_sizes or ({}, {}),
+                                  strict=True))
                 for conn in connections
                 if conn.retransmissions
             },
@@ -619,7 +745,18 @@ class _Analysis:
             if e.retries or e.rcode == 3 or (e.rcode == 0 and not e.answers)
         }
         t0 = self.t0 or 0.0
-        return [e.to_dict(t0) for e in exchanges if split_endpoint(e.client)[0] in troubled]
+        lookups = []
+        for exchange in exchanges:
+            if split_endpoint(exchange.client)[0] in troubled:
+                if len(lookups) == MAX_DIAGNOSED_LOOKUPS:
+                    # A dict each, and rules that compare them with each other.
+                    self.warnings.add(
+                        f"more than {MAX_DIAGNOSED_LOOKUPS} DNS exchanges of clients with a "
+                        "failed or repeated lookup: the diagnosis reads the first of them"
+                    )
+                    break
+                lookups.append(exchange.to_dict(t0))
+        return lookups
 
     def _annotate_connections(self, findings, diagnosis: Diagnosis) -> None:
         """Each connection's findings, but no mutual TLS the diagnosis found refused."""
@@ -647,32 +784,42 @@ class _Analysis:
         nxdomain: dict[str, int] = {}
         for exchange in self.dns.exchanges:
             if exchange.rcode == 3:
-                nxdomain[exchange.name] = nxdomain.get(exchange.name, 0) + 1
+                counts, what = nxdomain, "names that do not exist (NXDOMAIN)"
             elif exchange.rcode is None:
-                unanswered[exchange.name] = unanswered.get(exchange.name, 0) + 1
+                counts, what = unanswered, "names asked and never answered"
+            else:
+                continue
+            name = exchange.name
+            if name in counts or self._room_for_name(counts, what):
+                counts[name] = counts.get(name, 0) + 1
         for name, count in nxdomain.items():
             self._annotate({"kind": "nxdomain", "name": name, "count": count})
         for name, count in unanswered.items():
             self._annotate({"kind": "dns_unanswered", "name": name, "count": count})
 
+    def _room_for_name(self, counts: dict, what: str) -> bool:
+        """Whether one more name fits a DNS finding's counts (MAX_NAME_FINDINGS), else say so:
+        a flood of distinct names would otherwise be an annotation each."""
+        if len(counts) < MAX_NAME_FINDINGS:
+            return True
+        self.warnings.add(
+            f"more than {MAX_NAME_FINDINGS} {what}: later names are not counted in findings"
+        )
+        return False
+
     def _http_requests(self, t0: float) -> list[dict]:
-        """The HTTP requests of all connections, their times relative to t0."""
-        http = []
-        for request in self.tcp.http:
+        """The HTTP requests of all connections, their times made relative to t0. In place:
+        the connections are done with them, and a copy would double the largest list here."""
+        http = self.tcp.http
+        for request in http:
             ttfb = None
-            if request["response_t"] is not None:
-                ttfb = round((request["response_t"] - request["t"]) * 1000, 3)
+            response_t = request["response_t"]
+            if response_t is not None:
+                ttfb = round((response_t - request["t"]) * 1000, 3)
+                request["response_t"] = round(response_t - t0, 6)
             request.pop("_end", None)
-            http.append(
-                {
-                    **request,
-                    "t": round(request["t"] - t0, 6),
-                    "ttfb_ms": ttfb,
-                    "response_t": None
-                    if request["response_t"] is None
-                    else round(request["response_t"] - t0, 6),
-                }
-            )
+            request["t"] = round(request["t"] - t0, 6)
+            request["ttfb_ms"] = ttfb
         return http
 
     def _participants(self) -> list[dict]:
@@ -701,7 +848,8 @@ class _Analysis:
             facts.pop("first", None)
             facts.pop("last", None)
         if capture["packets"] == 0:
-            capture["warnings"].append("the capture holds no packets")
+            self.warnings.add("the capture holds no packets", partial=False)
+            capture["warnings"] = list(self.warnings.messages)
         return capture
 
 
@@ -765,7 +913,7 @@ def _fatal_tls_alerts(conn) -> list[dict]:
 def _zero_windows(conn) -> list[dict]:
     return [
         {"kind": "zero_window", "connection": conn.id, "by": conn.endpoint(side), "count": count}
-        for side, count in enumerate(conn.zero_windows)
+        for side, count in enumerate(conn.zero_windows or ())
         if count
     ]
 

@@ -19,10 +19,16 @@ from collections import deque
 from typing import NamedTuple
 from zlib import crc32
 
-from .records import PacketRecord
+from .records import PacketRecord, Tunnel
 
 DEFAULT_WINDOW = 0.5  # seconds; copies on one host are microseconds apart
 SAME_PACKET_SECONDS = 0.001
+# What the window may hold: a flood (or a burst of 64 KB loopback segments) puts more than
+# this in half a second, and the oldest then leave early (a later copy of one of them becomes
+# a message of its own). About 50 MB at most.
+MAX_PENDING = 30_000  # messages
+MAX_PENDING_BYTES = 32 * 1024 * 1024  # of payload
+MAX_HOPS = 64  # copies folded into one message; a further copy starts a message of its own
 
 
 class Hop(NamedTuple):
@@ -37,7 +43,8 @@ class Hop(NamedTuple):
     dst: str
     dport: int
     time: float
-    tunnel: str | None  # seen encapsulated there: "vxlan", "geneve", ...
+    tunnel: Tunnel | None  # seen encapsulated there: the tunnel's outer header
+    file: int  # the capture file it was seen in: its clock, and its place on the path
 
     @property
     def source(self) -> tuple[str, int]:
@@ -71,6 +78,11 @@ class CopyFolder:
         self.newest: dict[tuple, LogicalMessage] = {}
         self.ready: list[LogicalMessage] = []
         self.deadline = float("inf")  # when the oldest pending message leaves the window
+        self.pending_bytes = 0  # payload bytes of the pending messages' records
+        # What the bounds did, for the caller to say: messages released before their window
+        # passed (MAX_PENDING, MAX_PENDING_BYTES), copies not folded (MAX_HOPS).
+        self.released_early = 0
+        self.unfolded = 0
 
     def push(self, record: PacketRecord, interface: str | None) -> None:
         now = record.time
@@ -99,7 +111,8 @@ class CopyFolder:
                 record.dst,
                 record.dport,
                 now,
-                record.tunnel,
+                record.underlay,
+                record.file_index,
             ),
         )
         message = self.newest.get(key)
@@ -109,19 +122,35 @@ class CopyFolder:
                 if seen.interface == interface and seen.direction == direction:
                     break
             else:
-                hops.append(hop)
-                return
+                if len(hops) < MAX_HOPS:
+                    hops.append(hop)
+                    return
+                self.unfolded += 1
+                seen = None  # no room for another hop: a message of its own
             # The same nonzero IPv4 ID at the same vantage point within a millisecond is one
             # packet recorded twice (an NFLOG rule in two chains, an interface captured
             # twice): no sender retransmits that fast, and senders give a retransmission a
-            # new ID. Zero IDs (Linux SYN-ACKs) and IPv6 prove nothing.
-            if record.ip_id and now - hops[-1].time <= SAME_PACKET_SECONDS:
-                return
+            # new ID. Zero IDs (Linux SYN-ACKs) and IPv6 prove nothing. To another
+            # destination it is the same packet back after a DNAT (a hairpin: a pod whose
+            # Service sent it to itself): a hop of its own. With only the source changed it
+            # is two senders whose IDs collided: two messages.
+            if seen is not None and record.ip_id and now - hops[-1].time <= SAME_PACKET_SECONDS:
+                if (seen.dst, seen.dport) != (record.dst, record.dport):
+                    if len(hops) < MAX_HOPS:
+                        hops.append(hop)
+                        return
+                    self.unfolded += 1
+                elif (seen.src, seen.sport) == (record.src, record.sport):
+                    return
         message = LogicalMessage(record, key, hop)
         self.newest[key] = message
-        if not self.pending:
+        pending = self.pending
+        if not pending:
             self.deadline = now + self.window
-        self.pending.append(message)
+        pending.append(message)
+        self.pending_bytes += len(record.payload)
+        if len(pending) > MAX_PENDING or self.pending_bytes > MAX_PENDING_BYTES:
+            self._release_early()
 
     def flush(self) -> list[LogicalMessage]:
         self._release_until(float("inf"))
@@ -129,12 +158,31 @@ class CopyFolder:
 
     def _release_until(self, now: float) -> None:
         pending, newest, ready, window = self.pending, self.newest, self.ready, self.window
+        released = 0
         while pending and now - pending[0].record.time > window:
             message = pending.popleft()
+            released += len(message.record.payload)
             if newest.get(message.key) is message:
                 del newest[message.key]
             ready.append(message)
+        self.pending_bytes -= released
         self.deadline = pending[0].record.time + window if pending else float("inf")
+
+    def _release_early(self) -> None:
+        """Past MAX_PENDING or MAX_PENDING_BYTES: the oldest leave before their window has
+        passed, until the window holds a tenth less than the bound (so this runs once per
+        thousands of packets, not for every one)."""
+        pending, newest, ready = self.pending, self.newest, self.ready
+        count = MAX_PENDING * 9 // 10
+        size = MAX_PENDING_BYTES * 9 // 10
+        while pending and (len(pending) > count or self.pending_bytes > size):
+            message = pending.popleft()
+            self.pending_bytes -= len(message.record.payload)
+            if newest.get(message.key) is message:
+                del newest[message.key]
+            ready.append(message)
+            self.released_early += 1
+        self.deadline = pending[0].record.time + self.window if pending else float("inf")
 
 
 def rewrites(hops: list[Hop]) -> list[tuple[Hop, Hop, bool, bool]]:

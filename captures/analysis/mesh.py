@@ -16,6 +16,12 @@ from .records import endpoint
 
 ISTIO_OUTBOUND, ISTIO_INBOUND, ISTIOD = 15001, 15006, 15012
 LINKERD_OUTBOUND, LINKERD_INBOUND = 4140, 4143
+# Ports only a proxy listens on in its own pod (a client of them may be anything: Prometheus,
+# the kubelet), so they show a proxy only where the pod is their server.
+PROXY_OWN_PORTS = {15090: ("istio", "Envoy's metrics port 15090"),
+                   15020: ("istio", "istio-agent's port 15020"),
+                   15021: ("istio", "the proxy's health port 15021"),
+                   4191: ("linkerd", "Linkerd's admin port 4191")}
 ENVOY_INBOUND_PASSTHROUGH = "127.0.0.6"
 ISTIO_SNI = re.compile(r"^outbound_\.\d+_\.[^_]*_\.")
 ISTIO_ALPN = frozenset(
@@ -133,3 +139,15 @@ def mtls_evidence(conn) -> list[str]:
     if port in (ISTIO_INBOUND, LINKERD_INBOUND):
         evidence.append(f"port:{port}")
     return evidence
+
+
+def mesh_of_mtls(evidence) -> str | None:
+    """The mesh an `mtls` finding's evidence names, or None when it names none (a client
+    certificate alone is any application's mutual TLS, not a mesh's)."""
+    evidence = set(evidence or ())
+    if "istio-sni" in evidence or f"port:{ISTIO_INBOUND}" in evidence or any(
+            item.startswith("alpn:istio") for item in evidence):
+        return "istio"
+    if "linkerd-inbound-port" in evidence or f"port:{LINKERD_INBOUND}" in evidence:
+        return "linkerd"
+    return None

@@ -10,11 +10,14 @@ from __future__ import annotations
 import codecs
 import json
 import tempfile
+from array import array
 from collections.abc import Iterator
 from typing import TextIO
 
 SCHEMA = "kviz.sequence/1"
 COPY_BLOCK = 1 << 20  # characters per read when copying the spilled messages out
+WRITE_SLICE = 1000  # list items encoded at a time by write_json
+INDEX_EVERY = 64  # spilled messages per offset kept (8 bytes per 64 messages)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _string = json.encoder.encode_basestring  # the quoted, escaped JSON string
 
@@ -36,12 +39,40 @@ def hop_vantage(interface: str | None, direction: str | None) -> str:
     return f'{{"interface":{_optional(interface)},"direction":{_optional(direction)},'
 
 
-def encode_hop(vantage: str, src: str, dst: str, t: str, tunnel=None) -> str:
+def encode_hop(vantage: str, src: str, dst: str, t: str, tunnel: str | None = None) -> str:
     """One hop as JSON text, its time already text (seconds_text). src and dst are
-    endpoints the decoder wrote (digits, dots, colons, brackets): they need no escaping."""
+    endpoints the decoder wrote (digits, dots, colons, brackets): they need no escaping.
+    `tunnel` is encode_tunnel()'s text for a hop seen encapsulated."""
     if tunnel:
-        return f'{vantage}"src":"{src}","dst":"{dst}","t":{t},"tunnel":{_string(tunnel)}}}'
+        return f'{vantage}"src":"{src}","dst":"{dst}","t":{t},{tunnel}}}'
     return f'{vantage}"src":"{src}","dst":"{dst}","t":{t}}}'
+
+
+TUNNEL_WORDS = {"vxlan": "VXLAN", "geneve": "Geneve", "gre": "GRE", "ipip": "IP-in-IP"}
+TUNNEL_IDENT = {"vxlan": "vni", "geneve": "vni", "gre": "key"}
+
+
+def tunnel_name(tunnel, src_name: str | None, dst_name: str | None) -> str:
+    """The underlay hop in words: "VXLAN 8472 node-1 → node-2, vni 1"; the outer addresses
+    stand in for nodes the inventory does not name."""
+    words = TUNNEL_WORDS.get(tunnel.kind, tunnel.kind)
+    if tunnel.port is not None:
+        words += f" {tunnel.port}"
+    words += f" {src_name or tunnel.src} → {dst_name or tunnel.dst}"
+    if tunnel.ident is not None:
+        words += f", {TUNNEL_IDENT.get(tunnel.kind, 'id')} {tunnel.ident}"
+    return words
+
+
+def encode_tunnel(tunnel, src_name: str | None, dst_name: str | None) -> str:
+    """A tunnelled hop's `tunnel` and `underlay` keys as JSON text (docs/model.md). A capture
+    has few tunnels, so callers keep this text per Tunnel."""
+    underlay = {"src": tunnel.src, "dst": tunnel.dst, "src_node": src_name,
+                "dst_node": dst_name, "port": tunnel.port}
+    if tunnel.kind in TUNNEL_IDENT:
+        underlay[TUNNEL_IDENT[tunnel.kind]] = tunnel.ident
+    underlay["name"] = tunnel_name(tunnel, src_name, dst_name)
+    return f'"tunnel":{_string(tunnel.kind)},"underlay":{_dumps(underlay)}'
 
 
 def encode_message(
@@ -75,25 +106,49 @@ def encode_message(
 
 
 class MessageSpool:
-    """Messages as JSON text, in order; past `in_memory` of them, the rest go to a temp file."""
+    """Messages as JSON text, in order; past `in_memory` of them, the rest go to a temp file.
+
+    The file is found by a sparse index: the byte offset of every INDEX_EVERY-th line, so a
+    message is read back by one seek and at most INDEX_EVERY lines (the diagnosis asks for a
+    few messages per connection, and scanning the file for each ask was quadratic)."""
 
     def __init__(self, in_memory: int = 5_000) -> None:
         self.in_memory = in_memory
         self.items: list[str] = []
         self.file = None
         self.count = 0
+        self.offsets = array("q")  # byte offset of lines 0, INDEX_EVERY, 2 * INDEX_EVERY, ...
+        self.spilled = 0  # lines in the file
+        self.unflushed = False  # written since the file was last flushed
 
     def append(self, encoded: str) -> None:
         self.count += 1
         self.items.append(encoded)
         if len(self.items) >= self.in_memory:
-            if self.file is None:
-                # Closed by close(); it must outlive this call, so no `with` here. Binary:
-                # the text is encoded once here and copied out as bytes (write_joined).
-                self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115
-            self.items.append("")  # so the join ends with a newline
-            self.file.write("\n".join(self.items).encode())
-            self.items.clear()
+            self._spill()
+
+    def _spill(self) -> None:
+        if self.file is None:
+            # Closed by close(); it must outlive this call, so no `with` here. Binary: the
+            # text is encoded once here and copied out as bytes (write_joined).
+            self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115
+        items, write, offsets = self.items, self.file.write, self.offsets
+        position = self.file.tell()
+        start = 0
+        # Cut where the index needs an offset, so each offset is known without measuring
+        # lines one by one; in between, whole runs are joined and encoded at once.
+        while start < len(items):
+            line = self.spilled + start
+            if line % INDEX_EVERY == 0:
+                offsets.append(position)
+            end = min(len(items), start + INDEX_EVERY - line % INDEX_EVERY)
+            block = ("\n".join(items[start:end]) + "\n").encode()
+            write(block)
+            position += len(block)
+            start = end
+        self.spilled += len(items)
+        self.unflushed = True
+        items.clear()
 
     def __len__(self) -> int:
         return self.count
@@ -110,24 +165,28 @@ class MessageSpool:
 
     def fetch(self, ids) -> dict[int, dict]:
         """The messages with these ids (their position), decoded; those spilled to the file
-        are found in one pass over it, which stops at the last one asked."""
-        spilled = self.count - len(self.items)
+        are read from the index's nearest offset before them, in file order."""
+        spilled = self.spilled
         found = {}
-        earlier = set()
+        blocks: dict[int, set[int]] = {}
         for ident in set(ids):
             if spilled <= ident < self.count:
                 found[ident] = json.loads(self.items[ident - spilled])
             elif 0 <= ident < spilled:
-                earlier.add(ident)
-        if earlier and self.file is not None:
-            self.file.flush()
-            self.file.seek(0)
-            last = max(earlier)
-            for ident, line in enumerate(self.file):
-                if ident in earlier:
-                    found[ident] = json.loads(line)
-                if ident >= last:
-                    break
+                blocks.setdefault(ident // INDEX_EVERY, set()).add(ident)
+        if blocks and self.file is not None:
+            if self.unflushed:
+                self.file.flush()
+                self.unflushed = False
+            readline = self.file.readline
+            for block in sorted(blocks):
+                wanted = blocks[block]
+                last = max(wanted)
+                self.file.seek(self.offsets[block])
+                for ident in range(block * INDEX_EVERY, last + 1):
+                    line = readline()
+                    if ident in wanted:
+                        found[ident] = json.loads(line)
             self.file.seek(0, 2)
         return found
 
@@ -218,15 +277,18 @@ class SequenceModel:
     def write_json(self, fp: TextIO) -> None:
         fp.write('{"schema":' + _dumps(SCHEMA) + ',"capture":' + _dumps(self.capture))
         for key, value in self._parts():
-            fp.write(f',"{key}":' + _dumps(value))
+            # In slices: the text of 200,000 connections at once would be a string of
+            # hundreds of megabytes.
+            fp.write(f',"{key}":[')
+            for start in range(0, len(value), WRITE_SLICE):
+                fp.write(("," if start else "") + _dumps(value[start : start + WRITE_SLICE])[1:-1])
+            fp.write("]")
         fp.write(',"dns":[')
         t0 = self.t0
         exchanges = self.dns_exchanges
-        for start in range(0, len(exchanges), 10_000):
-            fp.write(
-                ("," if start else "")
-                + ",".join([exchange.to_json(t0) for exchange in exchanges[start : start + 10_000]])
-            )
+        for start in range(0, len(exchanges), WRITE_SLICE):
+            part = exchanges[start : start + WRITE_SLICE]
+            fp.write(("," if start else "") + ",".join([e.to_json(t0) for e in part]))
         fp.write('],"messages":[')
         self.messages.write_joined(fp, ",")
         fp.write("]}\n")

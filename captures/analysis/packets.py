@@ -11,7 +11,7 @@ import socket
 import struct
 
 from .dns import DNS_PORTS, parse_dns, parse_dns_tcp
-from .records import PacketRecord, RawFrame
+from .records import PacketRecord, RawFrame, Tunnel
 
 # Link types (https://www.tcpdump.org/linktypes.html)
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
@@ -38,6 +38,8 @@ ETH_ERSPAN2 = 0x88BE
 VXLAN_PORTS = frozenset({4789, 8472})  # IANA, and the Linux/flannel default
 GENEVE_PORT = 6081
 GRE_IN_UDP_PORT = 4754
+# Checked before any tunnel parsing, so the other UDP packets (DNS, QUIC, ...) cost one set test.
+TUNNEL_UDP_PORTS = VXLAN_PORTS | {GENEVE_PORT, GRE_IN_UDP_PORT}
 SLL_OUTGOING = 4
 NFLOG_HOOKS = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 MAX_TUNNEL_DEPTH = 4
@@ -290,9 +292,9 @@ def _transport(
     if proto == 17 and end - start >= 8:
         sport, dport = _unpack("!HH", data, start)
         payload = data[start + 8 : end]
-        if depth < MAX_TUNNEL_DEPTH:
+        if depth < MAX_TUNNEL_DEPTH and dport in TUNNEL_UDP_PORTS:
             inner = _udp_tunnel(
-                data, start + 8, end, sport, dport, frame, interface, direction, depth
+                data, start + 8, end, dport, src, dst, frame, interface, direction, depth
             )
             if inner is not None:
                 return inner
@@ -319,14 +321,13 @@ def _transport(
         return record
     if depth < MAX_TUNNEL_DEPTH:
         if proto == 47:
-            inner = _gre(data, start, end, frame, interface, direction, depth)
+            inner = _gre(data, start, end, src, dst, None, frame, interface, direction, depth)
             if inner is not None:
                 return inner
         elif proto in (4, 41):  # IP-in-IP, IPv6-in-IP
             inner = _ip_any(data[:end], start, frame, interface, direction, depth + 1)
             if inner is not None:
-                inner.tunnel = inner.tunnel or "ipip"
-                return inner
+                return _encapsulated(inner, "ipip", src, dst, None, None)
     return PacketRecord(
         frame.file_index,
         frame.frame_number,
@@ -343,13 +344,25 @@ def _transport(
     )
 
 
-def _udp_tunnel(data, start, end, sport, dport, frame, interface, direction, depth):
-    inner = None
-    kind = None
+def _encapsulated(inner, kind, src, dst, port, ident):
+    """Mark an inner packet with the tunnel that carried it. Nested tunnels keep the
+    innermost one: the recursion marks it first, on the way back out."""
+    if inner is not None and inner.tunnel is None:
+        inner.tunnel = kind
+        inner.underlay = Tunnel(kind, src, dst, port, ident)
+    return inner
+
+
+def _udp_tunnel(data, start, end, dport, src, dst, frame, interface, direction, depth):
+    """VXLAN, Geneve or GRE-in-UDP after a UDP header at `start`; src/dst are the outer
+    addresses. VXLAN and Geneve both carry the 24-bit VNI in bytes 4-6 of their header."""
     if dport in VXLAN_PORTS and end - start >= 8 and data[start] & 0x08:
         inner = _ethernet(data[:end], start + 8, frame, interface, direction, depth + 1)
-        kind = "vxlan"
-    elif dport == GENEVE_PORT and end - start >= 8 and data[start] >> 6 == 0:
+        if inner is None:
+            return None
+        vni = _unpack("!I", data, start + 4)[0] >> 8
+        return _encapsulated(inner, "vxlan", src, dst, dport, vni)
+    if dport == GENEVE_PORT and end - start >= 8 and data[start] >> 6 == 0:
         options_len = (data[start] & 0x3F) * 4
         proto = _unpack("!H", data, start + 2)[0]
         inner_at = start + 8 + options_len
@@ -357,22 +370,23 @@ def _udp_tunnel(data, start, end, sport, dport, frame, interface, direction, dep
             inner = _ethernet(data[:end], inner_at, frame, interface, direction, depth + 1)
         else:
             inner = _ethertype(data[:end], inner_at, proto, frame, interface, direction, depth + 1)
-        kind = "geneve"
-    elif dport == GRE_IN_UDP_PORT:
-        inner = _gre(data, start, end, frame, interface, direction, depth)
-        kind = "gre"
-    if inner is not None and inner.tunnel is None:
-        inner.tunnel = kind
-    return inner
+        if inner is None:
+            return None
+        vni = _unpack("!I", data, start + 4)[0] >> 8
+        return _encapsulated(inner, "geneve", src, dst, dport, vni)
+    if dport == GRE_IN_UDP_PORT:
+        return _gre(data, start, end, src, dst, dport, frame, interface, direction, depth)
+    return None
 
 
-def _gre(data, start, end, frame, interface, direction, depth):
+def _gre(data, start, end, src, dst, port, frame, interface, direction, depth):
     if end - start < 4:
         return None
     flags, proto = _unpack("!HH", data, start)
     if flags & 0x0007:  # only GRE version 0 carries packets
         return None
-    offset = start + 4 + 4 * (bool(flags & 0x8000) + bool(flags & 0x2000) + bool(flags & 0x1000))
+    has_checksum = bool(flags & 0x8000)
+    offset = start + 4 + 4 * (has_checksum + bool(flags & 0x2000) + bool(flags & 0x1000))
     if proto == ETH_ERSPAN2:
         offset += 8
         proto = ETH_TEB
@@ -380,9 +394,13 @@ def _gre(data, start, end, frame, interface, direction, depth):
         inner = _ethernet(data[:end], offset, frame, interface, direction, depth + 1)
     else:
         inner = _ethertype(data[:end], offset, proto, frame, interface, direction, depth + 1)
-    if inner is not None and inner.tunnel is None:
-        inner.tunnel = "gre"
-    return inner
+    if inner is None:
+        return None
+    key = None
+    if flags & 0x2000:  # the key follows the checksum word, when there is one
+        key_at = start + 4 + 4 * has_checksum
+        key = _unpack("!I", data, key_at)[0]
+    return _encapsulated(inner, "gre", src, dst, port, key)
 
 
 def _nflog(data, frame, interface_names):

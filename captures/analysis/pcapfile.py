@@ -23,17 +23,28 @@ PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 # No real link layer frame comes near this; a record that claims more is corruption.
 MAX_RECORD = 262_144 * 4
 MAX_BLOCK = 16 * 1024 * 1024
+# Interface descriptions kept per pcapng section; packets on interfaces past these are skipped
+# (a capture tool writes one per interface it captured on: a few, or a few hundred).
+MAX_INTERFACES = 4096
+
+
+MAX_WARNINGS = 100  # distinct warnings kept; the flag `partial` counts them all
 
 
 class Warnings:
-    """Collects what went wrong while reading, so the result can be flagged partial."""
+    """Collects what went wrong while reading, so the result can be flagged partial.
+
+    Past a bound, a warning is added for every packet it concerns: the check is a set lookup,
+    and once MAX_WARNINGS are kept, a length test."""
 
     def __init__(self) -> None:
         self.messages: list[str] = []
+        self.seen: set[str] = set()
         self.partial = False
 
     def add(self, message: str, partial: bool = True) -> None:
-        if message not in self.messages and len(self.messages) < 100:
+        if len(self.messages) < MAX_WARNINGS and message not in self.seen:
+            self.seen.add(message)
             self.messages.append(message)
         self.partial = self.partial or partial
 
@@ -127,6 +138,7 @@ def _options(body: bytes, offset: int, endian: str) -> Iterator[tuple[int, bytes
 def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]:
     # Per section: interfaces are (linktype, name, seconds-per-tick).
     interfaces: list[tuple[int, str | None, float]] = []
+    described = 0  # interface blocks in this section, kept or not (MAX_INTERFACES)
     number = 0
     more = _refiller(fp)
     buf, pos = b"", 0
@@ -156,6 +168,7 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
                 warnings.add(f"{name}: corrupt pcapng section header")
                 return
             interfaces = []
+            described = 0
         if total < 12 or total % 4 or total > MAX_BLOCK:
             warnings.add(f"{name}: corrupt block after frame {number}; the rest is unreadable")
             return
@@ -184,7 +197,12 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
                         direction = {1: "in", 2: "out"}.get(bits)
             number += 1
             if iface >= len(interfaces):
-                warnings.add(f"{name}: frame {number} names interface {iface}, not described")
+                if iface < described:
+                    warnings.add(f"{name}: more than {MAX_INTERFACES} interfaces in a section: "
+                                 "packets on the later ones are skipped")
+                else:
+                    warnings.add(f"{name}: frame {number} names interface {iface}, "
+                                 "not described")
                 continue
             linktype, if_name, tick = interfaces[iface]
             yield RawFrame(
@@ -214,7 +232,9 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
                     offset = float(struct.unpack(endian + "q", value)[0])
             if offset:
                 warnings.add(f"{name}: interface time offsets are ignored", partial=False)
-            interfaces.append((linktype, if_name, tick))
+            described += 1
+            if len(interfaces) < MAX_INTERFACES:
+                interfaces.append((linktype, if_name, tick))
         elif btype == 3:  # Simple Packet Block: interface 0, no timestamp
             number += 1
             if not interfaces:
@@ -222,11 +242,17 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
             linktype, if_name, _tick = interfaces[0]
             yield RawFrame(file_index, number, 0.0, linktype, body[4:], if_name)
         elif btype == 2:  # obsolete Packet Block
+            if len(body) < 20:
+                warnings.add(f"{name}: short packet block after frame {number}")
+                continue
             iface, _drops, ts_high, ts_low, caplen, _wirelen = struct.unpack_from(
                 endian + "HHIIII", body
             )
             number += 1
-            if iface < len(interfaces):
+            if iface >= len(interfaces) > 0 and iface < described:
+                warnings.add(f"{name}: more than {MAX_INTERFACES} interfaces in a section: "
+                             "packets on the later ones are skipped")
+            elif iface < len(interfaces):
                 linktype, if_name, tick = interfaces[iface]
                 yield RawFrame(
                     file_index,

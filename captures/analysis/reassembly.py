@@ -13,49 +13,58 @@ got them, so only the capture lost them (TcpTracker.update watches for those ACK
 
 from __future__ import annotations
 
+import heapq
+
 MAX_HELD = 256 * 1024  # bytes held per direction while a lost segment is awaited
 MAX_HELD_IN_ALL = 32 * 1024 * 1024  # and in all connections together
+# Segments, too: each held one keeps its record (a few hundred bytes), so 256 KB of one-byte
+# segments would cost far more than 256 KB.
+MAX_HELD_SEGMENTS = 4096  # per direction
+MAX_HELD_SEGMENTS_IN_ALL = 65_536  # in all connections together
 
 
 class Waiting:
-    """One direction's segments held after a hole, until the hole is filled."""
+    """One direction's segments held after a hole, until the hole is filled.
 
-    __slots__ = ("fed", "held", "segments")
+    Segments are kept by offset, and their offsets in a heap: each segment costs O(log n) to
+    hold and to take, however the segments arrive (200,000 of them in reverse order used to
+    rescan every held segment for each new one)."""
+
+    __slots__ = ("fed", "held", "segments", "starts")
 
     def __init__(self, fed: int) -> None:
         self.fed = fed  # the stream readers have every byte before this (relative) offset
         self.held = 0
         self.segments: dict[int, tuple] = {}  # relative offset → (payload, its record)
+        self.starts: list[int] = []  # a heap of the held offsets
 
     def hold(self, rel: int, payload: bytes, record) -> None:
         kept = self.segments.get(rel)
         if kept is None or len(payload) > len(kept[0]):
             self.held += len(payload) - (len(kept[0]) if kept else 0)
             self.segments[rel] = (payload, record)
+            if kept is None:
+                heapq.heappush(self.starts, rel)
 
     def take(self) -> bytes:
         """The bytes that are now in order from `fed` on (b"" while the hole is open)."""
         parts = []
-        segments = self.segments
-        while True:
-            start = next(
-                (r for r, (data, _) in segments.items() if r <= self.fed < r + len(data)), None
-            )
-            if start is None:
-                break
+        segments, starts = self.segments, self.starts
+        while starts and starts[0] <= self.fed:
+            start = heapq.heappop(starts)
             data = segments.pop(start)[0]
             self.held -= len(data)
-            parts.append(data[self.fed - start :])
-            self.fed = start + len(data)
-            for stale in [r for r, (d, _) in segments.items() if r + len(d) <= self.fed]:
-                self.held -= len(segments.pop(stale)[0])
+            if start + len(data) > self.fed:  # else wholly before `fed`: a stale copy
+                parts.append(data[self.fed - start :])
+                self.fed = start + len(data)
         return b"".join(parts)
 
 
 class Reassembly:
     """The hole handling of tcp.TcpTracker, which it is mixed into: the tracker keeps
-    `waiters` ((connection id, direction) → connection, for each direction with a hole open)
-    and `held` (bytes held in all connections), and feeds the readers with `_payload`."""
+    `waiters` ((connection id, direction) → connection, for each direction with a hole open),
+    `held` and `held_segments` (bytes and segments held in all connections) and `warnings`,
+    and feeds the readers with `_payload`."""
 
     @staticmethod
     def _needs_order(conn, direction) -> bool:
@@ -76,21 +85,33 @@ class Reassembly:
         payload = record.payload
         if rel + len(payload) <= waiting.fed:
             return None, None  # bytes the readers already have: a plain retransmission
-        before = waiting.held
+        segments = waiting.segments
+        before, count = waiting.held, len(segments)
         waiting.hold(rel, payload, record)
         self.held += waiting.held - before
-        if waiting.held > MAX_HELD:
+        self.held_segments += len(segments) - count
+        if waiting.held > MAX_HELD or len(segments) > MAX_HELD_SEGMENTS:
+            self.warnings.add(
+                f"a hole in a TCP stream was not filled within {MAX_HELD // 1024} KB or "
+                f"{MAX_HELD_SEGMENTS} segments after it: the stream is read past it"
+            )
             self.release(conn, direction)  # the hole is not filling
             return None, None
-        before = waiting.held
+        before, count = waiting.held, len(segments)
         assembled = waiting.take()
         self.held += waiting.held - before
-        if not waiting.segments:
+        self.held_segments += len(segments) - count
+        if not segments:
             conn.waiting[direction] = None
             del self.waiters[(conn.id, direction)]
-        while self.held > MAX_HELD_IN_ALL:
+        while self.held > MAX_HELD_IN_ALL or self.held_segments > MAX_HELD_SEGMENTS_IN_ALL:
             # Many holes at once (a capture that dropped packets everywhere): memory stays
             # bounded by giving up the oldest first.
+            self.warnings.add(
+                f"more than {MAX_HELD_IN_ALL // (1 << 20)} MB or {MAX_HELD_SEGMENTS_IN_ALL} "
+                "segments held behind holes in TCP streams at once: the oldest holes are "
+                "read past"
+            )
             key = next(iter(self.waiters))
             self.release(self.waiters[key], key[1])
         if assembled:
@@ -113,6 +134,7 @@ class Reassembly:
         conn.waiting[direction] = None
         del self.waiters[(conn.id, direction)]
         self.held -= waiting.held
+        self.held_segments -= len(waiting.segments)
         self._gap(conn, direction)
         for _rel, (payload, record) in sorted(waiting.segments.items()):
             self._payload(conn, direction, record, payload, record.time)
@@ -125,6 +147,8 @@ class Reassembly:
     def _gap(self, conn, direction):
         conn.lost[direction] = True
         if conn.tls_dirs:
-            conn.tls_dirs[direction].gap()
+            reader = conn.tls_dirs[direction]
+            self.tls_buffered -= len(reader.buffer) + len(reader.handshake)
+            reader.gap()
         if conn.h2:
             conn.h2[direction].gap()

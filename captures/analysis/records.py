@@ -7,6 +7,7 @@ except the TCP stream parsers that keep a bounded prefix of each direction (TLS,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class CaptureError(Exception):
@@ -26,6 +27,17 @@ class RawFrame:
     direction: str | None = None  # "in" / "out" when the file knows it (pcapng epb_flags)
 
 
+class Tunnel(NamedTuple):
+    """The outer header of an encapsulated packet: what a reader needs to name the underlay
+    hop ("VXLAN 8472 node-1 → node-2, vni 1"). Made only for tunnelled packets."""
+
+    kind: str  # "vxlan", "geneve", "gre", "ipip"
+    src: str  # the underlay's (outer) addresses: the tunnel's two ends
+    dst: str
+    port: int | None  # the UDP destination port (VXLAN, Geneve, GRE-in-UDP), else None
+    ident: int | None  # the VNI (VXLAN, Geneve) or the GRE key, when the header has one
+
+
 @dataclass(slots=True)
 class DnsInfo:
     id: int
@@ -35,6 +47,7 @@ class DnsInfo:
     qtype: int
     answers: list[tuple[str, int, str]] = field(default_factory=list)  # (name, type, value)
     truncated: bool = False  # TC: the answer did not fit (UDP); the client should ask over TCP
+    answers_cut: int = 0  # records past dns.MAX_ANSWERS, not read
 
 
 @dataclass(slots=True)
@@ -57,6 +70,7 @@ class PacketRecord:
     payload: bytes = b""
     payload_len: int = 0  # on the wire (may exceed len(payload) when the snaplen cut it)
     tunnel: str | None = None  # "vxlan", "geneve", "gre", "ipip" when this is an inner packet
+    underlay: Tunnel | None = None  # that tunnel's outer header (innermost tunnel when nested)
     dns: list[DnsInfo] | None = None  # several when one TCP segment carries several
     window: int | None = None  # TCP: the receive window field, unscaled (0 is 0 at any scale)
 

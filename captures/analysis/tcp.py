@@ -23,6 +23,8 @@ a hole; how the readers are fed around it is in reassembly.py.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from .dns import dns_label
 from .http import (
     H2_FRAME_NAMES,
@@ -53,6 +55,12 @@ from .tls import (
 
 SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = range(5)
 SEQ_MOD = 1 << 32
+MAX_HTTP_REQUESTS = 100_000  # HTTP requests listed, in all connections
+ALERTS_KEPT = 16  # TLS alerts in the clear listed per connection
+# Bytes the TLS readers hold at once for records and handshake messages that span segments,
+# in all connections (each direction holds up to tls.MAX_BUFFER of each): past this, a
+# direction that would hold more stops being read.
+MAX_TLS_BUFFERED = 32 * 1024 * 1024
 WELL_KNOWN_SERVER_PORTS = frozenset(
     {
         53,
@@ -148,19 +156,21 @@ class Connection:
         self.syn_t = self.synack_t = self.handshake_ack = None
         self.isn = [None, None]  # first sequence number per direction (0: client → server)
         self.max_end = [0, 0]  # relative end of the highest byte seen per direction
-        self.fin_by: list[int] = []
+        # Containers that most connections never fill stay None until needed: a scan or a
+        # SYN flood is hundreds of thousands of connections of one packet each.
+        self.fin_by: list[int] | None = None
         self.rst_by = None
         self.retransmissions = 0
         self.keepalives = 0
-        self.zero_windows = [0, 0]  # segments advertising a zero receive window, per side
+        self.zero_windows: list[int] | None = None  # zero receive windows advertised, per side
         self.packets = 0
         self.app = None  # "http/1.1", "h2", "tls", "dns"
         self.sniff_left = [4, 4]  # payload segments per direction still looked at for the app
         self.tls = None
         self.tls_dirs = None
-        self.tls_events: dict[str, float] = {}
+        self.tls_events: dict[str, float] | None = None
         self.h2 = None
-        self.h2_streams: dict[int, dict] = {}
+        self.h2_streams: dict[int, dict] | None = None
         self.requests: list[dict] = []
         self.answered = 0  # HTTP/1.x requests that have their response
         self.exchanges = 0  # encrypted request/response turns (see _payload)
@@ -180,7 +190,7 @@ class Connection:
         # "ACKed segment that wasn't captured"): lost by the capture, not the network.
         self.unseen = [0, 0]
         self.unseen_to = [0, 0]  # relative offset up to which they are counted
-        self.segment_sizes: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        self.segment_sizes: tuple[dict[int, int], dict[int, int]] | None = None
 
     def endpoint(self, side: int) -> str:
         ip, port = self.client if side == 0 else self.server
@@ -206,7 +216,9 @@ class Connection:
         def ms(a, b):
             return round((b - a) * 1000, 3) if a is not None and b is not None else None
 
-        tls_start = self.tls_events.get("client_hello")
+        tls_events = self.tls_events or {}
+        tls_start = tls_events.get("client_hello")
+        zero_windows = self.zero_windows or (0, 0)
         return {
             "id": self.id,
             "client": self.endpoint(0),
@@ -219,7 +231,7 @@ class Connection:
             "handshake": self.handshake(),
             "retransmissions": self.retransmissions,
             "keepalives": self.keepalives,
-            "zero_windows": self.zero_windows[0] + self.zero_windows[1],
+            "zero_windows": zero_windows[0] + zero_windows[1],
             "unseen_bytes": self.unseen[0] + self.unseen[1],
             "packets": self.packets,
             "app": self.app,
@@ -227,7 +239,7 @@ class Connection:
             "timing": {
                 "start": self.start,
                 "connect_ms": ms(self.syn_t, self.synack_t),
-                "tls_ms": ms(tls_start, self.tls_events.get("client_appdata")),
+                "tls_ms": ms(tls_start, tls_events.get("client_appdata")),
                 "ttfb_ms": ms(self.first_request_t, self.first_response_t),
                 "total_ms": ms(self.start, self.end),
             },
@@ -246,8 +258,12 @@ class TcpTracker(Reassembly):
         self.max_flows = max_flows
         self.warnings = warnings
         self.http: list[dict] = []
-        self.waiters: dict[tuple[int, int], Connection] = {}  # (id, direction) with a hole
+        # (id, direction) with a hole, oldest first: an OrderedDict finds the oldest at once
+        # however many have been given up before it (a dict rescans their empty slots).
+        self.waiters: OrderedDict[tuple[int, int], Connection] = OrderedDict()
         self.held = 0  # bytes held behind holes, in all connections
+        self.held_segments = 0  # and segments
+        self.tls_buffered = 0  # bytes the TLS readers hold, in all connections
 
     # -- finding the connection ------------------------------------------------------------
 
@@ -373,6 +389,8 @@ class TcpTracker(Reassembly):
                 notes.append("retransmission")
         if record.window == 0 and not flags & (SYN | FIN | RST):
             # The sender's receive buffer is full: its application stopped reading.
+            if conn.zero_windows is None:
+                conn.zero_windows = [0, 0]
             conn.zero_windows[direction] += 1
             notes.append("zero window")
 
@@ -439,7 +457,9 @@ class TcpTracker(Reassembly):
                 conn.handshake_ack = now
                 return "ACK", "handshake"
         if flags & FIN:
-            if direction not in conn.fin_by:
+            if conn.fin_by is None:
+                conn.fin_by = [direction]
+            elif direction not in conn.fin_by:
                 conn.fin_by.append(direction)
             conn.state = CLOSED if len(conn.fin_by) == 2 else CLOSING
             conn.phase = "teardown"
@@ -492,8 +512,10 @@ class TcpTracker(Reassembly):
         elif data.startswith(H2_PREFACE):
             conn.app = "h2"
             conn.h2 = [H2Direction(expect_preface=True), H2Direction(expect_preface=False)]
+            conn.h2_streams = {}
         elif looks_like_tls(data) and data[0] == 22:
             conn.app = "tls"
+            conn.tls_events = {}
             conn.tls = {
                 "version": None,
                 "sni": None,
@@ -509,11 +531,26 @@ class TcpTracker(Reassembly):
         elif plausible_h2_frames(data):
             conn.app = "h2"
             conn.h2 = [H2Direction(expect_preface=False), H2Direction(expect_preface=False)]
+            conn.h2_streams = {}
 
     def _tls(self, conn, direction, data, now):
         names = []
         tls = conn.tls
-        for kind, value in conn.tls_dirs[direction].feed(data):
+        reader = conn.tls_dirs[direction]
+        if reader.done:
+            events = ()
+        else:
+            before = len(reader.buffer) + len(reader.handshake)
+            events = reader.feed(data)
+            self.tls_buffered += len(reader.buffer) + len(reader.handshake) - before
+            if self.tls_buffered > MAX_TLS_BUFFERED and (reader.buffer or reader.handshake):
+                self.warnings.add(
+                    f"more than {MAX_TLS_BUFFERED // (1 << 20)} MB of TLS handshakes held at "
+                    "once: some connections' handshakes are not read to their end"
+                )
+                self.tls_buffered -= len(reader.buffer) + len(reader.handshake)
+                reader.gap()
+        for kind, value in events:
             if kind == "hs":
                 hs_type, body = value
                 names.append(HANDSHAKE_NAMES.get(hs_type, f"handshake {hs_type}"))
@@ -544,6 +581,12 @@ class TcpTracker(Reassembly):
                 level, description = value
                 severity = "fatal" if level == ALERT_FATAL else "warning"
                 names.append(f"Alert ({severity} {alert_name(description)})")
+                if len(tls["alerts"]) >= ALERTS_KEPT:
+                    self.warnings.add(
+                        f"a connection sent more than {ALERTS_KEPT} TLS alerts in the clear: "
+                        "only the first are listed"
+                    )
+                    continue
                 tls["alerts"].append(
                     {
                         "by": ("client", "server")[direction],
@@ -571,6 +614,9 @@ class TcpTracker(Reassembly):
                 return None, None
             labels = []
             for method, target, host in found:
+                labels.append(f"{method} {target}")
+                if not self._room_for_request():
+                    continue
                 request = {
                     "connection": conn.id,
                     "n": len(conn.requests) + 1,
@@ -585,7 +631,6 @@ class TcpTracker(Reassembly):
                 }
                 conn.requests.append(request)
                 self.http.append(request)
-                labels.append(f"{method} {target}")
             return "; ".join(labels), "request"
         found = http_responses(data)
         if not found:
@@ -598,6 +643,8 @@ class TcpTracker(Reassembly):
                 # Interim: the final response still follows; after an upgrade to h2c it
                 # comes as HTTP/2 on stream 1 (RFC 7540 §3.2).
                 if status == 101 and conn.answered < len(conn.requests):
+                    if conn.h2_streams is None:
+                        conn.h2_streams = {}
                     conn.h2_streams[1] = conn.requests[conn.answered]
                     conn.answered += 1
                 continue
@@ -620,10 +667,22 @@ class TcpTracker(Reassembly):
         if upgrade_at is not None:
             conn.app = "h2"
             conn.h2 = [H2Direction(expect_preface=True), H2Direction(expect_preface=False)]
+            if conn.h2_streams is None:
+                conn.h2_streams = {}
             frames, _phase = self._h2(conn, 1, data[upgrade_at:], now)
             if frames:
                 labels.append(frames)
         return "; ".join(labels), "response"
+
+    def _room_for_request(self) -> bool:
+        """Whether one more HTTP request may be listed (MAX_HTTP_REQUESTS), else say so."""
+        if len(self.http) < MAX_HTTP_REQUESTS:
+            return True
+        self.warnings.add(
+            f"more than {MAX_HTTP_REQUESTS} HTTP requests: later ones are labelled but not "
+            "listed"
+        )
+        return False
 
     def _h2(self, conn, direction, data, now):
         frames = conn.h2[direction].feed(data)
@@ -637,7 +696,8 @@ class TcpTracker(Reassembly):
             names.append((f"{name} s{stream}" if stream else name) + (f" {shown}" if shown else ""))
             if frame_type != 1 or not stream:
                 continue
-            if direction == 0 and stream % 2 == 1 and stream not in conn.h2_streams:
+            if (direction == 0 and stream % 2 == 1 and stream not in conn.h2_streams
+                    and self._room_for_request()):
                 request = {
                     "connection": conn.id,
                     "n": len(conn.requests) + 1,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from captures.analysis import CaptureError, CaptureFile, analyze_files
-from captures.analysis.engine import DEFAULT_MAX_FLOWS
+from captures.analysis.engine import DEFAULT_MAX_FLOWS, MAX_CONNECTIONS
 from captures.analysis.hops import DEFAULT_WINDOW
 from captures.analysis.narrative import narrate
 from captures.render import export
@@ -65,8 +65,9 @@ def add_arguments(parser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="track at most N TCP connections, UDP flows and DNS exchanges; later ones are "
-        f"counted in a warning (default: $KVIZ_MAX_FLOWS, else {DEFAULT_MAX_FLOWS})",
+        help="track at most N UDP flows, DNS exchanges and TCP connections (connections: "
+        f"never more than {MAX_CONNECTIONS}); later ones are counted in a warning (default: "
+        f"$KVIZ_MAX_FLOWS, else {DEFAULT_MAX_FLOWS}; docs/model.md, Bounds)",
     )
 
 

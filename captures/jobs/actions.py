@@ -20,7 +20,15 @@ from django.utils import timezone
 from captures.access.tokens import new_token, token_hash
 from captures.adapters import sniffer
 from captures.jobs import live
-from captures.models import ACTIVE, Capture, ShareLink, Status, TargetKind, append_log
+from captures.models import (
+    ACTIVE,
+    Capture,
+    ShareLink,
+    Status,
+    StoredFile,
+    TargetKind,
+    append_log,
+)
 from captures.sources import base as sources
 from captures.sources import upload as uploads
 
@@ -125,40 +133,64 @@ def start_capture(user, data) -> Capture:
     return capture
 
 
-def upload_capture(user, name, uploaded, meta=None, inventory=None) -> Capture:
-    """Store an uploaded pcap/pcapng byte for byte and queue its analysis.
+def upload_capture(user, name, files, metas=(), inventory=None) -> Capture:
+    """Store uploaded pcap/pcapng files byte for byte as one capture and queue its analysis.
 
-    `meta` (where it was taken: vantage, interface names) and `inventory` (names for its IPs)
-    are optional JSON parts, checked before anything is stored."""
+    `files` are taken at the same time at different places (a node, the client pod, a backend)
+    and analysed together; `metas[i]` (optional, JSON: kviz.capture-meta/1) says where file i
+    was taken and names its interfaces; `inventory` names the capture's IPs. Everything is
+    checked before anything is kept: one bad file refuses the whole upload."""
     name = validate_name(name)
-    if uploaded is None:
+    files = [f for f in files if f is not None]
+    if not files:
         raise ActionError("send the capture as multipart/form-data in a field named `file`")
+    if len(files) > settings.KVIZ_MAX_CAPTURE_FILES:
+        raise ActionError(f"a capture holds at most {settings.KVIZ_MAX_CAPTURE_FILES} files")
+    metas = list(metas or [])
+    if metas and len(metas) != len(files):
+        raise ActionError(f"send one `meta` per `file` ({len(files)} files, {len(metas)} metas), "
+                          "in the same order, or none")
     try:
-        meta = uploads.capture_meta(meta)
+        metas = [uploads.capture_meta(m) for m in metas] or [None] * len(files)
         inventory = uploads.inventory(inventory)
     except uploads.UploadError as exc:
         raise ActionError(str(exc), exc.status) from None
-    if uploaded.size is not None and uploaded.size > settings.KVIZ_MAX_UPLOAD_BYTES:
-        raise ActionError(f"the file is larger than {settings.KVIZ_MAX_UPLOAD_BYTES} bytes", 413)
+    declared = sum(f.size or 0 for f in files)
+    if declared > settings.KVIZ_MAX_UPLOAD_BYTES:
+        raise ActionError(f"the files are larger than {settings.KVIZ_MAX_UPLOAD_BYTES} bytes",
+                          413)
     capture_id = uuid.uuid4()
     directory = settings.DATA_DIR / "captures" / str(capture_id)
+    directory.mkdir(parents=True, exist_ok=False)
     try:
-        stored = uploads.store(uploaded, directory, settings.KVIZ_MAX_UPLOAD_BYTES)
-    except uploads.UploadError as exc:
-        raise ActionError(str(exc), exc.status) from None
-    if meta is not None:
-        stored.with_name(stored.name + ".meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    try:
+        stored, room = [], settings.KVIZ_MAX_UPLOAD_BYTES
+        for index, (uploaded, meta) in enumerate(zip(files, metas, strict=True)):
+            path = uploads.store(uploaded, directory, StoredFile.stem(index), room)
+            room -= path.stat().st_size
+            if meta is not None:
+                path.with_name(path.name + ".meta.json").write_text(
+                    json.dumps(meta, indent=2) + "\n")
+            stored.append((uploaded, meta or {}, path))
         with transaction.atomic():
             capture = Capture.objects.create(
                 id=capture_id, name=name, owner=user, target_kind=TargetKind.UPLOAD,
-                target_spec={"file_name": (uploaded.name or "")[:200]},
+                target_spec={"file_name": (files[0].name or "")[:200],
+                             **({"files": len(files)} if len(files) > 1 else {})},
                 limit_seconds=settings.KVIZ_MAX_SECONDS, limit_packets=settings.KVIZ_MAX_PACKETS,
                 limit_bytes=settings.KVIZ_MAX_UPLOAD_BYTES,
-                pcap_path=str(stored.relative_to(settings.DATA_DIR)), bytes=stored.stat().st_size,
+                bytes=sum(path.stat().st_size for _u, _m, path in stored),
                 log=append_log([], f"uploaded by {user.get_username()}"), inventory=inventory,
             )
+            StoredFile.objects.bulk_create([
+                StoredFile(capture=capture, position=index, vantage=meta.get("vantage") or "",
+                           interfaces=meta.get("interfaces") or {},
+                           path=str(path.relative_to(settings.DATA_DIR)),
+                           file_name=(uploaded.name or "")[:200], bytes=path.stat().st_size)
+                for index, (uploaded, meta, path) in enumerate(stored)])
             _enqueue("run_capture", capture.id)
+    except uploads.UploadError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise ActionError(str(exc), exc.status) from None
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
@@ -248,6 +280,17 @@ def _revoke(links) -> None:
         transaction.on_commit(lambda: live.share_revoked(ids))
 
 
+WORKER_SHUTDOWN = "its worker is shutting down"
+
+
+def stop_worker_captures(hostname: str) -> int:
+    """Ask every capture that worker `hostname` runs to stop (it is shutting down)."""
+    # `error` carries why until the runner finishes the row (and clears it on completion).
+    return Capture.objects.filter(status=Status.RUNNING,
+                                  worker_id__startswith=f"{hostname}:").update(
+        status=Status.STOPPING, error=WORKER_SHUTDOWN)
+
+
 # -- crash recovery -----------------------------------------------------------------------------
 
 
@@ -287,7 +330,7 @@ def reap_stale(restarted_worker: str | None = None) -> list:
                 error=f"interrupted: {why} mid-capture; the packets stored so far are kept",
                 log=append_log(capture.log, f"interrupted: {why}"),
             )
-            if won and capture.pcap_path:
+            if won and capture.files.exclude(path="").exists():
                 _enqueue("analyze_capture", capture.id)
         if won:
             reaped.append(capture.id)

@@ -25,6 +25,8 @@ import os
 import select
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -34,7 +36,7 @@ from django.utils import timezone
 from captures.adapters.decode import LiveDecoder
 from captures.analysis import CaptureError, CaptureFile, analyze_files
 from captures.jobs.live import LivePublisher, thin
-from captures.models import ACTIVE, Capture, Status, TargetKind, append_log
+from captures.models import ACTIVE, Capture, Status, StoredFile, TargetKind, append_log
 from captures.sources import base as sources
 
 log = logging.getLogger(__name__)
@@ -120,26 +122,93 @@ def run(capture_id, worker_id: str) -> str | None:
     return None
 
 
+@dataclass
+class _Recording:
+    """One part's source being written to its own file."""
+
+    row: StoredFile
+    source: sources.LiveSource
+    path: Path
+    decoder: LiveDecoder
+    out: object = None
+    size: int = 0
+    ended: bool = False
+
+
 def _record(capture: Capture, worker_id: str, publisher: LivePublisher) -> None:
-    source = sources.open_live(capture.target_kind, capture.target_spec, capture.bpf_filter,
-                               capture.limit_packets, capture_id=capture.id)
+    """Record every part of the capture at once (one, or a path's several), each to its own
+    file. Parts open in parallel and each stream joins the loop the moment it opens: a stream
+    nobody reads fills its pipe and the kernel drops what it cannot queue. A part that cannot
+    start is named (a row with its error, after the recorded ones) and the others go on; none
+    at all fails the run. Files are numbered in the order their parts start, so a file's
+    position is its index everywhere from its first packet on: live rows, frames, downloads
+    and the analysis."""
+    parts = sources.parts_of(capture.target_kind, capture.target_spec)
     capture.directory.mkdir(parents=True, exist_ok=True)
-    # tcpdump in a pod or on a node writes classic pcap; everything else here is pcapng.
-    suffix = "pcap" if capture.target_kind in ("pod", "node") else "pcapng"
-    path = capture.directory / f"capture.{suffix}"
-    capture.pcap_path = str(path.relative_to(settings.DATA_DIR))
-    source.open()
+    unstarted = [(part, part.error) for part in parts if part.error]
+    for part, why in unstarted:
+        _add_log(capture, worker_id, f"not captured: {part.vantage or part.kind}: {why}")
+    opening = ThreadPoolExecutor(max_workers=max(1, min(8, len(parts))),
+                                 thread_name_prefix="kviz-open")
+    pending = {opening.submit(_open_part, capture, part): part
+               for part in parts if not part.error}
+    recordings: list[_Recording] = []
     try:
-        inventory = source.inventory()
-        _write_meta(path, source)
-        _owned(capture, worker_id).update(pcap_path=capture.pcap_path, inventory=inventory)
-        capture.inventory = inventory
-        _capture_loop(capture, worker_id, publisher, source, path)
-        failure = getattr(source, "failure", lambda: "")()
+        _capture_loop(capture, worker_id, publisher, pending, recordings, unstarted)
+    finally:
+        opening.shutdown(wait=True)
+        for future in pending:  # opened after the loop ended: close what it started
+            if future.exception() is None:
+                future.result().close()
+        for recording in recordings:
+            if not recording.out.closed:  # the loop ended early (the row was lost)
+                recording.out.close()
+                recording.decoder.finish()
+            recording.source.close()
+        StoredFile.objects.bulk_create([
+            StoredFile(capture=capture, position=len(recordings) + index, role=part.role,
+                       vantage=part.vantage, error=why[:2000])
+            for index, (part, why) in enumerate(unstarted)])
+    for recording in recordings:
+        failure = getattr(recording.source, "failure", lambda: "")()
         if failure:
             _add_log(capture, worker_id, f"source: {failure}")
-    finally:
-        source.close()
+    if not recordings:
+        if len(unstarted) == 1:  # a capture of one place fails with that place's own words
+            raise RuntimeError(unstarted[0][1])
+        reasons = "; ".join(f"{part.vantage or part.kind}: {why}" for part, why in unstarted)
+        raise RuntimeError(reasons or "nothing could be captured")
+
+
+def _open_part(capture: Capture, part: sources.Part) -> sources.LiveSource:
+    source = sources.open_live(part.kind, part.spec, capture.bpf_filter, capture.limit_packets,
+                               capture_id=capture.id)
+    source.open()
+    return source
+
+
+def _start_recording(capture, worker_id, part: sources.Part, source, position: int):
+    # tcpdump in a pod or on a node writes classic pcap; everything else here is pcapng.
+    suffix = "pcap" if getattr(source, "writes_pcap", False) else "pcapng"
+    path = capture.directory / f"{StoredFile.stem(position)}.{suffix}"
+    row = StoredFile.objects.create(
+        capture=capture, position=position, role=part.role,
+        vantage=source.vantage or part.vantage, path=str(path.relative_to(settings.DATA_DIR)),
+        interfaces={str(k): v for k, v in sorted(source.interfaces.items())})
+    _write_meta(path, source)
+    if capture.inventory is None:
+        inventory = source.inventory()
+        if inventory is not None:
+            _owned(capture, worker_id).update(inventory=inventory)
+            capture.inventory = inventory
+    label = row.label if capture.target_kind == TargetKind.PATH else ""
+    recording = _Recording(row, source, path, LiveDecoder(path, source.interfaces,
+                                                          file_index=position, label=label))
+    recording.out = open(path, "wb", buffering=0)  # noqa: SIM115 - closed when the loop ends
+    recording.out.write(source.preamble)
+    recording.size = len(source.preamble)
+    recording.decoder.start()
+    return recording
 
 
 def _write_meta(path: Path, source) -> None:
@@ -150,74 +219,111 @@ def _write_meta(path: Path, source) -> None:
     path.with_name(path.name + ".meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _capture_loop(capture, worker_id, publisher, source, path: Path) -> None:
-    decoder = LiveDecoder(path, source.interfaces)
+def _join_opened(capture, worker_id, pending: dict, recordings: list, unstarted: list,
+                 stopping: bool) -> None:
+    """Move parts that finished opening into the loop (or name why they could not)."""
+    for future in [f for f in pending if f.done()]:
+        part = pending.pop(future)
+        try:
+            source = future.result()
+        except Exception as exc:  # one part's failure is named, the others go on
+            why = str(exc) or exc.__class__.__name__
+            unstarted.append((part, why))
+            _add_log(capture, worker_id, f"not captured: {part.vantage or part.kind}: "
+                                         f"{why[:200]}")
+            continue
+        recordings.append(_start_recording(capture, worker_id, part, source, len(recordings)))
+        if stopping:  # the capture is already stopping: this part stops at once
+            source.stop()
+
+
+def _capture_loop(capture, worker_id, publisher, pending: dict, recordings: list,
+                  unstarted: list) -> None:
     start = time.monotonic()
     last_batch = last_check = last_sync = start
     stop_reason, stopped_at = "", None
-    size = 0
-    fd = source.stream.fileno()
-    with open(path, "wb", buffering=0) as out:
-        out.write(source.preamble)
-        size += len(source.preamble)
-        decoder.start()
-        ended = False
-        while not ended:
-            if select.select([fd], [], [], 0.05)[0]:
-                chunk = os.read(fd, READ_SIZE)
-                if chunk:
-                    out.write(chunk)
-                    size += len(chunk)
-                else:
-                    ended = True
-            now = time.monotonic()
-            if now - last_sync >= FSYNC_INTERVAL:
-                os.fsync(out.fileno())
-                last_sync = now
-            if now - last_batch >= BATCH_INTERVAL:
-                _send_batch(capture, decoder, publisher)
-                last_batch = now
-            capture.packets, capture.bytes, capture.elapsed = decoder.packets, size, now - start
-            reason = _limit_reached(capture)  # in memory, every turn: overshoot stays small
-            if now - last_check >= CHECK_INTERVAL or ended:
-                last_check = now
-                reason = _check(capture, worker_id) or reason
-            if reason and not stop_reason:
-                stop_reason, stopped_at = reason, now
-                _add_log(capture, worker_id, f"stopping: {reason}")
-                source.stop()
-            if stopped_at is not None and now - stopped_at > STOP_GRACE and not ended:
-                source.kill()
-                stopped_at = float("inf")  # killed once; EOF follows
-        os.fsync(out.fileno())
-    decoder.finish()
-    capture.packets, capture.bytes = decoder.packets, size
-    _send_batch(capture, decoder, publisher)
+    while pending or not recordings or not all(r.ended for r in recordings):
+        _join_opened(capture, worker_id, pending, recordings, unstarted, bool(stop_reason))
+        if not pending and not recordings:
+            break  # nothing opened
+        live = {r.source.stream.fileno(): r for r in recordings if not r.ended}
+        ready = select.select(list(live), [], [], 0.05)[0] if live else time.sleep(0.05) or []
+        for fd in ready:
+            recording = live[fd]
+            chunk = os.read(fd, READ_SIZE)
+            if chunk:
+                recording.out.write(chunk)
+                recording.size += len(chunk)
+            else:
+                recording.ended = True
+        now = time.monotonic()
+        if now - last_sync >= FSYNC_INTERVAL:
+            for recording in recordings:
+                os.fsync(recording.out.fileno())
+            last_sync = now
+        if now - last_batch >= BATCH_INTERVAL:
+            _send_batch(capture, recordings, publisher)
+            last_batch = now
+        capture.packets = sum(r.decoder.packets for r in recordings)
+        capture.bytes = sum(r.size for r in recordings)
+        capture.elapsed = now - start
+        ended = not pending and bool(recordings) and all(r.ended for r in recordings)
+        reason = _limit_reached(capture)  # in memory, every turn: overshoot stays small
+        if now - last_check >= CHECK_INTERVAL or ended:
+            last_check = now
+            reason = _check(capture, worker_id) or reason
+        if reason and not stop_reason:
+            stop_reason, stopped_at = reason, now
+            _add_log(capture, worker_id, f"stopping: {reason}")
+            for recording in recordings:
+                recording.source.stop()
+        if stopped_at is not None and now - stopped_at > STOP_GRACE:
+            for recording in recordings:
+                if not recording.ended:
+                    recording.source.kill()
+            stopped_at = float("inf")  # killed once; EOF follows
+    for recording in recordings:
+        os.fsync(recording.out.fileno())
+        recording.out.close()
+        recording.decoder.finish()
+    capture.packets = sum(r.decoder.packets for r in recordings)
+    capture.bytes = sum(r.size for r in recordings)
+    _send_batch(capture, recordings, publisher)
+    for recording in recordings:
+        StoredFile.objects.filter(id=recording.row.id).update(
+            packets=recording.decoder.packets, bytes=recording.size)
     _owned(capture, worker_id).update(packets=capture.packets, bytes=capture.bytes,
                                       elapsed=capture.elapsed)
-    if not stop_reason:
+    if recordings and not stop_reason:
         # A source that stops itself at a limit (dumpcap -c) ends before we see the limit.
         _add_log(capture, worker_id, f"stopped: {_limit_reached(capture)}"
                  if _limit_reached(capture) else "the source ended")
-    if decoder.error:
-        _add_log(capture, worker_id, f"live view: {decoder.error}")
+    for recording in recordings:
+        if recording.decoder.error:
+            _add_log(capture, worker_id, f"live view: {recording.decoder.error}")
 
 
-def _send_batch(capture, decoder, publisher) -> None:
-    rows = decoder.take()
+def _send_batch(capture, recordings: list, publisher) -> None:
+    rows = [row for recording in recordings for row in recording.decoder.take()]
+    if len(recordings) > 1:
+        rows.sort(key=lambda row: row["t"])
     if rows:
         kept, thinned = thin(rows, settings.KVIZ_LIVE_MAX_ROWS)
         publisher.batch(kept, thinned, _counters(capture))
 
 
 def _check(capture: Capture, worker_id: str) -> str:
-    """Save progress; return "stopped by the user" when the row says so, else ''."""
+    """Save progress; return why to stop when the row says so ("stopped by the user", or the
+    worker's shutdown), else ''."""
     saved = _owned(capture, worker_id).update(packets=capture.packets, bytes=capture.bytes,
                                               elapsed=capture.elapsed)
-    status = Capture.objects.filter(id=capture.id).values_list("status", flat=True).first()
+    status, why = Capture.objects.filter(id=capture.id).values_list(
+        "status", "error").first() or (None, "")
     if not saved or status not in ACTIVE:
         raise Lost
-    return "stopped by the user" if status == Status.STOPPING else ""
+    if status != Status.STOPPING:
+        return ""
+    return why or "stopped by the user"
 
 
 def _limit_reached(capture: Capture) -> str:
@@ -231,12 +337,17 @@ def _limit_reached(capture: Capture) -> str:
 
 
 def analyse(capture: Capture) -> dict:
-    """Analyse the stored file; write analysis.json beside it; return the row's summary."""
-    pcap = capture.pcap_file
-    if pcap is None or not pcap.exists():
+    """Analyse the stored files together; write analysis.json beside them; return the row's
+    summary. Each file's packet count is kept on its row (frames beyond it are 404)."""
+    stored = [f for f in capture.stored_files() if f.file.exists()]
+    if not stored:
         raise CaptureError("no capture file was stored")
-    model = analyze_files([CaptureFile.from_path(pcap)], capture.inventory,
-                          max_flows=settings.KVIZ_MAX_FLOWS)
+    files = [CaptureFile(f.file, f.vantage or None,
+                         {int(k): str(v) for k, v in (f.interfaces or {}).items()})
+             for f in stored]
+    model = analyze_files(files, capture.inventory, max_flows=settings.KVIZ_MAX_FLOWS)
+    for row, facts in zip(stored, model.capture.get("files") or [], strict=False):
+        StoredFile.objects.filter(id=row.id).update(packets=facts.get("packets", 0))
     try:
         target = capture.directory / "analysis.json"
         temporary = target.with_suffix(".tmp")

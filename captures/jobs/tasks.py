@@ -10,7 +10,7 @@ import os
 import threading
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 from django.db import connection
 
@@ -59,3 +59,24 @@ def reap_after_restart(sender=None, **_kwargs) -> None:
     # A worker that starts cannot be running anything: captures it owned died with it.
     actions.reap_stale(restarted_worker=getattr(sender, "hostname", None))
     actions.clean_cluster_orphans()
+
+
+@worker_shutting_down.connect
+def stop_captures_on_shutdown(sender=None, **_kwargs) -> None:
+    """A worker asked to stop (SIGTERM: `docker compose stop`, a rollout) first stops the
+    captures it runs, as a user would: each runner drains, stores and analyses within about
+    two seconds and the capture completes, instead of the worker being killed mid-capture at
+    the end of the grace period and the capture read as interrupted. Celery calls this from
+    its signal handler, in the thread that may be running the capture itself: the database
+    work happens in a thread of its own, with its own connection."""
+    hostname = sender if isinstance(sender, str) else getattr(sender, "hostname", None)
+    if hostname:
+        threading.Thread(target=_stop_own_captures, args=(hostname,), daemon=True,
+                         name="kviz-shutdown").start()
+
+
+def _stop_own_captures(hostname: str) -> None:
+    try:
+        actions.stop_worker_captures(hostname)
+    finally:
+        connection.close()

@@ -8,9 +8,14 @@ A fault run is a scenario (captures.lab.scenarios) whose traffic breaks somethin
    server's log offset), injects the fault, runs the failing request from the client pod (every
    command with a timeout), reads the evidence again, and removes the fault in a `finally`, so
    even a failed run leaves the lab as it was;
-3. the captures stop; `inventory.json` is written (with any Service the fault added) and
+3. the captures stop; the fault's `after`, if any, destroys what it left half-open (a server's
+   half of a connection whose client is gone, `ss -K`), which would otherwise close itself into
+   the next recording; `inventory.json` is written (with any Service the fault added) and
    `truth.json`: what really happened, read from outside the captures, for the diagnosis code to
    be judged against (schema below, in `run`).
+
+`run_together` records several faults (or one several times) in one capture, one after another.
+The newer faults' stand-in servers and clients are in deploy/lab/faultkit.py.
 
 Faults change only the lab's namespaces: iptables rules in the node's namespace, or a server
 process in a pod swapped for a stand-in and restored afterwards (its new pid goes into the lab's
@@ -51,6 +56,13 @@ MTU_LIMIT = 1200  # bytes: IP packets longer than this vanish on the black-holed
 MTU_SERVER_PORT = 8080
 BIG_FILE_SIZE = 256 * 1024
 DNS_RESOLVER_TIMEOUT = 5  # glibc's default `options timeout:5`
+FAULTKIT = workloads.DEPLOY_DIR / "faultkit.py"  # the faults' stand-in servers and clients
+# A pod reaching itself through its own Service (kube-proxy's DNAT picks the caller).
+HAIRPIN_SERVICE = Service("ubuntu", "default", "10.0.77.7",
+                          (ServicePort("http", 80, 8080, "TCP"),), "client", backends=("ubuntu",))
+# A server-first protocol (SMTP) behind a protocol-sniffing proxy in the backend pod.
+MAIL_SERVICE = Service("mail", "default", "10.0.25.25", (ServicePort("smtp", 25, 25, "TCP"),),
+                       "backend", backends=("nginx-b",))
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,9 @@ class Fault:
     description: str
     drive: Callable[[Lab, dict], None]  # inject, drive, remove; fills the truth dict
     services: tuple[Service, ...] = ()  # Services the fault adds, for inventory.json
+    # After the captures stopped: what the fault left behind that would otherwise send
+    # packets into a later recording (a server's half of a connection its client forgot).
+    after: Callable[[Lab, dict], None] | None = None
 
 
 # -- evidence from outside the captures --------------------------------------------------------
@@ -110,11 +125,18 @@ def rule_packets(ns: str, table: str, chain: str, *needles: str) -> int:
     return total
 
 
-def tcp_counters(lab: Lab, pod_name: str) -> dict[str, int]:
-    """The pod namespace's own TCP MIB counters (/proc/net/snmp is per network namespace)."""
-    text = netns.ns_run(lab.plan.pod_ns(lab.plan.pod(pod_name)), ["cat", "/proc/net/snmp"]).stdout
-    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Tcp:")]
+def tcp_counters(lab: Lab, pod_name: str, table: str = "snmp",
+                 prefix: str = "Tcp:") -> dict[str, int]:
+    """The pod namespace's own TCP MIB counters (/proc/net/snmp is per network namespace);
+    `table="netstat", prefix="TcpExt:"` gives Linux's extended ones (ListenOverflows, ...)."""
+    text = netns.ns_run(lab.plan.pod_ns(lab.plan.pod(pod_name)),
+                        ["cat", f"/proc/net/{table}"]).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith(prefix)]
     return {key: int(value) for key, value in zip(rows[0], rows[1], strict=True)}
+
+
+def tcp_ext_counters(lab: Lab, pod_name: str) -> dict[str, int]:
+    return tcp_counters(lab, pod_name, "netstat", "TcpExt:")
 
 
 def counter_deltas(before: dict[str, int], after: dict[str, int], *keys: str) -> dict[str, int]:
@@ -586,6 +608,348 @@ def mtu_blackhole(lab: Lab, truth: dict) -> None:
     )
 
 
+# -- faults with stand-ins (deploy/lab/faultkit.py) ----------------------------------------------
+
+
+def faultkit_argv(command: str, *args) -> list[str]:
+    return [sys.executable, str(FAULTKIT), command, *(str(a) for a in args)]
+
+
+def json_lines(text: str) -> list[dict]:
+    """The JSON lines a faultkit program printed (anything else is skipped)."""
+    found = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            found.append(json.loads(line))
+    return found
+
+
+@contextlib.contextmanager
+def stand_in(lab: Lab, pod_name: str, argv: list[str], log_path: Path,
+             port: int) -> Iterator[subprocess.Popen]:
+    """A faultkit server in a pod while the fault lasts, always stopped afterwards."""
+    process = spawn_ready(lab, pod_name, argv, log_path, port)
+    try:
+        yield process
+    finally:
+        netns.signal_and_wait(process.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+
+def forget_sockets(ns: str, *expression: str) -> list[str]:
+    """Destroy the TCP sockets of namespace `ns` that match an `ss` filter expression (`ss -K`,
+    SOCK_DESTROY): the half of a connection whose other end is gone. Its last words (a reset
+    to an end that no longer listens) fall after the captures. Returns what was destroyed."""
+    done = netns.ns_run(ns, ["ss", "-K", "-tnH", *expression], check=False)
+    return [" ".join(line.split()) for line in done.stdout.splitlines() if line.strip()]
+
+
+def listen_queue(ns: str, port: int) -> dict | None:
+    """A listener's accept queue as `ss -ltn` shows it: Recv-Q connections waiting to be
+    accepted, Send-Q the backlog it was given."""
+    rows = netns.ns_run(ns, ["ss", "-ltnH", f"sport = :{port}"]).stdout.split()
+    return {"recv_q": int(rows[1]), "send_q": int(rows[2])} if len(rows) >= 3 else None
+
+
+OVERFLOW_PORT = 9090
+OVERFLOW_BACKLOG = 1
+OVERFLOW_CONNECTIONS = 6
+OVERFLOW_ACCEPT_AFTER = 1.5  # seconds after the first connection arrived
+OVERFLOW_WAIT = 8.0  # the clients' patience: long enough for two SYN-ACKs resent (at 1 s, 3 s)
+
+
+def listen_overflow(lab: Lab, truth: dict) -> None:
+    """A server's accept queue overflows: the kernel drops the last ACK of handshakes that
+    complete while the queue is full, and re-sends its SYN-ACK to clients that think they are
+    connected and have sent their request.
+
+    Why the numbers: listen(1) queues two connections, and the SYNs of the other four of six
+    opened at once are dropped (the queue is full). Their retransmission timers were armed
+    together, so each round of retransmissions leaves in one batch and reaches the server
+    before any answer goes back: the first round (1 s) finds the queue still full; the server
+    then accepts one connection (at 1.5 s), and the second round (3 s) is answered: the first
+    handshake to complete fills the queue again, and the next one's ACK overflows it. (The
+    SYN queue is as short as the backlog, so the rest of that round get SYN cookies: their
+    ACKs are dropped too, but no SYN-ACK is resent for them.)
+    """
+    plan = lab.plan
+    server = plan.backends[1]
+    ns = plan.pod_ns(server)
+    log_path = workloads.pod_dir(lab.state_dir, server) / "fault-backlog-server.log"
+    offset = log_offset(log_path)
+    argv = faultkit_argv("backlog-server", server.ip, OVERFLOW_PORT, OVERFLOW_BACKLOG,
+                         OVERFLOW_ACCEPT_AFTER)
+    with stand_in(lab, server.name, argv, log_path, OVERFLOW_PORT) as process:
+        before = tcp_ext_counters(lab, server.name)
+        truth["client"] = client_run(
+            lab, faultkit_argv("burst-client", server.ip, OVERFLOW_PORT, OVERFLOW_CONNECTIONS,
+                               OVERFLOW_WAIT), OVERFLOW_WAIT + 2)
+        after = tcp_ext_counters(lab, server.name)
+        queue = listen_queue(ns, OVERFLOW_PORT)
+        pid = process.pid
+    reported = json_lines(truth["client"]["stdout"])
+    logged = json_lines("\n".join(log_lines_since(log_path, offset)))
+    truth.update(
+        server={**pod_truth(lab, server.name), "port": OVERFLOW_PORT, "pid": pid,
+                "process": "faultkit backlog-server (listen(1), one accept())",
+                "backlog": OVERFLOW_BACKLOG, "accept_after_s": OVERFLOW_ACCEPT_AFTER,
+                "accepted": [e["peer"] for e in logged if e.get("event") == "accepted"]},
+        listen_queue_after=queue,
+        server_tcp_ext=counter_deltas(before, after, "ListenOverflows", "ListenDrops",
+                                      "SyncookiesSent", "TCPReqQFullDoCookies"),
+        connections=reported[-1]["connections"] if reported else {},
+    )
+
+
+def listen_overflow_after(lab: Lab, truth: dict) -> None:
+    """The client's unanswered connections would go on resending their data (backing off,
+    for seconds after the client exited) into the next recording: forget them."""
+    server = lab.plan.backends[1]
+    truth["afterwards"] = {"forgotten": forget_sockets(
+        lab.plan.pod_ns(lab.plan.client), "dst", server.ip, "and", "dport", "=",
+        f":{OVERFLOW_PORT}")}
+
+
+def injected_reset(lab: Lab, truth: dict) -> None:
+    """A reset the server never sent: a firewall rule on the node (`-j REJECT --reject-with
+    tcp-reset`, as a policy engine or a WAF-like filter writes it) rejects requests for /admin
+    on their way to nginx-a, and the node's own stack answers the client with a RST in
+    nginx-a's name. nginx-a never sees the request and sends no reset (its OutRsts stays).
+
+    The client calls the pod's own address (a headless Service, a pod-to-pod call): with a
+    Service VIP the forged reset would carry the pod's address, which the client ignores.
+    """
+    plan = lab.plan
+    backend = plan.backends[0]
+    comment = "kviz fault: reject GET /admin with a forged reset"
+    rules = fault_chain(lab, "KVIZ-FAULT", [
+        f'-d {backend.ip}/32 -p tcp -m tcp --dport 80 -m string --string "GET /admin" '
+        f'--algo bm -m comment --comment "{comment}" -j REJECT --reject-with tcp-reset'])
+    served_from = access_log_offsets(lab)
+    tcp_before = tcp_counters(lab, backend.name)
+    with rules.installed():
+        before = rule_packets(plan.node_ns, "filter", "KVIZ-FAULT", comment)
+        truth["client"] = client_run(lab, curl_argv(f"http://{backend.ip}/admin", 3), 3)
+        after = rule_packets(plan.node_ns, "filter", "KVIZ-FAULT", comment)
+    truth.update(
+        server={**pod_truth(lab, backend.name), "port": 80},
+        reject_rule={**rules.truth(), "comment": comment, "packets_before": before,
+                     "packets_after": after},
+        forged_by={"node": plan.node_name, "netns": plan.node_ns},
+        backend_tcp=counter_deltas(tcp_before, tcp_counters(lab, backend.name),
+                                   "PassiveOpens", "OutRsts", "EstabResets"),
+        served=served_since(lab, served_from),
+    )
+
+
+HAIRPIN_LOCAL_PORT = 41001
+HAIRPIN_ATTEMPTS = (  # (what, hairpin_mode on the client's bridge port, hairpin masquerade)
+    ("the bridge port's hairpin_mode off (the CNI bridge plugin without hairpinMode)", 0, True),
+    ("hairpin_mode on, but no masquerade for the pod reaching itself", 1, False),
+    ("hairpin_mode on and kube-proxy's masquerade: the working case", 1, True),
+)
+
+
+def injected_reset_after(lab: Lab, truth: dict) -> None:
+    """nginx-a never heard of the reset and keeps its half of the connection until its own
+    timeout (60 s), then closes it into whatever is recorded next: forget it now."""
+    backend = lab.plan.backends[0]
+    truth["afterwards"] = {"forgotten": forget_sockets(
+        lab.plan.pod_ns(backend), "dst", lab.plan.client.ip, "and", "sport", "=", ":80")}
+
+
+def hairpin(lab: Lab, truth: dict) -> None:
+    """A pod calls its own Service and kube-proxy's DNAT picks the pod itself.
+
+    Three attempts, one connection each: (1) the bridge does not send a frame back out of
+    the port it came in on (hairpin_mode 0, the lab's default), so the DNATed SYN never comes
+    back; (2) with hairpin_mode on but no masquerade, the SYN comes back from the pod's own
+    address and the pod drops it (a packet from itself arriving on eth0 is a martian); (3) both
+    on: it works, and no cause may be claimed for it.
+    """
+    if (lab.read_state() or {}).get("mode") != "bridge":
+        raise LabError("fault-hairpin needs the bridge-mode lab (a bridge port's hairpin_mode)")
+    plan = lab.plan
+    client = plan.client
+    service = HAIRPIN_SERVICE
+    port = service.ports[0]
+    endpoint = f"{client.ip}:{port.target_port}"
+    sep = kubeproxy.sep_chain(service, port, endpoint)
+    full = kube_proxy_service(lab, service)
+    unmasqueraded = Rules(full.ns, full.table, full.chains,
+                          tuple(r for r in full.rules if "KUBE-MARK-MASQ" not in r
+                                or not r.startswith(f"-A {sep} ")))
+    hairpin_path = f"/sys/class/net/cbr0/brif/{client.veth}/hairpin_mode"
+    directory = workloads.pod_dir(lab.state_dir, client) / "fault-www"
+    directory.mkdir(exist_ok=True)
+    (directory / "index.html").write_text("hello from ubuntu itself\n")
+    log_path = directory.parent / "fault-http.log"
+    server_argv = [sys.executable, "-m", "http.server", str(port.target_port), "--bind",
+                   client.ip, "--directory", str(directory)]
+
+    def set_hairpin(value: int) -> int:
+        netns.ns_run(plan.node_ns, ["sh", "-c", f"echo {value} > {hairpin_path}"])
+        return int(netns.ns_run(plan.node_ns, ["cat", hairpin_path]).stdout)
+
+    original = int(netns.ns_run(plan.node_ns, ["cat", hairpin_path]).stdout)
+    attempts = []
+    offset = log_offset(log_path)
+    try:
+        with stand_in(lab, client.name, server_argv, log_path, port.target_port):
+            for number, (what, mode, masquerade) in enumerate(HAIRPIN_ATTEMPTS):
+                rules = full if masquerade else unmasqueraded
+                # A fixed source port per attempt: curl reports none for a connection that
+                # never opened, and the truth must say which connection was which.
+                local_port = HAIRPIN_LOCAL_PORT + number
+                mode_set = set_hairpin(mode)
+                opens = tcp_counters(lab, client.name)
+                before = log_offset(log_path)
+                with rules.installed():
+                    dnat_before = rule_packets(plan.node_ns, "nat", sep, "DNAT")
+                    result = client_run(lab, ["curl", "-sS", "--max-time", "2", "-o",
+                                              "/dev/null", "-w", "%{http_code}", "--local-port",
+                                              str(local_port),
+                                              f"http://{service.cluster_ip}:{port.port}/"], 2)
+                    dnat = rule_packets(plan.node_ns, "nat", sep, "DNAT") - dnat_before
+                attempts.append({
+                    **result, "what": what, "hairpin_mode": mode_set,
+                    "masquerade_rule": masquerade, "dnat_packets": dnat,
+                    "local_port": local_port,
+                    "client_tcp": counter_deltas(opens, tcp_counters(lab, client.name),
+                                                 "PassiveOpens", "ActiveOpens"),
+                    "server_log": [line for line in log_lines_since(log_path, before)
+                                   if '"GET ' in line],
+                })
+    finally:
+        set_hairpin(original)
+    truth.update(
+        service=service_truth(service, port), dnat={"sep_chain": sep, "to": endpoint},
+        bridge={"port": client.veth, "hairpin_mode_before": original},
+        server={**pod_truth(lab, client.name), "port": port.target_port,
+                "process": "python -m http.server (in the client pod itself)",
+                "log": log_lines_since(log_path, offset)},
+        attempts=attempts, client=attempts[-1],
+    )
+
+
+CONNTRACK_ESTABLISHED_TIMEOUT = 2  # seconds, in the node's namespace while the fault lasts
+IDLE_GAP = 5.0  # seconds between the two requests on the one connection
+IDLE_REQUEST_TIMEOUT = 3.0
+
+
+def idle_reset(lab: Lab, truth: dict) -> None:
+    """A pooled connection idle longer than the node's conntrack timeout: the next request on
+    it is no longer DNATed and is dropped, resent, and never answered.
+
+    The node's `nf_conntrack_tcp_timeout_established` (per network namespace) is lowered to a
+    few seconds, as an idle timeout on the path would be. With Linux's default
+    `nf_conntrack_tcp_loose=1` a mid-stream packet would start a new conntrack entry and be
+    DNATed afresh, to whichever backend the dice pick; loose=0 makes it INVALID, and
+    kube-proxy's own rule for those (`--ctstate INVALID -j DROP`) drops it: the silent case,
+    the same on every run. Its counter tells how many copies of the request were dropped.
+    """
+    plan = lab.plan
+    service = plan.service("nginx")
+    port = service.ports[0]
+    keys = ("net.netfilter.nf_conntrack_tcp_timeout_established",
+            "net.netfilter.nf_conntrack_tcp_loose")
+    comment = "kubernetes forwarding conntrack rule"
+    invalid = fault_chain(lab, "KVIZ-FAULT", [
+        f'-m conntrack --ctstate INVALID -m comment --comment "{comment}" -j DROP'])
+    original = {key: netns.ns_run(plan.node_ns, ["sysctl", "-n", key]).stdout.strip()
+                for key in keys}
+    served_from = access_log_offsets(lab)
+    try:
+        netns.sysctl(plan.node_ns, {keys[0]: str(CONNTRACK_ESTABLISHED_TIMEOUT), keys[1]: "0"})
+        with invalid.installed():
+            before = rule_packets(plan.node_ns, "filter", "KVIZ-FAULT", comment)
+            truth["client"] = client_run(
+                lab, faultkit_argv("keepalive-client", service.cluster_ip, port.port, IDLE_GAP,
+                                   IDLE_REQUEST_TIMEOUT), IDLE_GAP + 2 * IDLE_REQUEST_TIMEOUT)
+            dropped = rule_packets(plan.node_ns, "filter", "KVIZ-FAULT", comment) - before
+    finally:
+        netns.sysctl(plan.node_ns, original)
+    reported = json_lines(truth["client"]["stdout"])
+    truth.update(
+        service=service_truth(service, port),
+        conntrack={"established_timeout_s": CONNTRACK_ESTABLISHED_TIMEOUT, "tcp_loose": 0,
+                   "restored": original},
+        invalid_rule={**invalid.truth(), "comment": comment, "dropped": dropped},
+        idle_s=IDLE_GAP, connection=reported[-1] if reported else None,
+        served=served_since(lab, served_from),
+    )
+
+
+def idle_reset_after(lab: Lab, truth: dict) -> None:
+    """The client's reset was dropped too, so the backend still holds the kept-alive
+    connection (nginx: for an hour): forget it, in whichever backend served it."""
+    port = (truth.get("connection") or {}).get("local_port")
+    forgotten = []
+    if port:
+        for backend in lab.plan.backends:
+            forgotten += forget_sockets(lab.plan.pod_ns(backend), "dst", lab.plan.client.ip,
+                                        "and", "dport", "=", f":{port}")
+    truth["afterwards"] = {"forgotten": forgotten}
+
+
+MAIL_UPSTREAM_PORT = 2525  # the real (banner) server, on the pod's loopback
+GREETING_WAIT = 3.0
+
+
+def server_first_stall(lab: Lab, truth: dict) -> None:
+    """A server-first protocol behind a protocol-sniffing proxy: the client connects to the
+    mail Service's port 25 and waits for the greeting; the proxy in the backend pod waits for
+    the client's first bytes to tell the protocol before it even connects to the mail server.
+    Both wait until the client gives up (the classic sidecar-meets-SMTP/MySQL hang)."""
+    plan = lab.plan
+    service = MAIL_SERVICE
+    port = service.ports[0]
+    backend = plan.pod(service.backends[0])
+    rules = kube_proxy_service(lab, service)
+    directory = workloads.pod_dir(lab.state_dir, backend)
+    banner_log = directory / "fault-banner-server.log"
+    proxy_log = directory / "fault-sniffing-proxy.log"
+    offsets = {path: log_offset(path) for path in (banner_log, proxy_log)}
+    banner_argv = faultkit_argv("banner-server", "127.0.0.1", MAIL_UPSTREAM_PORT)
+    proxy_argv = faultkit_argv("sniffing-proxy", backend.ip, port.target_port, "127.0.0.1",
+                               MAIL_UPSTREAM_PORT)
+    with (stand_in(lab, backend.name, banner_argv, banner_log, MAIL_UPSTREAM_PORT),
+          stand_in(lab, backend.name, proxy_argv, proxy_log, port.target_port),
+          rules.installed()):
+        truth["client"] = client_run(
+            lab, faultkit_argv("greeting-client", service.cluster_ip, port.port, GREETING_WAIT),
+            GREETING_WAIT + 2)
+        # The proxy notices the client leaving a moment later: wait for its line, bounded.
+        netns.wait_until(lambda: "before speaking" in "\n".join(
+            log_lines_since(proxy_log, offsets[proxy_log])), 2.0)
+    reported = json_lines(truth["client"]["stdout"])
+    truth.update(
+        service=service_truth(service, port),
+        server={**pod_truth(lab, backend.name), "port": port.target_port,
+                "protocol": "SMTP", "greeting_sent_first": True,
+                "upstream": f"127.0.0.1:{MAIL_UPSTREAM_PORT}"},
+        proxy={"process": "faultkit sniffing-proxy (waits for the client's first bytes)",
+               "log": json_lines("\n".join(log_lines_since(proxy_log, offsets[proxy_log])))},
+        banner_server={"log": json_lines("\n".join(log_lines_since(banner_log,
+                                                                   offsets[banner_log])))},
+        connection=reported[-1] if reported else None,
+    )
+
+
+def mtu_blackhole_after(lab: Lab, truth: dict) -> None:
+    """The backend's half of the download outlives the stand-in (LAST-ACK, its unsent bytes
+    resent for minutes) and the client's sits in FIN-WAIT-2: forget both, or their packets
+    land in the next recording."""
+    plan = lab.plan
+    backend = plan.backends[1]
+    truth["afterwards"] = {"forgotten": [
+        *forget_sockets(plan.pod_ns(backend), "dst", plan.client.ip, "and", "sport", "=",
+                        f":{MTU_SERVER_PORT}"),
+        *forget_sockets(plan.pod_ns(plan.client), "dst", backend.ip, "and", "dport", "=",
+                        f":{MTU_SERVER_PORT}")]}
+
+
 FAULTS = {
     f.name: f for f in (
         Fault("fault-drop-after-dnat", "a NetworkPolicy-style drop of the SYN to the backend "
@@ -603,7 +967,21 @@ FAULTS = {
         Fault("fault-tls-no-client-cert", "TLS 1.2 and TLS 1.3 without a client certificate "
               "to the mTLS-only port", tls_no_client_cert),
         Fault("fault-mtu-blackhole", "a path MTU black hole: full-size segments from a backend "
-              "vanish, small responses pass", mtu_blackhole),
+              "vanish, small responses pass", mtu_blackhole, after=mtu_blackhole_after),
+        Fault("fault-listen-overflow", "a server's accept queue overflows (listen(1), no "
+              "accept()): ACKs dropped, SYN-ACKs resent", listen_overflow,
+              after=listen_overflow_after),
+        Fault("fault-injected-reset", "a reset forged by the node (iptables REJECT "
+              "--reject-with tcp-reset) in nginx-a's name", injected_reset,
+              after=injected_reset_after),
+        Fault("fault-hairpin", "a pod calling its own Service: DNAT back to itself, without "
+              "hairpin mode, without masquerade, and with both", hairpin, (HAIRPIN_SERVICE,)),
+        Fault("fault-idle-reset", "a keep-alive connection idle longer than the node's "
+              "conntrack timeout: the next request is dropped", idle_reset,
+              after=idle_reset_after),
+        Fault("fault-server-first-stall", "SMTP behind a protocol-sniffing proxy: client and "
+              "proxy each wait for the other to speak first", server_first_stall,
+              (MAIL_SERVICE,)),
     )
 }
 
@@ -625,20 +1003,59 @@ def run(lab: Lab, name: str, out_dir: Path) -> list[Path]:
     of them under their own keys); each fault adds its own evidence.
     """
     chosen = fault(name)
-    out_dir = Path(out_dir)
-    plan = lab.plan
-    vantages = (Vantage(f"{chosen.name}-pod.pcapng", "pod", "eth0", plan.client.name),
-                Vantage(f"{chosen.name}-node.pcapng", "node", "any"))
     truth: dict = {"schema": TRUTH_SCHEMA, "fault": chosen.name,
                    "description": chosen.description, "started_at": _now()}
-    scenario = Scenario(chosen.name, chosen.description, False, vantages,
-                        lambda lab: chosen.drive(lab, truth))
+
+    def after(lab: Lab) -> None:
+        if chosen.after is not None:
+            chosen.after(lab, truth)
+
+    return _record(lab, chosen.name, chosen.description, lambda lab: chosen.drive(lab, truth),
+                   after, chosen.services, Path(out_dir), truth)
+
+
+def run_together(lab: Lab, names: list[str], out_dir: Path, stem: str) -> list[Path]:
+    """Several faults, or one several times, one after the other during one recording (files
+    `STEM-pod.pcapng`, `STEM-node.pcapng`): a capture with several causes, each with its own
+    evidence. truth.json holds what `run` writes, with `fault` the stem, `faults` the names,
+    and `runs`: each fault's own truth, in order (`client` is the last one's)."""
+    chosen = [fault(name) for name in names]
+    runs: list[dict] = []
+    description = " then ".join(f.description for f in chosen)
+    truth: dict = {"schema": TRUTH_SCHEMA, "fault": stem, "faults": list(names),
+                   "description": description, "started_at": _now(), "runs": runs}
+
+    def drive(lab: Lab) -> None:
+        for one in chosen:
+            runs.append({"fault": one.name})
+            one.drive(lab, runs[-1])
+        truth["client"] = runs[-1].get("client")
+
+    def after(lab: Lab) -> None:
+        for one, its_truth in zip(chosen, runs, strict=False):
+            if one.after is not None:
+                one.after(lab, its_truth)
+
+    services = tuple(dict.fromkeys(s for f in chosen for s in f.services))
+    return _record(lab, stem, description, drive, after, services, Path(out_dir), truth)
+
+
+def _record(lab: Lab, stem: str, description: str, drive: Callable[[Lab], None],
+            after: Callable[[Lab], None], services: tuple[Service, ...], out_dir: Path,
+            truth: dict) -> list[Path]:
+    plan = lab.plan
+    vantages = (Vantage(f"{stem}-pod.pcapng", "pod", "eth0", plan.client.name),
+                Vantage(f"{stem}-node.pcapng", "node", "any"))
+    scenario = Scenario(stem, description, False, vantages, drive)
     with lab.locked():
-        written = scenarios.run(lab, scenario, out_dir)
+        try:
+            written = scenarios.run(lab, scenario, out_dir)
+        finally:
+            after(lab)
         inventory_path = out_dir / "inventory.json"
-        if chosen.services:
+        if services:
             document = json.loads(inventory_path.read_text())
-            add_services(document, chosen.services, lab)
+            add_services(document, services, lab)
             inventory_path.write_text(json.dumps(document, indent=2) + "\n")
         state = lab.read_state() or {}
     client = plan.client

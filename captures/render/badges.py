@@ -28,18 +28,68 @@ def badge(kind: str, text: str, detail: str | None = None, annotation: int | Non
     return {"kind": kind, "text": text, "detail": detail, "annotation": annotation}
 
 
-def hop_chain(hops: list[dict]) -> str:
-    names = [hop.get("interface") or "?" for hop in hops]
-    return " → ".join(names)
+def hop_chain(hops: list[dict], several_files: bool = False) -> str:
+    """Where a message was seen, in path order. A tunnelled hop names its underlay
+    ("eth0 (VXLAN 8472 node-1 → node-2, vni 1)"). With several files, each file's hops are
+    written once under its vantage and the files joined by ⇒; a tunnel crossing from one
+    file to the next is named between them, once:
+    "node/node-1: cbr0 → eth0 ⇒ VXLAN 8472 node-1 → node-2, vni 1 ⇒ node/node-2: eth0 → cbr0"."""
+    if not several_files:
+        return " → ".join(_hop_words(hop, hop.get("interface") or "?") for hop in hops)
+    runs: list[tuple[str | None, list[dict]]] = []
+    for hop in hops:
+        label = hop.get("interface") or "?"
+        # "vantage:interface"; a label without a colon (renamed by a redacted share) is whole.
+        vantage = label.partition(":")[0] if ":" in label else None
+        if runs and runs[-1][0] == vantage:
+            runs[-1][1].append(hop)
+        else:
+            runs.append((vantage, [hop]))
+    parts = []
+    crossed = None  # the tunnel named between the previous file and this one
+    for number, (vantage, run) in enumerate(runs):
+        crossing = _crossing(run[-1], runs[number + 1][1][0]) if number + 1 < len(runs) else None
+        words = [_hop_words(hop, _interface_of(hop, vantage),
+                            (hop is run[-1] and crossing) or (hop is run[0] and crossed))
+                 for hop in run]
+        parts.append((f"{vantage}: " if vantage else "") + " → ".join(words))
+        if crossing:
+            parts.append(crossing)
+        crossed = crossing
+    return " ⇒ ".join(parts)
+
+
+def _interface_of(hop: dict, vantage: str | None) -> str:
+    label = hop.get("interface") or "?"
+    return label[len(vantage) + 1:] if vantage else label
+
+
+def _tunnel_words(hop: dict) -> str | None:
+    if not hop.get("tunnel"):
+        return None
+    return (hop.get("underlay") or {}).get("name") or hop["tunnel"].upper()
+
+
+def _crossing(last: dict, first: dict) -> str | None:
+    """The tunnel two consecutive files' hops were both seen in: the underlay between them."""
+    words = _tunnel_words(last)
+    return words if words and words == _tunnel_words(first) else None
+
+
+def _hop_words(hop: dict, name: str, named_apart=None) -> str:
+    """A hop's interface, with its tunnel unless the chain names that tunnel apart."""
+    words = _tunnel_words(hop)
+    if not words or named_apart:
+        return name
+    return f"{name} ({words})"
 
 
 def annotation_badge(index: int, note: dict) -> dict:
     """The words for one top-level annotation, short enough to sit under an arrow."""
     kind = note.get("kind", "?")
     if kind in ("dnat", "snat"):
-        where = note.get("where")
-        at = f" at {where}" if where and where != "unknown" else " (where: unknown)"
-        return badge(kind, f"{kind.upper()} {note['before']} → {note['after']}{at}", None, index)
+        return badge(kind, f"{kind.upper()} {note['before']} → {note['after']}{nat_place(note)}",
+                     None, index)
     if kind == "sidecar":
         mesh = note.get("mesh") or "mesh"
         via = f" via {note['via']}" if note.get("via") else ""
@@ -86,6 +136,20 @@ def annotation_badge(index: int, note: dict) -> dict:
     return badge(kind, kind, fields or None, index)
 
 
+def nat_place(note: dict) -> str:
+    """Where a DNAT/SNAT happened, in words: " at cbr0 → veth1"; with several captures, the
+    node it happened on once rather than on each interface (" at veth1 → cbr0 on node-1")."""
+    where = note.get("where")
+    if not where or where == "unknown":
+        return " (where: unknown)" + (f" on {note['node']}" if note.get("node") else "")
+    node = note.get("node")
+    prefix = f"node/{node}:"
+    sides = where.split(" → ")
+    if node and all(side.startswith(prefix) for side in sides):
+        return f" at {' → '.join(side[len(prefix):] for side in sides)} on {node}"
+    return f" at {where}"
+
+
 def cause_words(note: dict) -> str:
     """A diagnosis cause in a few words, under each arrow of its evidence."""
     kind = note.get("kind")
@@ -107,6 +171,8 @@ def cause_words(note: dict) -> str:
         return f"✗ {note.get('seen')} to a port expecting {note.get('expected')}"
     if kind == "port_reuse":
         return "✗ port reused: challenge ACK"
+    if kind == "capture_missed_loopback":
+        return "no lo captured: the app's side of its sidecar is missing"
     return kind or "?"
 
 

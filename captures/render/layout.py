@@ -14,6 +14,12 @@ Theory of operation, one pass over the messages then a few passes over the rows:
 5. Vertical positions: a fixed pitch per row, more for rows with badges, a header before each
    phase group, a fixed-height band for each idle gap longer than `gap_seconds`.
 6. Lane x positions: wide enough for the longest label between two neighbouring lanes.
+
+When the lanes' participants run on two nodes or more (the model's `participants[].node`, from
+the inventory), step 1's order is regrouped before step 3: each node's lanes side by side under
+a header naming the node, the nodes in the order they first appear (the client's node first),
+lanes outside any node (Services, outside clients) where they first appear between them. One
+node, or none known, keeps the plain order.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ LAYOUT_SCHEMA = "kviz.layout/1"
 # Geometry in SVG user units (px). The browser may scale; the proportions are the layout's.
 AXIS_WIDTH = 96  # the time axis column at the left
 LANE_HEAD_HEIGHT = 64
+NODE_HEAD_HEIGHT = 20  # above the lane heads, for the node headers, when lanes are grouped
+NODE_GAP = 24  # between two node groups' lane heads
 ROW_PITCH = 28
 BADGE_LINE = 14
 PHASE_HEADER = 18
@@ -68,6 +76,7 @@ class Lane:
     kind: str
     namespace: str | None
     ports: list[int]
+    node: str | None = None  # the node it runs on (a pod) or is (a node's address)
     badges: list[str] = field(default_factory=list)
     x: float = 0.0
 
@@ -101,7 +110,7 @@ class Lane:
         return {"index": self.index, "ip": self.ip, "name": self.name, "kind": self.kind,
                 "namespace": self.namespace, "ports": self.ports, "address": self.address,
                 "caption": self.caption, "facts": self.facts, "head_width": self.head_width,
-                "badges": self.badges, "x": self.x}
+                "badges": self.badges, "x": self.x, "node": self.node}
 
 
 @dataclass(slots=True)
@@ -158,6 +167,26 @@ class PhaseGroup:
 
 
 @dataclass(slots=True)
+class NodeGroup:
+    """Lanes first_lane..last_lane run on one node: a header and a box around their heads."""
+
+    node: str
+    first_lane: int
+    last_lane: int
+    left: float = 0.0
+    right: float = 0.0
+
+    @property
+    def title(self) -> str:
+        return f"node {self.node}"
+
+    def to_dict(self) -> dict:
+        return {"node": self.node, "title": self.title,
+                "lanes": [self.first_lane, self.last_lane], "left": self.left,
+                "right": self.right}
+
+
+@dataclass(slots=True)
 class Gap:
     before_row: int
     seconds: float
@@ -190,6 +219,13 @@ class Layout:
     http: list[dict]
     annotations: list[dict]
     options: dict
+    nodes: list[NodeGroup] = field(default_factory=list)
+    head_height: float = LANE_HEAD_HEIGHT  # lifelines start below it
+
+    @property
+    def node_head_height(self) -> float:
+        """Room above the lane heads for node headers (0 when lanes are not grouped)."""
+        return self.head_height - LANE_HEAD_HEIGHT
 
     def visible_rows(self):
         return (row for row in self.rows if row.y is not None)
@@ -201,8 +237,10 @@ class Layout:
             "folded": self.folded,
             "options": self.options,
             "size": {"width": self.width, "height": self.height, "axis_width": AXIS_WIDTH,
-                     "lane_head_height": LANE_HEAD_HEIGHT},
+                     "lane_head_height": self.head_height,
+                     "node_head_height": self.node_head_height},
             "lanes": [lane.to_dict() for lane in self.lanes],
+            "nodes": [group.to_dict() for group in self.nodes],
             "rows": [row.to_dict() for row in self.rows],
             "phases": [group.to_dict() for group in self.phases],
             "folds": [group.to_dict() for group in self.folds],
@@ -258,7 +296,8 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
             found = len(lanes)
             known = by_ip.get(ip, {})
             lanes.append(Lane(found, ip, known.get("name") or ip, known.get("kind") or "external",
-                              known.get("namespace"), list(known.get("ports") or [])))
+                              known.get("namespace"), list(known.get("ports") or []),
+                              known.get("node")))
             lane_of_ip[ip] = found
         lane_of_endpoint[endpoint] = found
         return found
@@ -268,6 +307,7 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
     index = ConnectionIndex()
     client_of = {c["id"]: c.get("client") for c in connections}
     redirected = _redirected(annotations)
+    several_files = len(capture.get("files") or ()) > 1
     for message in messages:
         row_index = len(rows)
         src, dst = message["src"], message["dst"]
@@ -291,7 +331,7 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
             if 0 <= note_index < len(annotations):
                 row.badges.append(annotation_badge(note_index, annotations[note_index]))
         if len(hops) > 1:
-            row.badges.append(badge("hops", hop_chain(hops)))
+            row.badges.append(badge("hops", hop_chain(hops, several_files)))
         rows.append(row)
         index.see(row_index, message)
     meant = {split_endpoint(original)[0] for original, _sidecar in redirected.values()}
@@ -302,13 +342,16 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
     _attach_findings(rows, index, annotations, http)
     _follow_dnat(rows, annotations, lane_of_ip)
     _mark_sidecar_lanes(lanes, lane_of_ip, annotations)
+    nodes = _group_by_node(lanes, rows)
+    head_height = LANE_HEAD_HEIGHT + (NODE_HEAD_HEIGHT if nodes else 0)
     phases = _phase_groups(rows)
     folds = find_folds(rows, max_period, min_repeats)
     if fold:
         for group in folds:
             group.collapsed = group.id not in expand
-    _place_lanes(lanes, rows)
-    gaps, height = _place_rows(rows, phases, folds, gap_seconds, frozenset(collapse))
+    _place_lanes(lanes, rows, nodes)
+    gaps, height = _place_rows(rows, phases, folds, gap_seconds, frozenset(collapse),
+                               head_height)
     width = max((lanes[-1].x if lanes else AXIS_WIDTH) + RIGHT_MARGIN,
                 content_right(lanes, rows) + 20,
                 *(_fold_right(lanes, group) for group in folds if group.collapsed))
@@ -317,7 +360,7 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
     options = {"fold": fold, "gap_seconds": gap_seconds, "max_period": max_period,
                "min_repeats": min_repeats}
     return Layout(capture, lanes, rows, phases, folds, gaps, fold, width, height, participants,
-                  connections, dns, http, annotations, options)
+                  connections, dns, http, annotations, options, nodes, head_height)
 
 
 def _style(message: dict, client_of: dict) -> str:
@@ -395,6 +438,28 @@ def _mark_sidecar_lanes(lanes: list[Lane], lane_of_ip: dict[str, int],
                 lanes[lane].badges.append(text)
 
 
+def _group_by_node(lanes: list[Lane], rows: list[Row]) -> list[NodeGroup]:
+    """Lanes of one node side by side (see the module doc), renumbered in their new order
+    with the rows' lane references; no groups unless the lanes span two nodes or more."""
+    if len({lane.node for lane in lanes if lane.node}) < 2:
+        return []
+    units: dict[tuple, list[Lane]] = {}  # in order of first appearance
+    for lane in lanes:
+        key = ("node", lane.node) if lane.node else ("lane", lane.index)
+        units.setdefault(key, []).append(lane)
+    order = [lane for unit in units.values() for lane in unit]
+    moved = {lane.index: position for position, lane in enumerate(order)}
+    for position, lane in enumerate(order):
+        lane.index = position
+    lanes[:] = order
+    for row in rows:
+        row.src_lane, row.dst_lane = moved[row.src_lane], moved[row.dst_lane]
+        if row.nat_lane is not None:
+            row.nat_lane = moved[row.nat_lane]
+    return [NodeGroup(key[1], unit[0].index, unit[-1].index)
+            for key, unit in units.items() if key[0] == "node"]
+
+
 def _phase_groups(rows: list[Row]) -> list[PhaseGroup]:
     """Step 3: per conversation, consecutive rows of one phase kind; a new exchange per request.
     Rows of other conversations may sit between a group's rows (they interleave in time)."""
@@ -432,9 +497,10 @@ def _phase_groups(rows: list[Row]) -> list[PhaseGroup]:
     return groups
 
 
-def _place_lanes(lanes: list[Lane], rows: list[Row]) -> None:
+def _place_lanes(lanes: list[Lane], rows: list[Row], nodes: list[NodeGroup] = ()) -> None:
     """Step 6: each gap between neighbouring lanes fits the widest label that spans it (a label
-    spanning k gaps needs 1/k of its width from each); self-arrows need room to the right."""
+    spanning k gaps needs 1/k of its width from each); self-arrows need room to the right.
+    A node group's box edge gets room of its own, so neighbouring boxes never touch."""
     if not lanes:
         return
     gaps = [float(MIN_LANE_GAP)] * len(lanes)
@@ -453,18 +519,25 @@ def _place_lanes(lanes: list[Lane], rows: list[Row]) -> None:
         share = width / (high - low)
         for gap in range(low, high):
             gaps[gap] = max(gaps[gap], share)
+    edges = {group.first_lane for group in nodes} | {group.last_lane + 1 for group in nodes}
     x = AXIS_WIDTH + max(90.0, lanes[0].head_width / 2 + 10)
     for number, lane in enumerate(lanes):
         lane.x = round(x, 1)
         following = lanes[number + 1].head_width / 2 if number + 1 < len(lanes) else 0
-        x += max(gaps[lane.index], lane.head_width / 2 + following + 16)
+        boxed = NODE_GAP if number + 1 in edges else 0
+        x += max(gaps[lane.index], lane.head_width / 2 + following + 16 + boxed)
+    for group in nodes:
+        first, last = lanes[group.first_lane], lanes[group.last_lane]
+        group.left = round(first.x - first.head_width / 2 - NODE_GAP / 2 + 2, 1)
+        group.right = round(last.x + last.head_width / 2 + NODE_GAP / 2 - 2, 1)
 
 
 def _place_rows(rows: list[Row], phases: list[PhaseGroup], folds: list[FoldGroup],
-                gap_seconds: float, collapsed: frozenset = frozenset()) -> tuple[list[Gap], float]:
+                gap_seconds: float, collapsed: frozenset = frozenset(),
+                head_height: float = LANE_HEAD_HEIGHT) -> tuple[list[Gap], float]:
     """Step 5: y for every visible row, phase headers, fold bands and idle-gap bands."""
     gaps: list[Gap] = []
-    y = float(LANE_HEAD_HEIGHT + 16)
+    y = float(head_height + 16)
     previous_t: float | None = None
     headed: set[int] = set()
     shown_state: dict = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from .layout import Layout
+from .svg import nat_word
 
 # Markdown renderers refuse diagrams past a size (Mermaid's default maxTextSize is 50,000
 # characters); past this many arrows the text says where the rest is rather than breaking.
@@ -35,7 +36,12 @@ def participant_id(lane_index: int) -> str:
 
 def render_mermaid(layout: Layout, max_arrows: int = MAX_ARROWS) -> str:
     lines = ["sequenceDiagram"]
+    # Lanes grouped by node are contiguous (layout.py): each group is a box named for its node.
+    opens = {group.first_lane: group for group in layout.nodes}
+    closes = {group.last_lane for group in layout.nodes}
     for lane in layout.lanes:
+        if lane.index in opens:  # "transparent" first: else a title's first word may be a colour
+            lines.append(f"    box transparent {escape(opens[lane.index].title)}")
         extra = " · ".join(lane.badges)
         shown = escape(lane.name) + (f"<br/>{escape(lane.caption)}" if lane.caption else "")
         if lane.kind not in ("external",):
@@ -43,6 +49,8 @@ def render_mermaid(layout: Layout, max_arrows: int = MAX_ARROWS) -> str:
         if extra:
             shown += f"<br/>{escape(extra)}"
         lines.append(f"    participant {participant_id(lane.index)} as {shown}")
+        if lane.index in closes:
+            lines.append("    end")
     if not layout.lanes:
         lines.append("    Note over P0: no messages in this capture")
         return "\n".join(lines) + "\n"
@@ -92,7 +100,7 @@ def _badge_words(row, named: set[int]) -> list[str]:
         if kind not in SHORT_BADGES:
             continue
         if kind in ("dnat", "snat") and found["annotation"] in named:
-            words.append(kind.upper())
+            words.append(nat_word(row, kind))
             continue
         if found["annotation"] is not None:
             named.add(found["annotation"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from .layout import Layout
+from .svg import nat_word
 
 ARROW = {"send": "->", "reply": "-->", "rst": "-[#b91c1c]>", "retransmission": "-[#b45309]->"}
 # A label is one line: newlines would end the statement and PlantUML reads `\n` as one.
@@ -42,11 +43,17 @@ def render_plantuml(layout: Layout, title: str | None = None) -> str:
              "skinparam sequenceMessageAlign center"]
     if title:
         lines.append(f"title {escape(title)}")
+    opens = {group.first_lane: group for group in layout.nodes}  # lanes grouped by node
+    closes = {group.last_lane for group in layout.nodes}
     for lane in layout.lanes:
+        if lane.index in opens:
+            lines.append(f'box "{escape(opens[lane.index].title)}"')
         facts = [lane.kind] + ([lane.namespace] if lane.namespace else []) + lane.badges
         shown = "\\n".join(escape(part) for part in (lane.name, lane.caption, " · ".join(facts))
                             if part)
         lines.append(f'participant "{shown}" as {participant_id(lane.index)}')
+        if lane.index in closes:
+            lines.append("end box")
     gaps = {gap.before_row: gap for gap in layout.gaps}
     folds = {group.first_row: group for group in layout.folds if group.collapsed}
     open_fold = None
@@ -67,7 +74,7 @@ def render_plantuml(layout: Layout, title: str | None = None) -> str:
             if found["kind"] == "hops":
                 continue
             if found["kind"] in ("dnat", "snat") and found["annotation"] in named:
-                words.append(found["kind"].upper())
+                words.append(nat_word(row, found["kind"]))
                 continue
             if found["annotation"] is not None:
                 named.add(found["annotation"])

@@ -46,9 +46,11 @@ def render_svg(layout: Layout, title: str | None = None) -> str:
     w, h = round(layout.width), round(layout.height)
     out.append(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-        f'viewBox="0 0 {w} {h}" font-family={attr(FONT)} font-size="11" fill="#111827">'
+        f'viewBox="0 0 {w} {h}" font-family={attr(FONT)} font-size="11" fill="#111827" '
+        # Named by its <title> (the capture's): a reference, so packet text stays a text node.
+        'role="img" aria-labelledby="kviz-title">'
     )
-    out.append(f"<title>{text(title or 'kviz sequence diagram')}</title>")
+    out.append(f"<title id=\"kviz-title\">{text(title or 'kviz sequence diagram')}</title>")
     out.append("<defs>")
     for style, colour in ARROW_COLOUR.items():
         out.append(
@@ -63,6 +65,7 @@ def render_svg(layout: Layout, title: str | None = None) -> str:
     )
     out.append("</defs>")
     out.append(f'<rect x="0" y="0" width="{w}" height="{h}" fill="#ffffff"/>')
+    _node_groups(out, layout, h)
     _phases(out, layout)
     _lanes(out, layout, h)
     _bands(out, layout)
@@ -94,28 +97,44 @@ def _phases(out: list[str], layout: Layout) -> None:
         )
 
 
+def _node_groups(out: list[str], layout: Layout, height: int) -> None:
+    """Lanes of one node: a tinted box from its header down the lifelines, under the rest."""
+    for group in layout.nodes:
+        width = group.right - group.left
+        out.append(f'<g class="kviz-node"><title>{text(group.title)}</title>')
+        out.append(
+            f'<rect x="{group.left:.1f}" y="2" width="{width:.1f}" height="{height - 12}" '
+            f'rx="8" fill="#f1f5f9" fill-opacity="0.8" stroke="#94a3b8" stroke-dasharray="6 3"/>'
+        )
+        out.append(f'<text x="{group.left + width / 2:.1f}" y="16" text-anchor="middle" '
+                   f'font-size="11" font-weight="700" fill="#334155">{text(group.title)}</text>')
+        out.append("</g>")
+
+
 def _lanes(out: list[str], layout: Layout, height: int) -> None:
+    top = layout.node_head_height  # room for node headers above the lane heads
+    head = layout.head_height
     out.append(
-        f'<text x="{AXIS_WIDTH - 8}" y="{LANE_HEAD_HEIGHT - 6}" text-anchor="end" '
+        f'<text x="{AXIS_WIDTH - 8}" y="{head - 6}" text-anchor="end" '
         f'font-size="10" fill="#6b7280">time (ms)</text>'
     )
     for lane in layout.lanes:
         head_width = lane.head_width
         x = lane.x
         out.append(
-            f'<line x1="{x}" y1="{LANE_HEAD_HEIGHT}" x2="{x}" y2="{height - 20}" '
+            f'<line x1="{x}" y1="{head}" x2="{x}" y2="{height - 20}" '
             f'stroke="#9ca3af" stroke-dasharray="4 4"/>'
         )
         out.append(f"<g><title>{text(_lane_tooltip(lane))}</title>")
         out.append(
-            f'<rect x="{x - head_width / 2:.1f}" y="6" width="{head_width:.1f}" '
+            f'<rect x="{x - head_width / 2:.1f}" y="{top + 6}" width="{head_width:.1f}" '
             f'height="{LANE_HEAD_HEIGHT - 12}" rx="6" fill="#f9fafb" stroke="#6b7280"/>'
         )
-        out.append(f'<text x="{x}" y="24" text-anchor="middle" font-weight="700" '
+        out.append(f'<text x="{x}" y="{top + 24}" text-anchor="middle" font-weight="700" '
                    f'font-size="12">{text(lane.name)}</text>')
-        out.append(f'<text x="{x}" y="38" text-anchor="middle" font-family={attr(MONO)} '
+        out.append(f'<text x="{x}" y="{top + 38}" text-anchor="middle" font-family={attr(MONO)} '
                    f'font-size="10" fill="#374151">{text(lane.caption)}</text>')
-        out.append(f'<text x="{x}" y="51" text-anchor="middle" font-size="9" '
+        out.append(f'<text x="{x}" y="{top + 51}" text-anchor="middle" font-size="9" '
                    f'fill="#0e7490">{text(lane.facts)}</text>')
         out.append("</g>")
 
@@ -201,13 +220,19 @@ def _rows(out: list[str], layout: Layout) -> None:
             out.append(f'<text x="{badge_x:.1f}" y="{line_y:.1f}" text-anchor="{anchor}" '
                        f'font-size="9.5" fill="{colour}">{text(shown)}</text>')
             line_y += BADGE_LINE
-        abbreviated = [b["kind"].upper() for b in row.badges
+        abbreviated = [nat_word(row, b["kind"]) for b in row.badges
                        if b["kind"] in ("dnat", "snat") and not b.get("shown")]
         if abbreviated:  # the full words were written on this finding's first arrow
             tag_x = x2 - 30 if x2 > x1 else x2 + 12
             out.append(f'<text x="{tag_x:.1f}" y="{y + 11:.1f}" font-size="8.5" '
                        f'fill="{BADGE_COLOUR["dnat"]}">{text(" ".join(abbreviated))}</text>')
         out.append("</g>")
+
+
+def nat_word(row, kind: str) -> str:
+    """The short mark of a NAT on an arrow it was spelled out on before: a reply carries the
+    rewrite undone (conntrack turns the pod's address back into the Service's), not a DNAT."""
+    return f"un-{kind.upper()}" if row.style == "reply" else kind.upper()
 
 
 def _row_tooltip(row) -> str:

@@ -10,6 +10,6 @@ try:
     from captures.sources import lab
 except ImportError:  # a build without the lab package (captures/lab) offers no lab targets
     lab = None
-from captures.sources import kubernetes, upload
+from captures.sources import kubernetes, path, upload
 
-__all__ = ["kubernetes", "lab", "local", "upload"]
+__all__ = ["kubernetes", "lab", "local", "path", "upload"]

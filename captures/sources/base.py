@@ -47,6 +47,23 @@ class Target:
     guard_filter: str = ""
 
 
+@dataclass(frozen=True)
+class Part:
+    """One place a capture records, as a target of a live kind: the whole capture for most
+    kinds, one of several for a path (client pod, its node, each backend and its node).
+    `error` says why it will not be captured (found before anything starts: not granted)."""
+
+    kind: str
+    spec: dict
+    role: str = ""
+    vantage: str = ""
+    error: str = ""
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "spec": self.spec, "role": self.role,
+                "vantage": self.vantage, "error": self.error}
+
+
 class LiveSource:
     """A running capture. `stream` yields pcapng bytes; `preamble` came before it."""
 
@@ -54,6 +71,7 @@ class LiveSource:
     preamble: bytes = b""
     vantage: str | None = None
     interfaces: dict[int, str]
+    writes_pcap = False  # the stream is classic pcap rather than pcapng (the stored suffix)
 
     def open(self) -> None:
         raise NotImplementedError
@@ -87,6 +105,7 @@ class Kind:
     resolve: Callable[[dict, object], Target]  # (target, user) -> Target, or TargetError
     open: Callable[..., LiveSource] | None  # (kind, spec, bpf, max_packets, capture_id)
     host: bool
+    live: bool  # started from the API; a composite kind (path) opens its parts' kinds
 
 
 @dataclass(frozen=True)
@@ -99,12 +118,13 @@ _KINDS: dict[str, Kind] = {}
 _LISTERS: list[_Lister] = []  # in registration order, which is the picker's order
 
 
-def register(kinds, *, resolve, targets, open=None, host: bool = False) -> None:
+def register(kinds, *, resolve, targets, open=None, host: bool = False,
+             live: bool | None = None) -> None:
     """Serve `kinds` with these functions; `targets(user)` lists them all for the picker."""
     for kind in kinds:
         if kind in _KINDS:
             raise ValueError(f"target kind {kind!r} is registered twice")
-        _KINDS[kind] = Kind(resolve, open, host)
+        _KINDS[kind] = Kind(resolve, open, host, open is not None if live is None else live)
     _LISTERS.append(_Lister(targets, host))
 
 
@@ -118,7 +138,7 @@ def resolve_target(target, user=None) -> Target:
     kind = target.get("kind")
     known = _KINDS.get(kind) if isinstance(kind, str) else None
     if known is None:
-        live = ", ".join(name for name, entry in _KINDS.items() if entry.open)
+        live = ", ".join(name for name, entry in _KINDS.items() if entry.live)
         raise TargetError(f"target kind must be one of {live}")
     if known.host:
         try:
@@ -137,6 +157,15 @@ def open_live(kind: str, spec: dict, bpf: str, max_packets: int | None = None,
     if known is None or known.open is None:
         raise TargetError(f"no live source for kind {kind!r}")
     return known.open(kind, spec, bpf, max_packets, capture_id)
+
+
+def parts_of(kind: str, spec: dict) -> list[Part]:
+    """The places a validated target records: a path's parts as resolved (kept in its spec),
+    else the target itself."""
+    if isinstance(spec.get("parts"), list):
+        return [Part(p["kind"], p["spec"], p.get("role", ""), p.get("vantage", ""),
+                     p.get("error", "")) for p in spec["parts"]]
+    return [Part(kind, spec)]
 
 
 def list_targets(user=None) -> list[dict]:

@@ -422,6 +422,7 @@ def _said(stderr: bytes) -> list[str]:
 class _ExecSource(LiveSource):
     """A tcpdump whose output comes back over an exec WebSocket."""
 
+    writes_pcap = True  # tcpdump -w - writes classic pcap, stored as it came
     capture: _Capture | None = None
     _inventory: dict | None = None
 

@@ -28,8 +28,10 @@ from captures.sources.base import (
     register,
 )
 
-# What dumpcap records at each kind of lab target (see captures/lab/capture.py).
-LAB_LINKTYPES = {"pod": "EN10MB", "node": sniffer.ANY_LINKTYPE}
+# What dumpcap records at each kind of lab target (see captures/lab/capture.py). Pods too are
+# recorded on every interface, as cluster pod captures are (tcpdump -i any): a sidecar's
+# traffic with its app (127.0.0.1:15001, 127.0.0.6) never leaves lo, and eth0 alone misses it.
+LAB_LINKTYPES = {"pod": sniffer.ANY_LINKTYPE, "node": sniffer.ANY_LINKTYPE}
 LAB_FAILURES: tuple[type[BaseException], ...] = (RuntimeError, OSError, ValueError, KeyError)
 
 
@@ -40,7 +42,7 @@ class LabTarget:
     name: str
     namespace: str | None  # the pod's Kubernetes namespace
     netns: str  # the Linux network namespace dumpcap runs in
-    interface: str  # pods: eth0, as tcpdump in a debug container; node: any
+    interface: str  # any: every interface of its namespace (lo, eth0; a node's veths)
 
 
 def get_lab(prefix: str | None = None) -> Lab:
@@ -54,7 +56,7 @@ def list_targets(prefix: str | None = None) -> list[LabTarget]:
     targets = [LabTarget(f"node/{node.name}", "node", node.name, None, node.ns, "any")
                for node in plan.nodes]
     targets += [LabTarget(f"pod/{pod.namespace}/{pod.name}", "pod", pod.name, pod.namespace,
-                          plan.pod_ns(pod), "eth0") for pod in plan.pods]
+                          plan.pod_ns(pod), "any") for pod in plan.pods]
     return targets
 
 
@@ -149,8 +151,8 @@ class LabSource(LiveSource):
 
     def open(self) -> None:
         target = find_target(self.target_id)
-        # Cooked v2 (node captures) carries interface indexes; name them as they are now.
-        self.interfaces = netns.links(target.netns) if target.kind == "node" else {}
+        # Cooked v2 carries interface indexes only; name them as they are now.
+        self.interfaces = netns.links(target.netns) if target.interface == "any" else {}
         self.capture = start_capture(target, capture_filter=self.bpf)
         self.stream = self.capture.process.stdout
 

@@ -15,22 +15,13 @@ import struct
 import threading
 import time
 
+from captures.analysis.pcapmerge import block, option, section_header
+
 IFINDEX_STRIDE = 1 << 16  # pod k's interface i becomes (k + 1) * stride + i in the merged file
 HOLD = 0.3  # seconds a packet waits so packets of several pods leave in time order
 
 
-def _block(btype: int, body: bytes) -> bytes:
-    body += b"\0" * (-len(body) % 4)
-    total = len(body) + 12
-    return struct.pack("<II", btype, total) + body + struct.pack("<I", total)
-
-
-def _option(code: int, value: bytes) -> bytes:
-    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
-
-
-SECTION_HEADER = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
-                        + _option(4, b"kviz") + struct.pack("<HH", 0, 0))
+SECTION_HEADER = section_header()
 
 
 class PcapParser:
@@ -159,13 +150,13 @@ class PcapngMerger:
 
     def _idb(self, k: int, parser: PcapParser) -> bytes:
         pod = self.inputs[k][0]
-        return _block(1, struct.pack("<HHI", parser.linktype, 0, self.snaplen)
-                      + _option(2, f"{pod}:any".encode()) + _option(9, bytes([9]))
+        return block(1, struct.pack("<HHI", parser.linktype, 0, self.snaplen)
+                      + option(2, f"{pod}:any".encode()) + option(9, bytes([9]))
                       + struct.pack("<HH", 0, 0))
 
     @staticmethod
     def _epb(iface: int, ts_ns: int, data: bytes) -> bytes:
-        return _block(6, struct.pack("<IIIII", iface, ts_ns >> 32, ts_ns & 0xFFFFFFFF,
+        return block(6, struct.pack("<IIIII", iface, ts_ns >> 32, ts_ns & 0xFFFFFFFF,
                                      len(data), len(data)) + data)
 
     @staticmethod

@@ -7,7 +7,6 @@ can read its first frames in a supported link type; its name proves nothing.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from captures.analysis.packets import SUPPORTED_LINKTYPES
@@ -55,31 +54,38 @@ def inspect(path: Path) -> str:
     return kind
 
 
-def store(uploaded, directory: Path, max_bytes: int) -> Path:
-    """Write `uploaded` (a Django UploadedFile) into `directory` as capture.pcap(ng).
+def store(uploaded, directory: Path, stem: str, max_bytes: int) -> Path:
+    """Write `uploaded` (a Django UploadedFile) into `directory` as `<stem>.pcap(ng)`.
 
     The bytes are copied as they came; a file over `max_bytes` or not a capture leaves nothing
-    behind.
+    behind (the caller removes the directory when one file of several fails).
     """
-    directory.mkdir(parents=True, exist_ok=False)
-    part = directory / "upload.part"
+    part = directory / f"{stem}.part"
     try:
         written = 0
         with open(part, "wb") as out:
             for chunk in uploaded.chunks():
                 written += len(chunk)
                 if written > max_bytes:
-                    raise UploadError(f"the file is larger than {max_bytes} bytes", 413)
+                    raise UploadError(f"the files are larger than {max_bytes} bytes", 413)
                 out.write(chunk)
         if written == 0:
-            raise UploadError("the file is empty")
-        kind = inspect(part)
-        final = directory / f"capture.{kind}"
+            raise UploadError(f"{_shown_name(uploaded)} is empty")
+        try:
+            kind = inspect(part)
+        except UploadError as exc:
+            raise UploadError(f"{_shown_name(uploaded)}: {exc}", exc.status) from None
+        final = directory / f"{stem}.{kind}"
         part.rename(final)
         return final
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
+        part.unlink(missing_ok=True)
         raise
+
+
+def _shown_name(uploaded) -> str:
+    name = (getattr(uploaded, "name", "") or "").replace("\n", " ")[:100]
+    return f"the file {name!r}" if name else "the file"
 
 
 MAX_SIDECAR_BYTES = 4 * 1024 * 1024

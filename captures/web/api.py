@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from captures.access.auth import api_view
+from captures.analysis import CaptureError, pcapmerge
 from captures.jobs import actions
 from captures.models import Capture
 from captures.sources import base as sources
@@ -37,11 +40,24 @@ def _read_upto(path, size: int, chunk: int = 256 * 1024):
             yield data
 
 
-def _pcap_response(capture: Capture):
-    path = capture.pcap_file
-    if path is None or not path.exists():
+def _pcap_response(capture: Capture, which: str | None = None):
+    """The stored packets: `?file=N` one file as stored (N is the analysis' file index);
+    without it the only file, or for several one merged pcapng (an interface per place and
+    interface, in time order)."""
+    files = capture.stored_files()
+    if not files:
         return error(404, "no capture file stored")
-    filename = f"{capture.name}{path.suffix}"
+    if which is None and len(files) > 1:
+        return _merged_response(capture, files)
+    try:
+        index = 0 if which is None else int(which)
+    except ValueError:
+        return error(400, "file must be a file index (0, 1, ...)")
+    if not 0 <= index < len(files) or not files[index].file.exists():
+        return error(404, "no such capture file")
+    stored = files[index]
+    path = stored.file
+    filename = f"{capture.name}{_file_suffix(stored, len(files))}{path.suffix}"
     if capture.is_terminal or capture.target_kind == "upload":
         return FileResponse(open(path, "rb"), as_attachment=True, filename=filename,
                             content_type="application/vnd.tcpdump.pcap")
@@ -51,6 +67,28 @@ def _pcap_response(capture: Capture):
                                      content_type="application/vnd.tcpdump.pcap")
     response["Content-Length"] = str(size)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _file_suffix(stored, count: int) -> str:
+    if count == 1:
+        return ""
+    place = re.sub(r"[^A-Za-z0-9_.-]+", "-", stored.vantage or stored.file_name)
+    return f"-{stored.position + 1}" + (f"-{place.strip('-')[:60]}" if place.strip("-") else "")
+
+
+def _merged_response(capture: Capture, files) -> StreamingHttpResponse:
+    inputs = [pcapmerge.MergeInput(str(f.file), f.label,
+                                   {int(k): str(v) for k, v in (f.interfaces or {}).items()})
+              for f in files if f.file.exists()]
+    try:
+        chunks = pcapmerge.merged_pcapng(inputs)
+        first = next(chunks)  # a file that cannot be read is an error, not a broken download
+    except CaptureError as exc:
+        return error(422, f"the files cannot be merged: {exc}")
+    response = StreamingHttpResponse(itertools.chain([first], chunks),
+                                     content_type="application/vnd.tcpdump.pcap")
+    response["Content-Disposition"] = f'attachment; filename="{capture.name}-merged.pcapng"'
     return response
 
 
@@ -95,12 +133,22 @@ def captures(request):
         if declared > settings.KVIZ_MAX_UPLOAD_BYTES + 64 * 1024:
             return error(413, f"the file is larger than {settings.KVIZ_MAX_UPLOAD_BYTES} bytes")
         capture = actions.upload_capture(
-            request.user, request.POST.get("name"), request.FILES.get("file"),
-            meta=request.FILES.get("meta") or request.POST.get("meta"),
+            request.user, request.POST.get("name"), request.FILES.getlist("file"),
+            metas=_metas(request),
             inventory=request.FILES.get("inventory") or request.POST.get("inventory"))
     else:
         capture = actions.start_capture(request.user, read_json(request))
     return JsonResponse(capture_json(capture), status=201)
+
+
+def _metas(request) -> list:
+    """The `meta` parts, one per `file` in the same order: all sent as files or all as fields
+    (the multipart parser keeps the two kinds apart, so a mix would lose the pairing)."""
+    as_files, as_fields = request.FILES.getlist("meta"), request.POST.getlist("meta")
+    if as_files and as_fields:
+        raise actions.ActionError("send every `meta` part the same way: all as files or all as "
+                                  "fields")
+    return as_files or as_fields
 
 
 @require_GET
@@ -123,7 +171,7 @@ def capture_stop(request, capture_id):
 @api_view
 @json_errors
 def capture_pcap(request, capture_id):
-    return _pcap_response(own_capture(request, capture_id))
+    return _pcap_response(own_capture(request, capture_id), request.GET.get("file"))
 
 
 @require_GET
@@ -179,7 +227,7 @@ def share_pcap(request, token):
     link = share_link(token)
     if not redaction.packets_shown(redaction.view_of(link)):
         return error(403, "this share link does not include the packets")
-    return _pcap_response(link.capture)
+    return _pcap_response(link.capture, request.GET.get("file"))
 
 
 @require_GET

@@ -88,14 +88,17 @@ def _frame(capture, file_index: int, number: int, view: str, who: str):
     all web processes may have at once; tshark itself is bounded in time and memory."""
     if not redaction.packets_shown(view):
         return error(403, "this share link does not include the packets")
-    path = capture.pcap_file
-    # A dashboard capture is one stored file: index 0 of the analysis' file list.
-    if file_index != 0 or path is None or not path.exists():
+    files = capture.stored_files()  # index i: file i of the analysis (`frame: [i, n]`)
+    if not 0 <= file_index < len(files) or not files[file_index].file.exists():
         return error(404, "no such capture file")
+    path = files[file_index].file
     if number < 1:
         return error(400, "frame numbers start at 1")
-    # A running capture's counter follows what is stored; an upload's is set by its analysis.
-    stored = max(capture.packets, int((capture.summary or {}).get("packets") or 0))
+    # A file's count is kept by the runner and the analysis; while one file is still being
+    # written, the capture's running counter is its count.
+    stored = files[file_index].packets
+    if len(files) == 1:
+        stored = max(stored, capture.packets, int((capture.summary or {}).get("packets") or 0))
     if number > stored:
         return error(404, f"the capture has no frame {number}")
     wait = limits.seconds_over_rate(f"frames:{who}", settings.KVIZ_FRAMES_PER_MINUTE)

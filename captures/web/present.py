@@ -99,7 +99,11 @@ def target_label(capture) -> str:
     """What a capture was taken of, in a few words: `lab pod/default/ubuntu`, `local eth0`,
     `upload node.pcapng` (the pages' facts and the Markdown postmortem)."""
     spec = capture.target_spec or {}
+    if capture.target_kind == "path":
+        return f"path {spec.get('from', '')} → {spec.get('to', '')} ({spec.get('where', '')})"
     detail = spec.get("target") or spec.get("interface") or spec.get("file_name") or ""
+    if spec.get("files"):
+        detail += f" and {spec['files'] - 1} more"
     return f"{capture.target_kind} {detail}".strip()
 
 
@@ -111,3 +115,66 @@ def describe_file(path: Path | None, prepare=None) -> dict | None:
     with open(path, encoding="utf-8") as fp:
         doc = json.load(fp)
     return describe(prepare(doc) if prepare else doc)
+
+
+def files(doc: dict, pcap_url: str | None) -> dict:
+    """The files of a capture (its `doc` from capture_json, as the reader may see it) for the
+    pages: {"rows": [{label, role, file_name, packets, bytes, url, error}], "merged", "show",
+    "roles" (whether any file has one)}.
+
+    `url` downloads that one file (`?file=<index>`: a file's index is fixed from its first
+    packet on, while a capture still runs too); `merged` the merged pcapng, offered when two or
+    more files are stored."""
+    rows = []
+    for entry in doc.get("files") or []:
+        label = entry.get("vantage") or entry.get("file_name") or f"file {entry['index'] + 1}"
+        rows.append({
+            "label": label, "role": entry.get("role") or "",
+            "file_name": entry.get("file_name") if entry.get("vantage") else "",
+            "packets": entry.get("packets") or 0, "bytes": entry.get("bytes") or 0,
+            "error": entry.get("error") or "",
+            "url": f"{pcap_url}?file={entry['index']}" if pcap_url and entry.get("stored")
+            else None,
+        })
+    downloadable = sum(1 for row in rows if row["url"])
+    # One file says nothing the page's facts (target, download) do not: no list for it.
+    show = len(rows) > 1
+    return {"rows": rows, "merged": pcap_url if downloadable > 1 else None, "show": show,
+            "roles": any(row["role"] for row in rows)}
+
+
+def path_choices(targets: list[dict]) -> dict | None:
+    """What the new-capture form offers for a path (captures/sources/path.py): where it may
+    run, and per place the pods it may start from and the pods and Services it may go to, as
+    {"where": [...], "lab": {"from": [(value, label)], "to": [...]}, "cluster": {...}}; None
+    when no path can be captured."""
+    path = next((t for t in targets if t["kind"] == "path"), None)
+    if path is None or not path.get("where"):
+        return None
+    choices = {where: {"from": [], "to": []} for where in ("lab", "cluster")}
+    choices["lab"]["to"] += [(service, f"lab {service}")
+                             for service in path.get("lab_services") or []]
+    for target in targets:
+        if target["kind"] == "lab" and target.get("type") == "pod":
+            option = (target["target"], f"lab pod {target['target']}")
+            choices["lab"]["from"].append(option)
+            choices["lab"]["to"].append(option)
+        elif target["kind"] == "cluster" and not target.get("error"):
+            for namespace in target.get("namespaces") or []:
+                ns = namespace["namespace"]
+                for pod in namespace.get("pods") or []:
+                    if pod.get("phase", "Running") != "Running":
+                        continue
+                    option = (f"pod/{ns}/{pod['name']}",
+                              f"pod {ns}/{pod['name']} {', '.join(pod.get('ips') or [])}")
+                    choices["cluster"]["from"].append(option)
+                    choices["cluster"]["to"].append(option)
+                for service in namespace.get("services") or []:
+                    choices["cluster"]["to"].append((
+                        f"service/{ns}/{service['name']}",
+                        f"service {ns}/{service['name']} "
+                        f"{', '.join(service.get('cluster_ips') or [])}"))
+    # Services first among the destinations: a path usually goes to one.
+    for place in choices.values():
+        place["to"].sort(key=lambda option: not option[0].startswith("service/"))
+    return {"where": list(path["where"]), **{w: choices[w] for w in path["where"]}}

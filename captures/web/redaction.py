@@ -194,8 +194,12 @@ _CAPTURE_FACTS = {  # the sequence model's and the layout's `capture` (docs/mode
     "packets": SHOWN, "messages": SHOWN, "start": SHOWN, "duration": SHOWN, "partial": SHOWN,
     "warnings": SHOWN,
 }
+# A tunnelled hop's outer header: addresses are shown as the hops' are; the nodes it names
+# (and its name, which spells them) say where the capture was taken, so full links only.
+_UNDERLAY = {"src": SHOWN, "dst": SHOWN, "port": SHOWN, "vni": SHOWN, "key": SHOWN,
+             "src_node": FULL, "dst_node": FULL, "name": FULL}
 _HOP = {"interface": Renamed(_interface), "direction": SHOWN, "src": SHOWN, "dst": SHOWN,
-        "t": SHOWN, "tunnel": SHOWN}
+        "t": SHOWN, "tunnel": SHOWN, "underlay": _UNDERLAY}
 _HOP_REF = {"interface": Renamed(_interface), "direction": SHOWN}
 _ANNOTATION = {
     key: SHOWN for key in (
@@ -203,7 +207,8 @@ _ANNOTATION = {
         "mesh", "direction", "original_dst", "via", "client", "server", "evidence", "requests",
         "basis", "count", "by", "description", "name", "retried_over_tcp", "from", "to",
         "error", "about", "mtu", "t")
-} | {"where": Renamed(_where), "from_hop": _HOP_REF, "to_hop": _HOP_REF}
+} | {"where": Renamed(_where), "from_hop": _HOP_REF, "to_hop": _HOP_REF,
+     "node": FULL}  # the node a DNAT/SNAT happened on: where the capture was taken
 # The diagnosis' causes (docs/model.md, "Diagnosis"): their sentences name places, which a
 # redacted link sees under the same neutral names as the hops.
 _PLACE = {"vantage": Renamed(_vantage), "interface": Renamed(_place_interface),
@@ -216,8 +221,16 @@ _ANNOTATION |= {
         "severity", "connections", "rejected_by", "by_name", "exchange", "queries", "nxdomain",
         "extra_queries", "extra_ms", "search", "type", "waited_ms", "resolver_timeout",
         "same_socket_twin", "largest_delivered", "lost_size", "retransmissions", "icmp_seen",
-        "reason", "inferred", "expected", "seen", "service", "bytes")
+        "reason", "inferred", "expected", "seen", "service", "bytes", "signs",
+        # listen_overflow, injected_reset, hairpin, idle_reset, server_first_stall
+        "synack_resent", "delivered", "served", "reset", "claimed", "request_delivered",
+        "dnat_to", "returned", "masqueraded", "idle_s", "request", "outcome", "timeouts",
+        "conntrack_forgot", "protocol", "waited_s", "closed_by")
 } | {"text": Renamed(_scrub), "check": Renamed(_scrub), "message": SHOWN,
+     "group": Renamed(_scrub),  # the sentence for several connections (happened.py)
+     "origin": _PLACE, "first_seen": _PLACE,  # injected_reset's places
+     "sent_by_node": FULL,  # the node that forged a reset: where the capture was taken
+     "vantage": Renamed(_vantage),  # capture_missed_loopback: the pod that was recorded
      "places": [{"hop": Renamed(_interface), "vantage": Renamed(_vantage),
                  "interface": Renamed(_place_interface)}],
      "lost": _LOSS, **{key: spec for key, spec in _LOSS.items() if key != "message"}}
@@ -232,7 +245,7 @@ SEQUENCE = {  # kviz.sequence/1: GET .../analysis, and what every drawing is mad
     "schema": SHOWN,
     "capture": _CAPTURE_FACTS,
     "participants": [{"ip": SHOWN, "name": SHOWN, "kind": SHOWN, "namespace": SHOWN,
-                      "ports": SHOWN}],
+                      "ports": SHOWN, "node": FULL}],
     "messages": [{key: SHOWN for key in (
         "id", "t", "src", "dst", "proto", "label", "flags", "len", "connection", "phase", "frame",
         "annotations")} | {"hops": [_HOP]}],
@@ -251,7 +264,8 @@ LAYOUT = {  # kviz.layout/1: the layout head, its row chunks, and the `layout` e
     "size": SHOWN,
     "lanes": [{key: SHOWN for key in (
         "index", "ip", "name", "kind", "namespace", "ports", "address", "caption", "facts",
-        "head_width", "badges", "x")}],
+        "head_width", "badges", "x")} | {"node": FULL}],
+    "nodes": FULL,  # lanes grouped by node (a redacted link's model names no node)
     "rows": [{key: SHOWN for key in (
         "index", "message", "t", "src", "dst", "from", "to", "nat_to", "label", "proto",
         "flags", "connection", "phase", "frame", "style", "group", "fold", "y", "len")}
@@ -280,6 +294,8 @@ CAPTURE = {  # GET /api/share/<token>/ (docs/api.md, "Captures")
         "packets", "duration", "partial", "warnings", "participants", "messages", "connections",
         "dns", "http")},
     "analysis": SHOWN, "pcap": Renamed(_refused),
+    # Where each file was taken names pods and nodes; only full links show it.
+    "files": FULL,
     "owner": FULL, "target": FULL, "filter": FULL, "limits": FULL, "log": FULL, "worker": FULL,
     "redacted": SHOWN, "expires": SHOWN,
 }
@@ -325,7 +341,12 @@ def capture(row, view: str, link=None) -> dict:
         "started": row.started.isoformat() if row.started else None,
         "finished": row.finished.isoformat() if row.finished else None,
         "summary": row.summary, "analysis": bool(row.analysis_path),
-        "pcap": bool(row.pcap_path),
+        "pcap": any(f.path for f in row.files.all()),
+        # Stored files come first (a path's parts are numbered as they start), so `index`
+        # is the file index of the analysis, the frames and the downloads.
+        "files": [{"index": f.position, "stored": bool(f.path), "role": f.role,
+                   "vantage": f.vantage, "file_name": f.file_name, "packets": f.packets,
+                   "bytes": f.bytes, "error": f.error} for f in row.files.all()],
         "owner": row.owner.get_username(),
         "target": {"kind": row.target_kind, **row.target_spec},
         "filter": row.bpf_filter,

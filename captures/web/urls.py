@@ -1,8 +1,13 @@
 from django.urls import path
 
 from captures.web import api, diagram_api, views
+from captures.web.health import healthz, readyz
 
 urlpatterns = [
+    # Probes (captures/web/health.py): ProbeMiddleware answers these paths first; the routes
+    # name the same views for reverse() and a stack without the middleware.
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     # Pages (captures.web.views); the JSON API follows.
     path("", views.capture_list, name="page-list"),
     path("captures/new/", views.capture_new, name="page-new"),

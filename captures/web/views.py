@@ -6,6 +6,8 @@ and the live view keep themselves current through that API and the capture's Web
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -36,10 +38,10 @@ def _limits_form(post) -> dict:
     return limits
 
 
-def _target_form(value: str) -> dict:
-    # The picker's values are "local:<iface>", "lab:<pod/ns/name | node/name>", and for a
-    # cluster "pod:<ns>/<name>", "service:<ns>/<name>", "node:<name>".
-    kind, _, rest = (value or "").partition(":")
+def _target_form(post) -> dict:
+    # The picker's values are "local:<iface>", "lab:<pod/ns/name | node/name>", for a cluster
+    # "pod:<ns>/<name>", "service:<ns>/<name>", "node:<name>", and "path" (its own fields).
+    kind, _, rest = (post.get("target") or "").partition(":")
     if kind == "local":
         return {"kind": "local", "interface": rest}
     if kind == "lab":
@@ -49,9 +51,31 @@ def _target_form(value: str) -> dict:
         return {"kind": kind, "namespace": namespace, kind: name}
     if kind == "node":
         return {"kind": "node", "node": rest}
+    if kind == "path":
+        return _path_form(post)
     if kind == "upload":
         raise actions.ActionError("choose a pcap or pcapng file to upload")
     raise actions.ActionError("choose a target, or a file to upload")
+
+
+def _path_form(post) -> dict:
+    start, end = (post.get("path_from") or "").strip(), (post.get("path_to") or "").strip()
+    if not start or not end:
+        raise actions.ActionError("a path needs the client pod it starts from and the Service "
+                                  "or pod it goes to")
+    if start.count("/") == 1:  # "default/ubuntu": a path only ever starts at a pod
+        start = f"pod/{start}"
+    where = (post.get("path_where") or "").strip()
+    return {"kind": "path", "from": start, "to": end, **({"where": where} if where else {})}
+
+
+def _vantage_metas(request) -> list[str]:
+    """The form's "taken at" field per file (pod/<ns>/<name>, node/<name>), as meta parts."""
+    vantages = [v.strip() for v in request.POST.getlist("vantage")]
+    if not any(vantages):
+        return []
+    return [json.dumps({"schema": "kviz.capture-meta/1", "vantage": v or None})
+            for v in vantages]
 
 
 @require_GET
@@ -71,13 +95,14 @@ def capture_new(request):
     error, status = "", 200
     if request.method == "POST":
         try:
-            if request.FILES.get("file"):
+            if request.FILES.getlist("file"):
                 capture = actions.upload_capture(request.user, request.POST.get("name"),
-                                                 request.FILES["file"])
+                                                 request.FILES.getlist("file"),
+                                                 metas=_vantage_metas(request))
                 return redirect("page-detail", capture.id)
             capture = actions.start_capture(request.user, {
                 "name": request.POST.get("name"),
-                "target": _target_form(request.POST.get("target")),
+                "target": _target_form(request.POST),
                 "filter": request.POST.get("filter", "").strip(),
                 "limits": _limits_form(request.POST),
             })
@@ -86,6 +111,7 @@ def capture_new(request):
             error, status = exc.message, exc.status
     return render(request, "captures/new.html", {
         "targets": [t for t in targets if t["kind"] != "upload"], "error": error,
+        "path": present.path_choices(targets),
         "form": request.POST, "max": {"seconds": settings.KVIZ_MAX_SECONDS,
                                       "packets": settings.KVIZ_MAX_PACKETS,
                                       "bytes": settings.KVIZ_MAX_BYTES,
@@ -99,12 +125,14 @@ def capture_detail(request, capture_id):
     actions.reap_stale()
     capture = own_capture(request, capture_id)
     links = ShareLink.objects.filter(capture=capture).order_by("-created")
+    doc, pcap_url = capture_json(capture), reverse("capture-pcap", args=[capture.id])
     return render(request, "captures/detail.html", {
-        "capture": capture, "doc": capture_json(capture), "target": present.target_label(capture),
+        "capture": capture, "doc": doc, "target": present.target_label(capture),
+        "files": present.files(doc, pcap_url),
         "analysis": redaction.describe(capture, redaction.OWNER),
         "links": links, "share_days": min(settings.KVIZ_SHARE_DAYS, settings.KVIZ_SHARE_MAX_DAYS),
         "share_max_days": settings.KVIZ_SHARE_MAX_DAYS,
-        "pcap_url": reverse("capture-pcap", args=[capture.id]),
+        "pcap_url": pcap_url,
         "diagram_url": reverse("capture-analysis", args=[capture.id]), "read_only": False,
     })
 
@@ -113,8 +141,10 @@ def capture_detail(request, capture_id):
 @login_required
 def capture_live(request, capture_id):
     capture = own_capture(request, capture_id)
+    doc = capture_json(capture)
     return render(request, "captures/live.html", {
-        "capture": capture, "doc": capture_json(capture), "target": present.target_label(capture),
+        "capture": capture, "doc": doc, "target": present.target_label(capture),
+        "files": present.files(doc, reverse("capture-pcap", args=[capture.id])),
         "ws_path": f"/ws/captures/{capture.id}/",
         "api_url": reverse("capture", args=[capture.id]),
         "stop_url": reverse("capture-stop", args=[capture.id]),
@@ -164,9 +194,12 @@ def share_page(request, token):
     if state != "valid":
         return render(request, "captures/share_gone.html", {"message": GONE[state]},
                       status=404 if state == "unknown" else 410)
-    return render(request, "captures/share.html", redaction.page(link.capture, link, {
+    context = redaction.page(link.capture, link, {
         "pcap_url": reverse("share-pcap", args=[token]),
         "ws_path": f"/ws/share/{token}/", "api_url": reverse("share", args=[token]),
         "diagram_url": reverse("share-analysis", args=[token]), "read_only": True,
         "share_token": token,
-    }))
+    })
+    # Made from the whitelisted context: a redacted link's doc has no files, nor a pcap_url.
+    context["files"] = present.files(context["doc"], context.get("pcap_url"))
+    return render(request, "captures/share.html", context)

@@ -20,6 +20,9 @@ SENDER = """
 import itertools, socket, sys
 count = int(sys.argv[1])
 addresses = itertools.product(range(1, 255), range(1, 255), range(2))  # two ports per address
+# Something listens on the port: 100k flows, not 100k ICMP port unreachables (a bound of its own).
+sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sink.bind(("127.0.0.1", 9))
 for a, b, _ in itertools.islice(addresses, count):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((f"127.1.{a}.{b}", 0))
@@ -44,9 +47,10 @@ def test_it_analyses_a_hundred_thousand_flows(many_flows):
     model = analyze_files([many_flows])
     doc_capture = model.capture
     model.close()
-    assert doc_capture["packets"] >= FLOWS
-    assert doc_capture["messages"] >= FLOWS
-    assert not doc_capture["partial"]
+    # dumpcap may miss a few of 100k datagrams sent back to back: that is the capture's loss.
+    assert doc_capture["packets"] >= FLOWS * 0.99
+    assert doc_capture["messages"] == doc_capture["packets"]
+    assert not doc_capture["partial"], doc_capture["warnings"]
     assert time.monotonic() - started < 120
 
 
@@ -58,4 +62,4 @@ def test_it_flags_the_result_partial_past_the_flow_limit(many_flows):
     assert capture_facts["partial"]
     assert any("more than 10000 UDP flows" in w for w in capture_facts["warnings"])
     # Every packet is still a message: only flow tracking stopped.
-    assert capture_facts["messages"] >= FLOWS
+    assert capture_facts["messages"] == capture_facts["packets"] >= FLOWS * 0.99

@@ -37,3 +37,19 @@ def test_messages_come_back_in_order_joined_whether_in_memory_or_spilled(
         again.write("]")
     assert (tmp_path / "out.json").read_text(encoding="utf-8") == f"[{out.getvalue()}]"
     spool.close()
+
+
+@pytest.mark.parametrize("every", [1, 3, 64])
+def test_messages_are_fetched_by_id_from_memory_and_from_the_file(every, monkeypatch):
+    monkeypatch.setattr(model, "INDEX_EVERY", every)  # offsets at any spacing
+    spool = MessageSpool(in_memory=7)
+    texts = [json.dumps({"id": i, "label": f"→ {i}"}, ensure_ascii=False) for i in range(100)]
+    for text in texts:
+        spool.append(text)
+    wanted = [0, 1, 5, 6, 7, 63, 64, 65, 97, 99, 99, 250, -1]
+    assert spool.fetch(wanted) == {i: json.loads(texts[i]) for i in wanted if 0 <= i < 100}
+    assert spool.fetch([]) == {}
+    # Fetching leaves the spool whole: appending and reading on work as before.
+    spool.append(texts[0])
+    assert list(spool.encoded()) == [*texts, texts[0]]
+    spool.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,24 +46,19 @@ def record(scenario: str, out: Path) -> Path:
 
 def store(owner, pcap: Path, inventory: Path, name: str) -> str:
     """A completed capture of `pcap` with its meta file and inventory, analysed."""
-    from django.conf import settings
 
     from captures.jobs import runner
     from captures.models import Capture, Status
+    from tests.support.stored import store_copy
 
     capture = Capture.objects.create(
         name=name, owner=owner, target_kind="lab", target_spec={"target": "node/kviz-node"},
         limit_seconds=60, limit_packets=100000, limit_bytes=10**8, status=Status.RUNNING,
         inventory=json.loads(inventory.read_text()))
-    capture.directory.mkdir(parents=True)
-    stored = capture.directory / "capture.pcapng"
-    shutil.copy(pcap, stored)
-    shutil.copy(pcap.with_name(pcap.name + ".meta.json"),
-                stored.with_name(stored.name + ".meta.json"))
-    capture.pcap_path = str(stored.relative_to(settings.DATA_DIR))
+    meta = json.loads(pcap.with_name(pcap.name + ".meta.json").read_text())
+    store_copy(capture, pcap, vantage=meta["vantage"], interfaces=meta["interfaces"])
     result = runner.analyse(capture)
-    Capture.objects.filter(id=capture.id).update(
-        pcap_path=capture.pcap_path, status=Status.COMPLETED, **result)
+    Capture.objects.filter(id=capture.id).update(status=Status.COMPLETED, **result)
     return str(capture.id)
 
 
@@ -106,10 +100,13 @@ def test_the_mesh_view_shows_the_lock_and_no_fin(kviz_server, signed_in_page, ma
         const s = document.querySelector('#diagram .kd-scroll'); const seen = new Set();
         for (let top = 0; top <= s.scrollHeight; top += s.clientHeight) {
             s.scrollTop = top; await new Promise(r => setTimeout(r, 120));
-            document.querySelectorAll('#diagram .kd-badge').forEach(b => seen.add(b.textContent));
+            document.querySelectorAll('#diagram .kd-badge').forEach(b => seen.add(
+                (b.previousElementSibling?.classList.contains('kd-padlock') ? 'LOCK ' : '')
+                + b.textContent));
         }
         s.scrollTop = 0; return [...seen]; }""")
-    assert any(t.startswith("🔒") for t in texts), texts
+    # The lock is a drawn padlock just before the mTLS badge's text, not an emoji.
+    assert any(t.startswith("LOCK mTLS") for t in texts), texts
     assert any("no FIN" in t for t in texts), texts
     screenshot(page, "diagram-lab-mesh")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import stat
 import subprocess
 import sys
@@ -33,11 +34,14 @@ def manage(env, *args) -> subprocess.CompletedProcess:
 
 
 def compose_env() -> dict:
-    """The web container's environment as docker-compose.yml gives it, with its defaults."""
+    """The web container's environment as docker-compose.yml gives it, with its defaults, and
+    a random key where it requires one (`${SECRET_KEY:?...}`), as the user's .env gives it."""
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     env = doc["x-kviz-env"]
-    return {key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
-            for key, value in env.items()}
+    filled = {key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+              for key, value in env.items()}
+    return {key: secrets.token_urlsafe(50) if re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", value)
+            else value for key, value in filled.items()}
 
 
 def configmap_env() -> dict:
@@ -45,6 +49,8 @@ def configmap_env() -> dict:
     for name in ("configmap.yaml", "secret.yaml"):
         doc = yaml.safe_load((ROOT / "deploy/kubernetes" / name).read_text())
         env.update(doc.get("data") or doc.get("stringData") or {})
+    if env.get("SECRET_KEY") == "change-me":  # the placeholder secret.yaml says to replace
+        env["SECRET_KEY"] = secrets.token_urlsafe(50)
     return env
 
 

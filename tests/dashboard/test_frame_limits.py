@@ -25,6 +25,7 @@ from captures.jobs import actions
 from captures.models import Capture, Status
 from tests.support.corpus import corpus_dir
 from tests.support.services import WebServer, service_env
+from tests.support.stored import store_copy
 from tests.support.tshark import fields
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
@@ -71,10 +72,7 @@ def capture(users, data_dir):
         name="frames", owner=users["alice"], target_kind="upload",
         target_spec={"file_name": "x.pcap"}, status=Status.COMPLETED, limit_seconds=1,
         limit_packets=1, limit_bytes=1, packets=len(fields(source, None, "frame.number")))
-    row.directory.mkdir(parents=True)
-    shutil.copy(source, row.directory / "capture.pcap")
-    row.pcap_path = str((row.directory / "capture.pcap").relative_to(data_dir))
-    row.save()
+    store_copy(row, source)
     return row
 
 
@@ -124,7 +122,7 @@ def test_parallel_frame_requests_beyond_the_limit_are_refused_without_tshark(
         thread.start()
     most = 0
     while any(thread.is_alive() for thread in threads):
-        most = max(most, running_dissections(capture.pcap_file))
+        most = max(most, running_dissections(capture.stored_files()[0].file))
         time.sleep(0.02)
     for thread in threads:
         thread.join(timeout=60)
@@ -168,10 +166,9 @@ def test_each_user_and_each_share_link_has_a_frame_rate(users, alice_client, set
         number) or {"frame": number, "protocols": "eth", "layers": {}, "hex": ""})
     row = Capture.objects.create(
         name="rated", owner=users["alice"], target_kind="upload", target_spec={},
-        status=Status.COMPLETED, limit_seconds=1, limit_packets=1, limit_bytes=1, packets=10,
-        pcap_path="captures/rated/capture.pcap")
-    (tmp_path / "captures" / "rated").mkdir(parents=True)
-    (tmp_path / "captures" / "rated" / "capture.pcap").write_bytes(b"x")
+        status=Status.COMPLETED, limit_seconds=1, limit_packets=1, limit_bytes=1, packets=10)
+    (tmp_path / "x.pcap").write_bytes(b"x")
+    store_copy(row, tmp_path / "x.pcap")
     first, second = share(row, users["alice"]), share(row, users["alice"])
     anonymous = Client()
     for base, who in ((f"/api/captures/{row.id}", alice_client), (f"/api/share/{first}", anonymous),

@@ -55,7 +55,7 @@ def test_it_accepts_pcapng_by_content_whatever_the_name(worker, alice_client, co
     response = upload(alice_client, path, name="ng")
     assert response.status_code == 201, response.content
     capture = Capture.objects.get(id=response.json()["id"])
-    assert capture.pcap_path.endswith("capture.pcapng")
+    assert capture.stored_files()[0].path.endswith("capture.pcapng")
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ def test_a_pod_capture_stores_exactly_the_bytes_tcpdump_streamed(
     assert runner.run(capture.id, "test:1") == Status.COMPLETED
 
     capture.refresh_from_db()
-    stored = capture.pcap_file.read_bytes()
+    [stored_file] = capture.stored_files()
+    stored = stored_file.file.read_bytes()
     assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(recording).hexdigest()
     assert capture.packets == packets
     assert capture.inventory["schema"] == "kviz.inventory/1"
@@ -40,8 +41,9 @@ def test_a_pod_capture_stores_exactly_the_bytes_tcpdump_streamed(
     [session] = apiserver.sessions
     assert session.kind == "exec"
     assert session.ended_by == "stop-line"  # runner's stop() → the script SIGINTs tcpdump
-    assert capture.pcap_file.name == "capture.pcap"  # tcpdump writes classic pcap
-    meta = capture.pcap_file.with_name("capture.pcap.meta.json").read_text()
+    assert stored_file.file.name == "capture.pcap"  # tcpdump writes classic pcap
+    assert stored_file.vantage == "pod/default/ubuntu" and stored_file.interfaces["2"] == "eth0"
+    meta = stored_file.file.with_name("capture.pcap.meta.json").read_text()
     assert '"vantage": "pod/default/ubuntu"' in meta and '"2": "eth0"' in meta
     assert "source:" not in capture.log  # tcpdump ended as asked: nothing to report
     assert settle(apiserver) == []

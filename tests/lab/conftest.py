@@ -59,3 +59,23 @@ def lab(lab_root):
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def path_recording(tmp_path_factory):
+    """The `path` scenario (captures/lab/path.py) recorded once on a two-node lab of the
+    module's own: (lab, the folder with the captures, inventory.json and truth.json). The lab
+    is torn down when the module is done."""
+    from captures.lab import path
+
+    reason = lab_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    lab = Lab(test_prefix("d"), tmp_path_factory.mktemp("pathlab") / "lab", nodes=2)
+    try:
+        lab.up()
+        out = tmp_path_factory.mktemp("pathrun")
+        path.run(lab, out)
+        yield lab, out
+    finally:
+        lab.down()

@@ -285,6 +285,132 @@ def test_it_black_holes_full_size_segments_while_small_responses_pass(lab, runs)
     assert run.frames("pod", f"ip.src == {server['ip']} && http.response.code == 200")
 
 
+def interface_index(run, vantage: str, name: str) -> str:
+    """The `sll.ifindex` of interface `name` in a `-i any` capture (its meta file)."""
+    path = run.pod if vantage == "pod" else run.node
+    meta = json.loads(path.with_name(path.name + ".meta.json").read_text())
+    return next(index for index, interface in meta["interfaces"].items() if interface == name)
+
+
+def test_it_overflows_the_accept_queue_and_resends_syn_acks(lab, runs):
+    run = runs["fault-listen-overflow"]
+    truth = run.truth
+    server = truth["server"]
+    counters = truth["server_tcp_ext"]
+    assert counters["ListenOverflows"] >= 1 and counters["ListenDrops"] >= 1
+    queue = truth["listen_queue_after"]
+    assert queue["send_q"] == server["backlog"] and queue["recv_q"] > queue["send_q"]  # full
+    assert len(server["accepted"]) == 1
+    outcomes = truth["connections"]
+    assert len(outcomes) == faults.OVERFLOW_CONNECTIONS
+    assert [port for port, outcome in outcomes.items() if outcome.startswith("answered")] == [
+        server["accepted"][0].rpartition(":")[2]]
+
+    # The server's kernel re-sent SYN-ACKs the client had acknowledged (tshark: a
+    # retransmission, answered by a duplicate ACK), to clients that never got an answer.
+    to_server = f"ip.dst == {server['ip']} && tcp.dstport == {server['port']}"
+    resent = run.frames("pod", f"ip.src == {server['ip']} && tcp.flags.syn == 1 && "
+                        "tcp.flags.ack == 1 && tcp.analysis.retransmission", "tcp.dstport")
+    assert resent
+    assert {outcomes[port] for (port,) in resent} == {"no answer"}
+    duplicates = run.frames("pod", f"{to_server} && tcp.analysis.duplicate_ack", "tcp.srcport")
+    assert {port for (port,) in resent} <= {port for (port,) in duplicates}
+    # Their data reached the server pod's veth on the node, and was never acknowledged there.
+    veth = interface_index(run, "node", lab.plan.pod(server["name"]).veth)
+    for port in {port for (port,) in resent}:
+        assert run.frames("node", f"{to_server} && tcp.srcport == {port} && tcp.len > 0 && "
+                          f"sll.ifindex == {veth}")
+
+
+def test_it_forges_a_reset_on_the_node_in_the_servers_name(lab, runs):
+    run = runs["fault-injected-reset"]
+    truth = run.truth
+    server = truth["server"]
+    assert truth["client"]["exit_code"] == 56 and "reset" in truth["client"]["stderr"]
+    assert truth["reject_rule"]["packets_after"] - truth["reject_rule"]["packets_before"] == 1
+    assert truth["backend_tcp"]["OutRsts"] == 0  # nginx-a itself sent no reset
+    assert truth["served"] == {"nginx-a": [], "nginx-b": []}
+
+    reset = f"ip.src == {server['ip']} && tcp.srcport == 80 && tcp.flags.reset == 1"
+    assert len(run.frames("pod", reset)) == 1
+    server_veth = interface_index(run, "node", lab.plan.pod(server["name"]).veth)
+    client_veth = interface_index(run, "node", lab.plan.client.veth)
+    assert run.frames("node", f"{reset} && sll.ifindex == {client_veth}")
+    assert not run.frames("node", f"{reset} && sll.ifindex == {server_veth}")
+    # nginx-a's own packets of the connection do come from its veth.
+    assert run.frames("node", f"ip.src == {server['ip']} && tcp.flags.syn == 1 && "
+                      f"sll.ifindex == {server_veth}")
+
+
+def test_it_sends_a_pod_back_to_itself_through_its_own_service(lab, runs):
+    run = runs["fault-hairpin"]
+    truth = run.truth
+    client = lab.plan.client
+    attempts = truth["attempts"]
+    assert [(a["hairpin_mode"], a["masquerade_rule"]) for a in attempts] == [
+        (0, True), (1, False), (1, True)]
+    assert [a["exit_code"] for a in attempts] == [28, 28, 0]
+    assert [a["client_tcp"]["PassiveOpens"] for a in attempts] == [0, 0, 1]
+    assert [len(a["server_log"]) for a in attempts] == [0, 0, 1]
+    assert all(a["dnat_packets"] >= 1 for a in attempts)
+    assert truth["dnat"]["to"] == f"{client.ip}:8080"
+    hairpin_path = f"/sys/class/net/cbr0/brif/{client.veth}/hairpin_mode"
+    now = netns.ns_run(lab.plan.node_ns, ["cat", hairpin_path]).stdout.strip()
+    assert int(now) == truth["bridge"]["hairpin_mode_before"]
+
+    veth = interface_index(run, "node", client.veth)
+    dnated = f"ip.dst == {client.ip} && tcp.dstport == 8080 && tcp.flags.syn == 1 && " \
+             "tcp.flags.ack == 0"
+    first, second = (a["local_port"] for a in attempts[:2])
+    # Without hairpin mode the DNATed SYN never goes back out of the port it came in on.
+    assert run.frames("node", f"{dnated} && tcp.srcport == {first}")
+    assert not run.frames("node", f"{dnated} && tcp.srcport == {first} && sll.ifindex == {veth}")
+    # With it but without masquerade it does, from the pod's own address.
+    assert run.frames("node", f"{dnated} && tcp.srcport == {second} && sll.ifindex == {veth}"
+                      f" && ip.src == {client.ip}")
+    assert run.frames("pod", f"{dnated} && tcp.srcport == {second} && ip.src == {client.ip}")
+
+
+def test_it_forgets_an_idle_connection_on_the_node(lab, runs):
+    run = runs["fault-idle-reset"]
+    truth = run.truth
+    connection = truth["connection"]
+    first, second = connection["requests"]
+    assert first["answer"].startswith("HTTP/1.1 200") and second["answer"] == "no answer"
+    assert truth["idle_s"] > truth["conntrack"]["established_timeout_s"]
+    assert truth["invalid_rule"]["dropped"] >= 2  # the request and its retransmissions
+    assert sum(len(lines) for lines in truth["served"].values()) == 1
+    for key, value in truth["conntrack"]["restored"].items():
+        assert netns.ns_run(lab.plan.node_ns, ["sysctl", "-n", key]).stdout.strip() == value
+
+    port, vip = connection["local_port"], truth["service"]["vip"]
+    requests = run.frames("pod", f"tcp.srcport == {port} && http.request", "frame.time_relative")
+    assert len(requests) == 2
+    assert float(requests[1][0]) - float(requests[0][0]) >= truth["idle_s"] - 0.5
+    assert run.frames("pod", f"tcp.srcport == {port} && tcp.analysis.retransmission")
+    # On the node only the first request was DNATed to a backend; the second never was.
+    dnated = run.frames("node", f"tcp.srcport == {port} && tcp.len > 0 && ip.dst != {vip}")
+    assert len(dnated) == 1
+
+
+def test_it_leaves_a_server_first_protocol_waiting_behind_a_sniffing_proxy(lab, runs):
+    run = runs["fault-server-first-stall"]
+    truth = run.truth
+    connection = truth["connection"]
+    assert connection["greeting"] is None
+    assert connection["waited_s"] >= faults.GREETING_WAIT - 0.5
+    events = {entry.get("event"): entry for entry in truth["proxy"]["log"]}
+    gave_up = events["client closed before speaking"]
+    assert gave_up["upstream_connected"] is False
+    assert gave_up["peer"].endswith(f":{connection['local_port']}")
+    assert not [e for e in truth["banner_server"]["log"] if e.get("event") == "greeted"]
+
+    port = connection["local_port"]
+    assert run.frames("pod", f"tcp.srcport == {port} && tcp.flags.syn == 1")
+    assert not run.frames("pod", f"tcp.port == {port} && tcp.len > 0")
+    assert run.frames("pod", f"tcp.srcport == {port} && tcp.flags.fin == 1")
+
+
 # -- afterwards (runs last) ----------------------------------------------------------------------
 
 

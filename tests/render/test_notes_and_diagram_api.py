@@ -5,7 +5,6 @@ a redacted link refuses frames and the pcap alike). Real capture from the corpus
 from __future__ import annotations
 
 import json
-import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -15,6 +14,7 @@ from django.test import Client, override_settings
 from captures.jobs import actions, runner
 from captures.models import Capture, Status
 from tests.render.conftest import corpus_path
+from tests.support.stored import store_copy
 
 PCAP = "dns-http/skydive_dns-a-aaaa-then-http11-get-syn-fin.pcap"
 pytestmark = pytest.mark.django_db
@@ -39,9 +39,7 @@ def capture(data_dir, users):
     row = Capture.objects.create(name="dns-http", owner=users["owner"], target_kind="upload",
                                  target_spec={"file_name": "x.pcap"}, limit_seconds=1,
                                  limit_packets=1, limit_bytes=1, status=Status.COMPLETED)
-    row.directory.mkdir(parents=True)
-    shutil.copy(source, row.directory / "capture.pcap")
-    row.pcap_path = str((row.directory / "capture.pcap").relative_to(data_dir))
+    store_copy(row, source)
     for key, value in runner.analyse(row).items():
         setattr(row, key, value)
     row.save()

@@ -222,13 +222,13 @@ def service_settings(test_database_url, data_dir):
     from django.test import override_settings
 
     from kviz.celery import app
+    from kviz.settings import redis_channel_layer
 
     override = override_settings(
         REDIS_URL=REDIS_URL, DATA_DIR=data_dir, KVIZ_LAB_PREFIX=RUN_TAG[:10],
         KVIZ_LIVE_PREFIX=f"{RUN_TAG}:live:",
         KVIZ_HEARTBEAT_TIMEOUT=HEARTBEAT_TIMEOUT, CELERY_TASK_ALWAYS_EAGER=False,
-        CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                    "CONFIG": {"hosts": [REDIS_URL], "prefix": RUN_TAG}}},
+        CHANNEL_LAYERS={"default": redis_channel_layer(REDIS_URL, RUN_TAG)},
     )
     override.enable()
     channel_layers.backends.clear()

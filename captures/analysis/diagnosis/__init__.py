@@ -5,18 +5,24 @@ retransmissions", "reset by …"). The diagnosis reads the finished analysis (a 
 connections, DNS exchanges, annotations, and the few messages that prove something) and turns
 symptoms into causes, each an annotation of kind `lost`, `no_endpoints`, `refused`,
 `dns_search_expansion`, `dns_retry`, `mtu_blackhole`, `tls_rejected`, `protocol_mismatch`,
-`port_reuse`, `capture_gap` or `nat_unseen` (docs/model.md). Every one carries:
+`port_reuse`, `listen_overflow`, `server_first_stall` (servers.py), `hairpin`,
+`injected_reset`, `idle_reset` (paths.py), `capture_gap`, `nat_unseen` or
+`capture_missed_loopback` (docs/model.md). The last three are notes about the capture itself:
+what it lost or could not see from where it was taken. Every one carries:
 
 - `severity`: `error`, `warning` or `note`, as Wireshark's Expert Info grades them;
 - `text`: one plain sentence, what happened and where (node, interface, before or after the
   DNAT) as far as the capture can show it, and saying so when it cannot;
 - `check`: what to look at next;
 - `evidence`: the ids of the messages that prove it, which the diagram highlights;
-- `connection` or `exchange` when it concerns one.
+- `connection` or `exchange` when it concerns one;
+- `group`, for a cause of one connection: the sentence that holds for every connection with
+  the same cause, so that "What happened" says it once for all of them (happened.py).
 
 Rules never claim what the capture cannot show: a place only seen from inside the client's pod
 is said to be unseen, a TLS 1.3 refusal is called an inference, and a handshake the server
-refused is not mutual TLS (the engine withdraws that claim). Each connection also gets an
+refused is not mutual TLS (the engine withdraws that claim), and a connection a hairpin
+explains is not also called lost. Each connection also gets an
 `outcome` code (connections.OUTCOMES). `rank` orders the findings by impact for the "What
 happened" summary.
 """
@@ -25,14 +31,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import connections, handshakes, lookups
+from . import connections, coverage, handshakes, lookups, paths, servers
 from .places import Places
 from .view import CaptureView
 
 SEVERITIES = ("error", "warning", "note")
 CAUSE_KINDS = ("lost", "no_endpoints", "refused", "dns_search_expansion", "dns_retry",
-               "mtu_blackhole", "tls_rejected", "protocol_mismatch", "port_reuse", "capture_gap",
-               "nat_unseen")
+               "mtu_blackhole", "tls_rejected", "protocol_mismatch", "port_reuse",
+               "listen_overflow", "injected_reset", "hairpin", "idle_reset",
+               "server_first_stall", "capture_gap", "nat_unseen", "capture_missed_loopback")
 
 
 @dataclass
@@ -77,13 +84,18 @@ def rank(findings: list[dict]) -> list[dict]:
 
 def diagnose(view: CaptureView) -> Diagnosis:
     places = Places(view.files, view.names)
-    conn_findings, outcomes = connections.diagnose(view, places)
+    hairpins = paths.hairpins(view, places)
+    conn_findings, outcomes = connections.diagnose(
+        view, places, {finding["connection"] for finding in hairpins})
     tls_findings, withdrawn = handshakes.diagnose(view)
-    findings = [*conn_findings, *lookups.diagnose(view, places), *tls_findings,
-                *nat_unseen(view)]
+    findings = [*conn_findings, *hairpins, *paths.diagnose(view, places),
+                *servers.diagnose(view, places), *lookups.diagnose(view, places),
+                *tls_findings, *nat_unseen(view),
+                *coverage.missed_loopback(view, places, withdrawn)]
     for finding in findings:
         # What a redacted share must rename in the sentences (captures/web/redaction.py).
-        finding["places"] = places.mentioned_in(f"{finding['text']} {finding['check']}")
+        finding["places"] = places.mentioned_in(
+            f"{finding['text']} {finding['check']} {finding.get('group', '')}")
     return Diagnosis(rank(findings), outcomes, withdrawn)
 
 

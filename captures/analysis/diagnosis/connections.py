@@ -86,13 +86,18 @@ def unanswered(view: CaptureView, conn: dict, places: Places) -> list[dict]:
     tries = f"{loss.attempts} attempt{'s' if loss.attempts != 1 else ''}"
     if loss.attempts > 1:
         tries += f" over {_span(attempts)}"
+    clients = view.names(split_endpoint(conn["client"])[0])
     if loss.visible:
         text = (f"The SYN from {client} to {server} {where_words(loss, places)} ({tries}); "
                 f"the connection was never answered.")
+        where = where_words(loss, places).replace("was lost", "were lost", 1)
+        group = f"SYNs from {clients} to {server} {where}; those connections were never answered."
     else:
         text = (f"The SYN from {client} to {server} was never answered ({tries}). Where it "
                 f"was lost cannot be seen from {view.seen_from()}: capture the client's node "
                 f"(-i any) and the destination's pods together to see where it stops.")
+        group = (f"SYNs from {clients} to {server} were never answered; where they were lost "
+                 f"cannot be seen from {view.seen_from()}.")
     target = loss.nat_to or conn["server"]
     checks = []
     if view.kind_of(target) == "pod" or loss.after_nat:
@@ -110,7 +115,7 @@ def unanswered(view: CaptureView, conn: dict, places: Places) -> list[dict]:
     return [{
         "kind": "lost", "severity": "error", "connection": conn["id"], "text": text,
         "check": "; ".join(checks), "evidence": [m["id"] for m in attempts],
-        **loss.as_dict(),
+        "group": group, **loss.as_dict(),
     }]
 
 
@@ -138,6 +143,9 @@ def port_reuse(view, conn, attempts, answers, messages) -> list[dict]:
                   "SNAT port exhaustion on the node: `conntrack -S`); whether the previous "
                   "connection was closed by the server"),
         "evidence": [attempts[0]["id"], ack["id"], *(m["id"] for m in resets[:1])],
+        "group": (f"{server} answered SYNs from {view.names(split_endpoint(conn['client'])[0])} "
+                  f"with ACKs for older connections on the same ports (challenge ACKs): the "
+                  f"client reused ports the server still held."),
     }]
 
 
@@ -175,15 +183,20 @@ def rejected(view: CaptureView, conn: dict, places: Places,
     sender_ip = split_endpoint(sender)[0]
     via = conn["server"] if sender_ip != split_endpoint(conn["server"])[0] else None
     port = split_endpoint(sender)[1]
+    clients = view.names(split_endpoint(conn["client"])[0])
     if via is None and server_kind == "service" and not node_seen:
         text = (f"{server} refused the connection from {client}: it answered the SYN with a "
                 f"reset. From inside the pod it cannot be told whether a backend sent it "
                 f"(nothing listens on the target port) or kube-proxy did (a Service with no "
                 f"endpoints): a capture of the node shows which.")
+        group = (f"{server} refused connections from {clients}, a reset for each SYN (a "
+                 f"backend or kube-proxy: a capture of the node shows which).")
     else:
         through = f" to {view.names(via)}" if via else ""
         text = (f"{view.names(sender)} refused the connection from {client}{through}: it "
                 f"answered the SYN with a reset, so nothing listens on port {port} there.")
+        group = (f"Connections from {clients}{through} were refused by {view.names(sender)}: "
+                 f"a reset for each SYN, so nothing listens on port {port} there.")
     checks = [f"that a container of {_pod_words(view, sender)} listens on port {port} "
               f"(`ss -ltn` in the pod)"]
     if via and view.kind_of(via) == "service":
@@ -191,7 +204,7 @@ def rejected(view: CaptureView, conn: dict, places: Places,
                       f"(`kubectl get service -n {_namespace_of(view, via) or 'default'} "
                       f"{places.short_name(via)} -o yaml`)")
     return [{"kind": "refused", "severity": "error", "connection": conn["id"], "text": text,
-             "check": "; ".join(checks), "evidence": evidence,
+             "check": "; ".join(checks), "evidence": evidence, "group": group,
              "by": sender, "by_name": places.short_name(sender), "via": via}]
 
 
@@ -213,7 +226,7 @@ def _no_endpoints(view, conn, rejected_by, how, evidence) -> dict:
                       f"; the Service's selector matches Ready pods (`kubectl get pods -n {ns} "
                       f"-l <selector>`)"),
             "evidence": evidence, "service": conn["server"], "name": name,
-            "rejected_by": rejected_by}
+            "rejected_by": rejected_by, "group": text}
 
 
 def mtu_blackhole(view: CaptureView, conn: dict, places: Places) -> list[dict]:
@@ -258,6 +271,9 @@ def mtu_blackhole(view: CaptureView, conn: dict, places: Places) -> list[dict]:
                       "(`iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j "
                       "TCPMSS --clamp-mss-to-pmtu`)"),
             "evidence": [m["id"] for m in resent],
+            "group": (f"Full-size segments from {view.names(split_endpoint(sender)[0])} to "
+                      f"{view.names(split_endpoint(receiver)[0])} never got through while "
+                      f"smaller ones did: a path MTU black hole."),
             "direction": direction, "largest_delivered": largest_delivered,
             "lost_size": lost_size, "retransmissions": len(resent), "icmp_seen": icmp_seen,
         })
@@ -281,10 +297,17 @@ def capture_gap(view: CaptureView, conn: dict) -> list[dict]:
                   "a bigger buffer, -B, or a narrower filter); a capture started mid-stream "
                   "misses what came before"),
         "evidence": [],
+        "group": (f"The capture missed bytes between "
+                  f"{view.names(split_endpoint(conn['client'])[0])} and {server} that the "
+                  f"receivers acknowledged: the capture's own loss, not the network's."),
     }]
 
 
-def diagnose(view: CaptureView, places: Places) -> tuple[list[dict], dict[int, str]]:
+def diagnose(view: CaptureView, places: Places,
+             explained: frozenset[int] | set[int] = frozenset()
+             ) -> tuple[list[dict], dict[int, str]]:
+    """`explained`: connections another rule found the cause of (a hairpin): no `lost` or
+    `refused` is said of them, only their outcome."""
     findings: list[dict] = []
     outcomes: dict[int, str] = {}
     icmp = _icmp_errors(view)
@@ -294,7 +317,9 @@ def diagnose(view: CaptureView, places: Places) -> tuple[list[dict], dict[int, s
         icmp_rejected = (linked is not None and conn.get("handshake") != "complete"
                          and "unreachable" in (linked[1].get("error") or ""))
         outcomes[conn["id"]] = outcome(conn, icmp_rejected, reset_by.get(conn["id"]))
-        if conn.get("handshake") == "no-answer" and linked is None:
+        if conn["id"] in explained:
+            pass
+        elif conn.get("handshake") == "no-answer" and linked is None:
             findings += unanswered(view, conn, places)
         elif conn.get("handshake") in ("refused", "no-answer"):
             findings += rejected(view, conn, places, linked)

@@ -83,6 +83,9 @@ def rejections(view: CaptureView) -> list[dict]:
                 "server": conn["server"], "by": "server", "reason": reason, "inferred": False,
                 "text": (f"{server} refused the {tls.get('version') or 'TLS'} handshake from "
                          f"{client} with a fatal {description} alert: {reason}."),
+                "group": (f"{server} refused {tls.get('version') or 'TLS'} handshakes from "
+                          f"{_client_ip(view, conn)} with a fatal {description} alert: "
+                          f"{reason}."),
                 "check": _tls_check(conn, view, client_certificate=True),
                 "evidence": evidence,
             })
@@ -99,6 +102,9 @@ def rejections(view: CaptureView) -> list[dict]:
                 "text": (f"{client} refused {server} during the "
                          f"{tls.get('version') or 'TLS'} handshake with a fatal {description} "
                          f"alert: {reason}."),
+                "group": (f"{_client_ip(view, conn)} refused {server} during "
+                          f"{tls.get('version') or 'TLS'} handshakes with a fatal "
+                          f"{description} alert: {reason}."),
                 "check": (f"the certificate {conn['server']} presents and the CA bundle the "
                           f"client trusts (`openssl s_client -connect {conn['server']} "
                           f"-showcerts`); in a mesh, that both sides share a trust domain"),
@@ -125,8 +131,16 @@ def rejections(view: CaptureView) -> list[dict]:
                             "client that sent no acceptable certificate." if expected else "")),
                 "check": _tls_check(conn, view, client_certificate=expected),
                 "evidence": [m["id"] for m in shown],
+                "group": (f"{server} refused TLS 1.3 handshakes from {_client_ip(view, conn)} "
+                          f"(an inference: a short encrypted record right after the client's "
+                          f"Finished, then the close)."),
             })
     return findings
+
+
+def _client_ip(view: CaptureView, conn: dict) -> str:
+    """The client without its port: the same for all its connections (a cause's `group`)."""
+    return view.names(split_endpoint(conn["client"])[0])
 
 
 def _tls_check(conn: dict, view: CaptureView, client_certificate: bool) -> str:
@@ -182,6 +196,8 @@ def _mismatch(view, conn, expected, seen, shown, messages) -> dict:
     return {
         "kind": "protocol_mismatch", "severity": "error", "connection": conn["id"],
         "server": conn["server"], "expected": expected, "seen": seen, "text": what,
+        "group": (f"{_client_ip(view, conn)} spoke {seen} to {server}, which expects "
+                  f"{expected}."),
         "check": ("the client's URL scheme and port; in a mesh, that the client pod has its "
                   "sidecar (it upgrades plaintext to mutual TLS) and the DestinationRule's TLS "
                   "mode" if seen != "TLS" else

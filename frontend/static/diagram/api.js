@@ -87,6 +87,69 @@ export class LayoutSource {
     return pending;
   }
 
+  async chunkAsync(number) {
+    const chunk = this.chunks.get(number);
+    if (Array.isArray(chunk)) return chunk;
+    return chunk || this.fetchChunk(number);
+  }
+
+  // Only the rows `keep` accepts, drawn one under the other: a new source over the same
+  // chunks whose head has the kept rows' y moved up by the height of the rows left out above
+  // them (each row's height being its distance to the drawn row above it, so a phase header
+  // before a kept row stays). Every row's data is needed to know which match, so all chunks are
+  // fetched first; `progress(done, total)` hears how far that got.
+  async filtered(keep, progress = () => {}) {
+    const total = Math.ceil(this.rowCount / this.head.chunk_rows);
+    let next = 0, done = 0;
+    const worker = async () => {
+      while (next < total) {
+        await this.chunkAsync(next++);
+        progress(++done, total);
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    const head = this.head, ys = head.ys, count = this.rowCount;
+    const match = new Uint8Array(count);
+    let matching = 0, folded = 0;
+    for (let i = 0; i < count; i++) {
+      const row = this.row(i);
+      if (row && keep(row)) { match[i] = 1; matching++; if (ys[i] === null) folded++; }
+    }
+    const newYs = new Array(count).fill(null);
+    let removed = 0;
+    for (let k = 0; k < this.drawnY.length; k++) {
+      const i = this.drawnIndex[k];
+      if (match[i]) newYs[i] = this.drawnY[k] - removed;
+      else removed += this.drawnY[k] - (k ? this.drawnY[k - 1] : head.size.lane_head_height);
+    }
+    // A phase band spans its kept rows, with the header and bottom margin it had around its own.
+    const phases = head.phases.map((phase) => ({ ...phase, y_top: null, y_bottom: null }));
+    const span = new Map();
+    for (let i = 0; i < count; i++) {
+      const group = newYs[i] === null ? null : this.row(i).group;
+      if (group === null || group === undefined) continue;
+      const seen = span.get(group);
+      if (seen) seen[1] = newYs[i]; else span.set(group, [newYs[i], newYs[i]]);
+    }
+    for (const [group, [top, bottom]] of span) {
+      const phase = head.phases[group];
+      const above = (ys[phase.first_row] ?? top) - (phase.y_top ?? top);
+      const below = (phase.y_bottom ?? bottom) - (ys[phase.last_row] ?? bottom);
+      phases[group].y_top = Math.max(head.size.lane_head_height, top - Math.max(above, 0));
+      phases[group].y_bottom = bottom + Math.max(below, 0);
+    }
+    const filteredHead = {
+      ...head, ys: newYs, phases, gaps: [],
+      // Fold bands and idle gaps stand between rows that may be gone; drawn only unfiltered.
+      folds: head.folds.map((fold) => ({ ...fold, y: null })),
+      size: { ...head.size, height: Math.max(head.size.lane_head_height + 40, head.size.height - removed) },
+    };
+    const source = new LayoutSource(this.api, filteredHead, this.query);
+    source.chunks = this.chunks;
+    Object.assign(source, { matching, folded, base: this });
+    return source;
+  }
+
   async rowAsync(index) {
     const found = this.row(index);
     if (found) return found;

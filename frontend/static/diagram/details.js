@@ -7,7 +7,7 @@ export function renderRowDetails(panel, row, head, options) {
   const lanes = head.lanes;
   const phase = row.group !== null && row.group !== undefined ? head.phases[row.group] : null;
   const fields = [
-    ["time", formatT(row.t)],
+    ["time", formatT(row.t, 1e-6)],
     ["from", `${lanes[row.from].name} (${row.src})`],
     ["to", `${lanes[row.to].name} (${row.dst})` +
       (row.nat_to !== null && row.nat_to !== undefined ? ` → ${lanes[row.nat_to].name}` : "")],
@@ -17,7 +17,7 @@ export function renderRowDetails(panel, row, head, options) {
     ["message", `#${row.message}`],
   ];
   const hops = (row.hop_detail || []).map((hop) =>
-    `<tr><td>${esc(hop.interface)}</td><td>${esc(hop.direction ?? "")}</td><td>${esc(hop.src)} → ${esc(hop.dst)}</td><td>${esc(formatT(hop.t))}</td></tr>`).join("");
+    `<tr><td>${esc(hop.interface)}${hop.tunnel ? ` <span class="kd-tunnel">(${esc(hop.underlay?.name || hop.tunnel)})</span>` : ""}</td><td>${esc(hop.direction ?? "")}</td><td>${esc(hop.src)} → ${esc(hop.dst)}</td><td>${esc(formatT(hop.t, 1e-6))}</td></tr>`).join("");
   const badges = (row.badges || []).map((b) =>
     `<li class="kd-badge-${esc(b.kind)}"><b>${esc(b.kind)}</b> ${esc(b.text)}${b.detail ? ` — ${esc(b.detail)}` : ""}</li>`).join("");
   panel.innerHTML = `

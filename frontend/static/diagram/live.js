@@ -52,10 +52,10 @@ export class LiveSource {
       const index = this.rows.length;
       const y = HEAD + 30 + index * PITCH;
       this.rows.push({
-        index, message: `p${packet.n}`, t: packet.t - this.start, src: packet.src, dst: packet.dst,
+        index, message: `p${packet.f || 0}:${packet.n}`, t: packet.t - this.start, src: packet.src, dst: packet.dst,
         from: this.lane(ipOf(packet.src)), to: this.lane(ipOf(packet.dst)), nat_to: null,
         label: packet.info || packet.proto, proto: packet.proto, flags: null, len: packet.len,
-        connection: null, phase: "other", group: null, fold: null, frame: [0, packet.n],
+        connection: null, phase: "other", group: null, fold: null, frame: [packet.f || 0, packet.n],
         hops: [], hop_detail: [], badges: [], style: "provisional", y,
       });
       this.head.ys.push(y);

@@ -38,8 +38,14 @@ class Diagram {
       onDrawn: (pending) => this.drawn(pending),
     });
     exportButtons(root.querySelector(".kd-exports"), this.api, this.name);
+    this.clearButton = root.querySelector(".kd-clear-filters");
     root.querySelectorAll(".kd-filter").forEach((select) =>
       select.addEventListener("change", () => this.applyFilter()));
+    this.clearButton?.addEventListener("click", () => {
+      root.querySelectorAll(".kd-filter").forEach((select) => { select.value = ""; });
+      this.applyFilter();
+    });
+    window.addEventListener("resize", () => { if (!this.panel.hidden) this.placePanel(); });
     root.querySelector(".kd-fold-all")?.addEventListener("change", (event) => {
       this.fold = event.target.checked;
       this.expanded.clear();
@@ -72,16 +78,18 @@ class Diagram {
       this.say(error.status === 409 ? "the analysis is not ready yet" : `no diagram: ${error.message}`);
       throw error;
     }
-    this.source = source;
+    this.base = source;
     this.root.dataset.rows = source.rowCount;
     this.fillFilters();
+    if (this.keep) source = await this.filterOf(source, this.keep);
+    this.source = source;
+    this.view.filter = () => true; // a layout is filtered by leaving rows out, not dimming them
     this.view.setSource(source);
     if (keepRow >= 0 && source.head.ys[keepRow] !== null && source.head.ys[keepRow] !== undefined) {
       this.view.scroll.scrollTop = Math.max(0, source.head.ys[keepRow] - 90);
     }
     this.view.select(this.selected, false);
-    const folds = source.head.folds.filter((f) => f.collapsed).length;
-    this.say(`${source.rowCount} arrows` + (folds ? `, ${folds} repeated patterns folded` : ""));
+    this.sayCount();
     this.root.dataset.state = "ready";
   }
 
@@ -153,7 +161,7 @@ class Diagram {
   // -- filters, folding --------------------------------------------------------------------------
 
   fillFilters() {
-    const head = this.source.head;
+    const head = this.base.head; // every lane and connection, whatever the filter leaves
     const fill = (name, options) => {
       const select = this.root.querySelector(`.kd-filter[data-filter="${name}"]`);
       if (!select || select.options.length > 1) return;
@@ -164,11 +172,33 @@ class Diagram {
     fill("lane", head.lanes.map((lane) => [String(lane.index), `${lane.name} (${lane.address || lane.ip})`]));
   }
 
-  applyFilter() {
+  sayCount() {
+    const source = this.source;
+    if (source.matching !== undefined) {
+      this.say(`${source.matching} of ${source.rowCount} arrows` +
+        (source.folded ? ` (${source.folded} of them inside folded repeats)` : ""));
+    } else {
+      const folds = source.head.folds.filter((f) => f.collapsed).length;
+      this.say(`${source.rowCount} arrows` + (folds ? `, ${folds} repeated patterns folded` : ""));
+    }
+    this.root.dataset.matching = source.matching ?? source.rowCount;
+  }
+
+  async filterOf(base, keep) {
+    return base.filtered(keep, (done, total) => {
+      if (total > 1) this.say(`filtering: ${done} of ${total} parts of the diagram loaded…`);
+    });
+  }
+
+  // A filter draws only the matching arrows, closed up (api.js, filtered); a live capture's
+  // provisional arrows are few and only dimmed.
+  async applyFilter() {
     const value = (name) => this.root.querySelector(`.kd-filter[data-filter="${name}"]`)?.value || "";
     const connection = value("connection"), lane = value("lane"), phase = value("phase");
+    const active = Boolean(connection || lane || phase);
+    if (this.clearButton) this.clearButton.hidden = !active;
     const phases = () => this.source.head.phases;
-    this.filter = (row) => {
+    this.filter = active ? (row) => {
       if (connection === "none" ? row.connection !== null
         : connection && String(row.connection) !== connection) return false;
       if (lane && ![row.from, row.to, row.nat_to].map(String).includes(lane)) return false;
@@ -177,8 +207,23 @@ class Diagram {
         if ((group ? group.phase : row.phase) !== phase) return false;
       }
       return true;
-    };
-    this.view.setFilter(this.filter);
+    } : null;
+    const keep = this.filter;
+    this.keep = keep; // the layout, once a live capture has one, is filtered by reload()
+    if (!this.base || this.source.head.provisional) {
+      this.view.setFilter(keep || (() => true));
+      return;
+    }
+    this.view.filter = () => true;
+    this.root.dataset.state = "filtering";
+    const source = keep ? await this.filterOf(this.base, keep) : this.base;
+    if (this.keep !== keep) return; // a newer choice is on its way
+    this.source = source;
+    this.view.scroll.scrollTop = 0;
+    this.view.setSource(source);
+    this.view.select(source.head.ys[this.selected] != null ? this.selected : -1, true);
+    this.sayCount();
+    this.root.dataset.state = "ready";
   }
 
   toggleFold(id) {
@@ -230,7 +275,18 @@ class Diagram {
 
   showPanel() {
     this.panel.hidden = false;
+    this.placePanel();
     this.panel.querySelector(".kd-close").addEventListener("click", () => this.closePanel());
+  }
+
+  // Beside the diagram when both fit, else over its right side: opening details never narrows
+  // the drawing a reader is looking at.
+  placePanel() {
+    const main = this.root.querySelector(".kd-main");
+    const panelWidth = Math.min(26 * 16, main.clientWidth);
+    const drawing = (this.source?.head.size.width || 0) + 2; // + the scroll box's borders
+    const beside = main.clientWidth - panelWidth - 12 >= drawing;
+    main.classList.toggle("kd-over", !beside);
   }
 
   closePanel() {

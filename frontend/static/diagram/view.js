@@ -15,10 +15,19 @@ function cut(text, limit = LABEL_CHARS) {
   return text.length > limit ? text.slice(0, limit - 1) + "…" : text;
 }
 
-export function formatT(t) {
-  if (t >= 1) return `${t.toFixed(3)} s`;
-  return `${(t * 1000).toFixed(3)} ms`;
+// A time in the unit that reads best; `spacing` (seconds to the nearest other row) adds decimals
+// until neighbouring rows differ, so rows microseconds apart past 1 s do not all read "3.003 s".
+export function formatT(t, spacing = null) {
+  if (t >= 1) return `${t.toFixed(decimals(spacing, 3, 6))} s`;
+  return `${(t * 1000).toFixed(decimals(spacing === null ? null : spacing * 1000, 3, 4))} ms`;
 }
+
+function decimals(step, least, most) {
+  if (!(step > 0)) return least;
+  return Math.min(most, Math.max(least, Math.ceil(-Math.log10(step) - 1e-9)));
+}
+
+const TOGGLES = "[data-toggle-fold], [data-toggle-phase]";
 
 export class DiagramView {
   constructor(root, handlers) {
@@ -39,6 +48,22 @@ export class DiagramView {
     this.scroll.addEventListener("scroll", () => this.schedule(false), { passive: true });
     window.addEventListener("resize", () => this.schedule(true));
     this.svg.addEventListener("click", (event) => this.click(event));
+    this.svg.setAttribute("role", "group");
+    this.svg.setAttribute("aria-label", `arrows of ${root.dataset.name || "the capture"}`);
+    // Fold and phase toggles are buttons for the keyboard too. A toggle reloads the layout and
+    // redraws the window, so the focus is put back on the same toggle after each redraw.
+    this.refocus = null;
+    this.svg.addEventListener("keydown", (event) => {
+      const toggle = event.target.closest?.(TOGGLES);
+      if (!toggle || (event.key !== "Enter" && event.key !== " ")) return;
+      event.preventDefault();
+      event.stopPropagation(); // not the row keys of the whole diagram (Enter opens an arrow)
+      this.click(event);
+    });
+    document.addEventListener("focusin", (event) => {
+      const toggle = this.svg.contains(event.target) ? event.target.closest(TOGGLES) : null;
+      this.refocus = toggle ? toggleSelector(toggle) : null;
+    });
   }
 
   setSource(source) {
@@ -63,15 +88,27 @@ export class DiagramView {
   drawHead() {
     const head = this.source.head;
     const height = head.size.lane_head_height;
+    // Lanes grouped by node (a capture across nodes) have the node headers above them.
+    const top = head.size.node_head_height || 0;
     const out = [];
+    for (const group of head.nodes || []) {
+      out.push(`<g class="kd-node"><rect class="kd-node-band" x="${group.left}" y="1" width="${group.right - group.left}" height="${height + 8}" rx="8"/>` +
+        `<text class="kd-node-title" x="${(group.left + group.right) / 2}" y="15">${esc(group.title)}</text></g>`);
+    }
     for (const lane of head.lanes) {
       const w = Math.max(lane.head_width, 60);
       out.push(`<g class="kd-lane" data-lane="${lane.index}"><title>${esc(lane.facts)}</title>` +
-        `<rect x="${lane.x - w / 2}" y="4" width="${w}" height="${height - 10}" rx="6"/>` +
-        `<text class="kd-lane-name" x="${lane.x}" y="22">${esc(lane.name)}</text>` +
-        `<text class="kd-lane-caption" x="${lane.x}" y="36">${esc(lane.caption)}</text>` +
-        `<text class="kd-lane-facts" x="${lane.x}" y="49">${esc(lane.facts)}</text></g>`);
+        `<rect x="${lane.x - w / 2}" y="${top + 4}" width="${w}" height="${height - top - 10}" rx="6"/>` +
+        `<text class="kd-lane-name" x="${lane.x}" y="${top + 22}">${esc(lane.name)}</text>` +
+        `<text class="kd-lane-caption" x="${lane.x}" y="${top + 36}">${esc(lane.caption)}</text>` +
+        `<text class="kd-lane-facts" x="${lane.x}" y="${top + 49}">${esc(lane.facts)}</text></g>`);
     }
+    this.headSvg.setAttribute("role", "img");
+    this.headSvg.setAttribute("aria-label", `Sequence diagram of ${this.root.dataset.name || "a capture"}: ` +
+      `${head.lanes.length} participants (${head.lanes.map((lane) => lane.name).join(", ")})`);
+    const box = this.headSvg.parentElement;
+    box.style.height = `${height}px`; // the sticky head overlays the body's first `height` px
+    box.style.marginBottom = `-${height}px`;
     this.headSvg.setAttribute("width", head.size.width);
     this.headSvg.setAttribute("height", height);
     this.headSvg.innerHTML = out.join("");
@@ -90,7 +127,10 @@ export class DiagramView {
     const head = this.source.head;
     const width = head.size.width;
     const out = [];
-    // Lifelines across the window.
+    // Node groups behind everything, then lifelines across the window.
+    for (const group of head.nodes || []) {
+      out.push(`<rect class="kd-node-band" x="${group.left}" y="${from}" width="${group.right - group.left}" height="${to - from}"/>`);
+    }
     for (const lane of head.lanes) {
       out.push(`<line class="kd-lifeline" x1="${lane.x}" x2="${lane.x}" y1="${from}" y2="${to}"/>`);
     }
@@ -107,6 +147,7 @@ export class DiagramView {
     this.svg.setAttribute("viewBox", `0 ${from} ${width} ${to - from}`);
     this.svg.style.top = `${from}px`;
     this.svg.innerHTML = `<defs>${markers()}</defs>` + out.join("");
+    if (this.refocus) this.svg.querySelector(this.refocus)?.focus({ preventScroll: true });
     if (this.handlers.onDrawn) this.handlers.onDrawn(this.pending);
   }
 
@@ -134,8 +175,8 @@ export class DiagramView {
       const notes = this.notes.get(`phase:${phase.id}`) || [];
       drawn.push(`<g class="kd-phase kd-phase-${esc(phase.phase)}${isClosed ? " kd-closed" : ""}" data-phase="${phase.id}">` +
         `<rect class="kd-phase-band" x="${left}" y="${phase.y_top}" width="${right - left}" height="${Math.max(phase.y_bottom - phase.y_top, 16)}"/>` +
-        `<text class="kd-phase-toggle" data-toggle-phase="${phase.id}" x="${left + 4}" y="${phase.y_top + 12}">${isClosed ? "▸" : "▾"}</text>` +
-        `<text class="kd-phase-title" data-phase-title="${phase.id}" x="${left + 18}" y="${phase.y_top + 12}">${esc(phase.title)}` +
+        `<text class="kd-phase-toggle" data-toggle-phase="${phase.id}" tabindex="0" role="button" aria-expanded="${!isClosed}" aria-label="${isClosed ? "show" : "hide"} ${esc(phase.title)}" x="${left + 4}" y="${phase.y_top + 13}">${isClosed ? "▸" : "▾"}</text>` +
+        `<text class="kd-phase-title" data-phase-title="${phase.id}" x="${left + 18}" y="${phase.y_top + 13}">${esc(phase.title)}` +
         `${isClosed ? ` (${phase.rows} hidden)` : ""}${notes.length ? ` ✎${notes.length}` : ""}</text></g>`);
     }
     // Scanned backwards, drawn forwards: a later header sits on top of an earlier band.
@@ -150,11 +191,11 @@ export class DiagramView {
         const [left, right] = fold.band;
         out.push(`<g class="kd-fold" data-fold="${fold.id}"><rect class="kd-fold-band" x="${left}" y="${fold.y + 2}" width="${right - left}" height="${fold.height - 4}" rx="4"/>` +
           `<text class="kd-fold-text" x="${(left + right) / 2}" y="${fold.y + fold.height / 2 + 4}">${esc(fold.text)}</text>` +
-          `<text class="kd-fold-toggle" data-toggle-fold="${fold.id}" x="${right - 16}" y="${fold.y + fold.height / 2 + 4}"><title>expand</title>⊕</text></g>`);
+          `<text class="kd-fold-toggle" data-toggle-fold="${fold.id}" tabindex="0" role="button" aria-expanded="false" aria-label="expand: ${esc(fold.text)}" x="${right - 16}" y="${fold.y + fold.height / 2 + 4}"><title>expand</title>⊕</text></g>`);
       } else if (head.folded || (head.expanded || []).includes(fold.id)) {
         const x = head.size.axis_width - 10;
         out.push(`<g class="kd-fold-open" data-fold="${fold.id}"><line x1="${x}" x2="${x}" y1="${fold.y}" y2="${fold.y + fold.height}"/>` +
-          `<text class="kd-fold-toggle" data-toggle-fold="${fold.id}" x="${x - 8}" y="${fold.y + 12}"><title>fold: ${esc(fold.text)}</title>⊖</text></g>`);
+          `<text class="kd-fold-toggle" data-toggle-fold="${fold.id}" tabindex="0" role="button" aria-expanded="true" aria-label="fold: ${esc(fold.text)}" x="${x - 8}" y="${fold.y + 12}"><title>fold: ${esc(fold.text)}</title>⊖</text></g>`);
       }
     }
   }
@@ -176,8 +217,9 @@ export class DiagramView {
         continue;
       }
       out.push(drawRow(row, lanes, axis, width, {
-        selected: index === this.selected, dim: !this.filter(row),
+        y, selected: index === this.selected, dim: !this.filter(row),
         notes: this.notes.get(`message:${row.message}`) || [],
+        spacing: spacing(row.t, source.row(source.drawnIndex[k - 1]), source.row(source.drawnIndex[k + 1])),
       }));
     }
   }
@@ -210,13 +252,25 @@ export class DiagramView {
   }
 }
 
+// Seconds to the nearer drawn neighbour (rows at the very same time do not count).
+function spacing(t, above, below) {
+  const gaps = [above, below].filter(Boolean).map((row) => Math.abs(row.t - t)).filter((d) => d > 0);
+  return gaps.length ? Math.min(...gaps) : null;
+}
+
+function toggleSelector(toggle) {
+  return toggle.dataset.toggleFold !== undefined ? `[data-toggle-fold="${toggle.dataset.toggleFold}"]`
+    : `[data-toggle-phase="${toggle.dataset.togglePhase}"]`;
+}
+
 function markers() {
   return ["send", "reply", "rst", "retransmission", "provisional"].map((style) =>
     `<marker id="kd-arrow-${style}" class="kd-marker-${style}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/></marker>`).join("");
 }
 
 export function drawRow(row, lanes, axis, width, state) {
-  const x1 = lanes[row.from].x, x2 = lanes[row.to].x, y = row.y;
+  // The source's y, not the row's: a filtered view moves kept rows up (api.js, filtered).
+  const x1 = lanes[row.from].x, x2 = lanes[row.to].x, y = state.y ?? row.y;
   const style = row.style || "send";
   const classes = ["kd-row", `kd-${style}`];
   if (state.selected) classes.push("kd-selected");
@@ -226,7 +280,7 @@ export function drawRow(row, lanes, axis, width, state) {
     ...(row.badges || []).map((b) => b.detail ? `${b.text}: ${b.detail}` : b.text)].join("\n");
   out.push(`<title>${esc(tip)}</title>`);
   out.push(`<rect class="kd-hit" x="${axis}" y="${y - 20}" width="${width - axis}" height="28"/>`);
-  out.push(`<text class="kd-time" x="${axis - 8}" y="${y + 4}">${esc(formatT(row.t))}</text>`);
+  out.push(`<text class="kd-time" x="${axis - 8}" y="${y + 4}">${esc(formatT(row.t, state.spacing ?? null))}</text>`);
   let labelX;
   if (x1 === x2) {
     out.push(`<path class="kd-arrow" d="M${x1},${y - 6} h40 v12 h-38" marker-end="url(#kd-arrow-${style})"/>`);
@@ -245,18 +299,21 @@ export function drawRow(row, lanes, axis, width, state) {
   for (const badge of row.badges || []) {
     if (!badge.shown) continue;
     line += 1;
-    out.push(`<text class="kd-badge kd-badge-${esc(badge.kind)}" x="${labelX}" y="${y + 2 + line * 14}">${esc(badgeText(badge))}</text>`);
+    const badgeY = y + 2 + line * 14;
+    if (badge.kind === "mtls") out.push(padlock(labelX - badge.shown.length * 2.85 - 14, badgeY - 10));
+    out.push(`<text class="kd-badge kd-badge-${esc(badge.kind)}" x="${labelX}" y="${badgeY}">${esc(badge.shown)}</text>`);
   }
   if (state.notes.length) {
     out.push(`<g class="kd-note-marker"><title>${esc(state.notes.map((n) => `${n.author || "note"}: ${n.text}`).join("\n"))}</title>` +
-      `<circle cx="${Math.min(x1, x2) - 14}" cy="${y}" r="7"/><text x="${Math.min(x1, x2) - 14}" y="${y + 4}">${state.notes.length > 1 ? state.notes.length : "✎"}</text></g>`);
+      `<circle cx="${Math.min(x1, x2) - 14}" cy="${y}" r="9"/><text x="${Math.min(x1, x2) - 14}" y="${y + 4}">${state.notes.length > 1 ? state.notes.length : "✎"}</text></g>`);
   }
   out.push("</g>");
   return out.join("");
 }
 
-// Locks and other marks the exports draw as symbols, written as words plus the symbol here.
-function badgeText(badge) {
-  if (badge.kind === "mtls") return `🔒 ${badge.shown}`;
-  return badge.shown;
+// The mTLS mark: a drawn padlock (as the SVG export draws it), not an emoji whose look and
+// size change with the reader's fonts. (x, y): its top-left; 10 × 11 px.
+function padlock(x, y) {
+  return `<g class="kd-padlock" aria-hidden="true"><path d="M${x + 2.5},${y + 5} v-2 a2.5,2.5 0 0 1 5,0 v2" fill="none"/>` +
+    `<rect x="${x + 1}" y="${y + 5}" width="8" height="6" rx="1"/></g>`;
 }

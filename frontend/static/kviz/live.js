@@ -12,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = { lastSeq: 0, ranges: [], gaps: 0, thinned: 0, status: root?.dataset.status,
                 elapsed: Number(root?.dataset.elapsed || 0), elapsedAt: performance.now(),
-                retry: 0, socket: null };
+                retry: 0, socket: null, places: false };
 
 function noteSeq(seq) {
   if (seq > state.lastSeq + 1 && state.lastSeq > 0) state.gaps += 1;
@@ -40,8 +40,14 @@ function addRows(rows) {
     const tr = document.createElement("tr");
     tr.className = `p-${r.proto}`;
     const time = new Date(r.t * 1000).toISOString().slice(11, 23);
-    for (const [text, cls] of [[r.n, "num"], [time, "num"], [r.src], [r.dst], [r.proto],
-                               [r.len, "num"], [r.info]]) {
+    // A capture of several places (a path) says where each packet was seen: `at`, with `n`
+    // counted per file. The column shows once a row carries it.
+    if (r.at && !state.places) {
+      state.places = true;
+      $("packets-table").classList.add("with-places");
+    }
+    for (const [text, cls] of [[r.n, "num"], [time, "num"], [r.at ?? "", "at"], [r.src],
+                               [r.dst], [r.proto, "proto"], [r.len, "num"], [r.info]]) {
       const td = document.createElement("td");
       td.textContent = text;  // text, never HTML: packet fields come from the network
       if (cls) td.className = cls;

@@ -8,6 +8,8 @@ import { JSDOM } from "jsdom";
 const dom = new JSDOM("<!doctype html><html><body></body></html>");
 globalThis.window = dom.window;
 globalThis.document = dom.window.document;
+// A `box` line's colour is checked with `new Option().style` where the DOM has no CSS.supports.
+globalThis.Option = dom.window.Option;
 const { default: mermaid } = await import("mermaid");
 mermaid.initialize({ startOnLoad: false });
 
