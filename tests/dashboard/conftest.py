@@ -48,3 +48,15 @@ def corpus():
     if root is None:
         pytest.skip("no capture corpus found (shared/corpus beside the checkout, or KVIZ_CORPUS)")
     return root
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test's sockets get a channel layer of their own: channels_redis binds its locks to
+    the event loop that first used them, and every test runs its sockets in a loop of its own
+    (asyncio.run), so a lock left held by one test's closed loop must not reach the next."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
