@@ -7,14 +7,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DEBIAN_FRONTEND=noninteractive 
     KVIZ_DATA_DIR=/data
 
 # tshark/dumpcap and tcpdump capture and compile filters; iproute2 lists interfaces and
-# namespaces. kviz runs as an unprivileged user: dumpcap alone gets CAP_NET_RAW as a file
-# capability (kviz captures with -p, never promiscuous, so NET_ADMIN is not needed). A
-# container gains it only if NET_RAW is in its bounding set and no-new-privileges is off: the
-# compose file grants that to the worker and drops every capability from the web.
+# namespaces; libcairo2 and a font draw the postmortem bundle's PNG (cairosvg). kviz runs as
+# an unprivileged user: dumpcap alone gets CAP_NET_RAW as a file capability (kviz captures
+# with -p, never promiscuous, so NET_ADMIN is not needed). A container gains it only if
+# NET_RAW is in its bounding set and no-new-privileges is off: the compose file grants that to
+# the worker and drops every capability from the web.
 RUN echo "wireshark-common wireshark-common/install-setuid boolean false" \
         | debconf-set-selections \
     && apt-get update \
     && apt-get install -y --no-install-recommends tshark tcpdump iproute2 libcap2-bin \
+        libcairo2 fonts-dejavu-core \
     && setcap cap_net_raw=eip /usr/bin/dumpcap \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 1000 kviz \

@@ -53,6 +53,7 @@ sys.path.insert(0, str(BENCH))
 import analyze_bench  # noqa: E402  (a sibling script, not a package)
 from analyze_bench import CACHE, PYTHON, Procs, read_line  # noqa: E402
 
+from captures.analysis import pcapfile  # noqa: E402
 from captures.analysis.packets import decode_frame  # noqa: E402
 from captures.analysis.pcapfile import Warnings, read_frames  # noqa: E402
 from captures.analysis.pcapmerge import END_OF_OPTIONS, block, option, section_header  # noqa: E402
@@ -181,7 +182,12 @@ def frames_of(path: Path):
 
 
 def count_packets(path: Path) -> int:
-    return sum(1 for _ in frames_of(path))
+    # Every packet the file holds, past the analysis' own bound on interfaces too.
+    bound, pcapfile.MAX_INTERFACES = pcapfile.MAX_INTERFACES, sys.maxsize
+    try:
+        return sum(1 for _ in frames_of(path))
+    finally:
+        pcapfile.MAX_INTERFACES = bound
 
 
 def interface_block(linktype: int, name: str) -> bytes:
@@ -354,7 +360,7 @@ def analyze(path: Path, packets: int, timeout: float, extra: list[str] = ()) -> 
         "seconds": seconds,
         "cpu": usage.ru_utime + usage.ru_stime,
         "rss_mb": usage.ru_maxrss / 1024,  # KB on Linux
-        "packets": capture["packets"],
+        "packets": packets,  # in the file (the analysis may skip some: see its warnings)
         "partial": capture["partial"],
         "warnings": capture["warnings"],
     }

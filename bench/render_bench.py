@@ -14,8 +14,22 @@ of the first), written as one pcap, and analysed by the real engine. Then, per s
    those cache files (served statically, as Django's FileResponse would), unfolded; the time
    is from navigation start until the first screen's rows are all drawn (`data-first-paint`);
 3. scroll: 2 s of continuous scrolling through the middle; the 95th percentile frame interval.
-The last line printed is `first_paint_ms_100k=A layout_ms_100k=B` (median of --repeat runs).
-A benchmark, not a test: nothing here asserts on timing.
+4. fold and filter (issue 14): in the same page, laid out in the browser from the row index
+   (frontend/static/diagram/fold.js): folding everything, opening one fold, and a filter by
+   connection, each until the window is drawn; against, in the same run, what they cost before:
+   the server laying out the variant (`_write_variant` with that fold open, the page then
+   fetching and parsing its head) and the filter fetching every row chunk first
+   (`LayoutSource.filtered`, still there for layouts without an index).
+Then, with `--svg-capture FILE` (default bench/.cache/mixed-200000.pcapng when present):
+5. SVG export, each in a child process of its own (wall seconds, peak RSS as its VmHWM): the
+   whole-document renderer (`render("svg", model)` from the stored analysis, the baseline) and
+   the stream from the diagram cache (`diagram_cache.svg_pieces`), and building that cache once
+   (what opening the page does first).
+And with `--page-capture FILE` (default bench/.cache/mixed-1000000.pcapng when present):
+6. the capture page of a big capture: the cache built as the server does (folded), then first
+   paint in Chromium, against the smallest size's first paint in the same run.
+The last line printed is `first_paint_ms_100k=A layout_ms_100k=B` plus the ratios (median of
+--repeat runs). A benchmark, not a test: nothing here asserts on timing.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 STATIC = ROOT / "frontend" / "static"
+CACHE = ROOT / "bench" / ".cache"
 DEFAULT_PATTERN = "dns-http/skydive_dns-a-aaaa-then-http11-get-syn-fin.pcap"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -113,6 +128,7 @@ def repeated_pcap(pattern: Path, arrows: int, out: Path) -> int:
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     variant: Path = Path()
+    folded: Path | None = None  # the fold=1 variant, when there is one
 
     def log_message(self, *args):
         pass
@@ -123,11 +139,17 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             return self._send(HARNESS.encode(), "text/html")
         if path == "/api/notes/":
             return self._send(b'{"notes": []}', "application/json")
+        query = self.path.partition("?")[2]
+        variant = self.folded if self.folded and "fold=1" in query else self.variant
+        if path == "/api/layout/" and "part=index" in query:
+            return self._send((variant / "index.bin").read_bytes(), "application/octet-stream")
         if path == "/api/layout/":
-            return self._send((self.variant / "head.json").read_bytes(), "application/json")
+            part = {"part=lean": "head-lean.json", "part=connections": "connections.json"}
+            name = next((f for key, f in part.items() if key in query), "head.json")
+            return self._send((variant / name).read_bytes(), "application/json")
         if path.startswith("/api/layout/rows/"):
             chunk = int(path.rstrip("/").rsplit("/", 1)[1])
-            return self._send((self.variant / f"rows-{chunk}.json").read_bytes(),
+            return self._send((variant / f"rows-{chunk}.json").read_bytes(),
                               "application/json")
         if path.startswith("/static/"):
             file = STATIC / path.removeprefix("/static/")
@@ -161,17 +183,149 @@ SCROLL_PROBE = """async () => {
 }"""
 
 
-def measure_browser(browser, url: str) -> tuple[float, dict]:
+# Each returns milliseconds from the reader's action until the new window is drawn.
+DRAWN = "await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));"
+FOLD_PROBE = """async () => {
+  const d = window.kvizDiagram, out = {};
+  let t = performance.now();
+  d.fold = true; d.expanded.clear(); await d.reload(); __DRAWN__
+  out.fold_all = performance.now() - t;
+  const fold = d.source.head.folds.findIndex((f) => f.collapsed);
+  out.folds = d.source.head.folds.length; out.fold_id = fold;
+  if (fold >= 0) {
+    t = performance.now(); await d.toggleFold(fold); __DRAWN__
+    out.unfold_one = performance.now() - t;
+    t = performance.now(); await d.toggleFold(fold); __DRAWN__
+    out.fold_one = performance.now() - t;
+  }
+  t = performance.now();
+  d.fold = false; d.expanded.clear(); await d.reload(); __DRAWN__
+  out.unfold_all = performance.now() - t;
+  out.arrows = d.source.drawnY.length;
+  return out;
+}""".replace("__DRAWN__", DRAWN)
+FILTER_PROBE = """async (connection) => {
+  const d = window.kvizDiagram, out = {};
+  const select = document.querySelector('.kd-filter[data-filter="connection"]');
+  select.value = String(connection);
+  let t = performance.now();
+  await d.applyFilter(); __DRAWN__
+  out.index_ms = performance.now() - t;
+  out.matching = d.source.matching;
+  select.value = ""; await d.applyFilter();
+  // Before: every chunk fetched, then each row tested (a fresh source: no chunk cached).
+  const { LayoutSource } = await import("/static/diagram/api.js");
+  const fresh = new LayoutSource(d.api, d.base.head, d.base.query, null);
+  t = performance.now();
+  const old = await fresh.filtered((row) => row.connection === connection); __DRAWN__
+  out.fetch_all_ms = performance.now() - t;
+  out.old_matching = old.matching;
+  return out;
+}""".replace("__DRAWN__", DRAWN)
+
+
+def measure_browser(browser, url: str, probes: bool = False, connection: int | None = None
+                    ) -> tuple[float, dict, dict]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
+    extra: dict = {}
     try:
         page.goto(url)
-        page.wait_for_selector("#diagram[data-first-paint]", timeout=60000)
+        page.wait_for_selector("#diagram[data-first-paint]", timeout=120000)
         first_paint = float(page.get_attribute("#diagram", "data-first-paint"))
         scroll = page.evaluate(SCROLL_PROBE)
+        if probes:
+            extra["fold"] = page.evaluate(FOLD_PROBE)
+            if connection is not None:
+                extra["filter"] = page.evaluate(FILTER_PROBE, connection)
     finally:
         context.close()
-    return first_paint, scroll
+    return first_paint, scroll, extra
+
+
+# -- exports and big pages, each in a child process of its own --------------------------------
+
+# Peak RSS is the child's VmHWM: ru_maxrss from wait4 would carry this process' own (large)
+# high-water mark over the child's fork and exec.
+HWM = """
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+"""
+SVG_OLD = HWM + """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from captures.render.export import render
+t = time.perf_counter()
+with open(sys.argv[2], encoding="utf-8") as fp:
+    model = json.load(fp)
+size = len(render("svg", model, title="bench"))
+print(json.dumps({"bytes": size, "s": time.perf_counter() - t, "hwm_kb": hwm()}))
+"""
+SVG_CACHE = HWM + """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
+import django
+django.setup()
+from pathlib import Path
+from captures.jobs import diagram_cache
+t = time.perf_counter()
+target = Path(sys.argv[3])
+target.mkdir(parents=True, exist_ok=True)
+with open(sys.argv[2], encoding="utf-8") as fp:
+    model = json.load(fp)
+diagram_cache._write_variant(target, model, sys.argv[4] == "1", [], [])
+print(json.dumps({"s": time.perf_counter() - t, "hwm_kb": hwm()}))
+"""
+SVG_STREAM = HWM + """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
+import django
+django.setup()
+from pathlib import Path
+from captures.jobs import diagram_cache
+t = time.perf_counter()
+arrows, pieces = diagram_cache.svg_pieces(Path(sys.argv[2]), title="bench")
+size = 0
+with open(os.devnull, "w") as out:
+    for piece in pieces:
+        size += len(piece)
+        out.write(piece)
+print(json.dumps({"bytes": size, "arrows": arrows, "s": time.perf_counter() - t,
+                  "hwm_kb": hwm()}))
+"""
+
+
+def child(script: str, *args: str) -> dict:
+    """Run `script` in a Python child; its JSON answer plus its peak RSS in MB (VmHWM)."""
+    import json
+    import os
+    import subprocess
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-c", script, str(ROOT), *args], stdout=out,
+                                stderr=err, cwd=ROOT)
+        _, status, _usage = os.wait4(proc.pid, 0)
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(err.read()[-3000:].decode("utf-8", "replace"))
+        answer = json.loads(out.read())
+    answer["rss_mb"] = answer.pop("hwm_kb") / 1024
+    return answer
+
+
+def analysis_json(capture: Path, out: Path) -> float:
+    import subprocess
+
+    started = time.perf_counter()
+    with open(out, "wb") as fp:
+        subprocess.run([sys.executable, "manage.py", "kviz", "analyze", str(capture), "--format",
+                        "json"], cwd=ROOT, stdout=fp, check=True)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -180,7 +334,11 @@ def main() -> None:
     parser.add_argument("--pattern", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--svg-capture", type=Path, default=CACHE / "mixed-200000.pcapng")
+    parser.add_argument("--page-capture", type=Path, default=CACHE / "mixed-1000000.pcapng")
+    parser.add_argument("--skip", default="", help="comma-separated: svg, page")
     args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
 
     import os
 
@@ -197,11 +355,18 @@ def main() -> None:
         raise SystemExit(f"no pattern capture at {pattern} (give --pattern)")
     from playwright.sync_api import sync_playwright
 
-    results = {}
+    results, ratios = {}, {}
     with tempfile.TemporaryDirectory(prefix="kviz-render-bench-") as tmp, \
             sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=args.chromium,
                                              args=CHROMIUM_ARGS, headless=True)
+
+        def serve(variant: Path, folded: Path | None = None):
+            handler = type("BenchHandler", (Handler,), {"variant": variant, "folded": folded})
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler))
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            return server, f"http://127.0.0.1:{server.server_address[1]}/harness"
+
         # A few packets of the pattern are not arrows (copies folded into one message): ask
         # for enough packets that the model has at least `size` arrows.
         per_packet = (len(analyze_files([CaptureFile(pattern)], None).to_dict()["messages"])
@@ -216,35 +381,119 @@ def main() -> None:
             layout_ms = []
             for _ in range(args.repeat):
                 started = time.perf_counter()
-                build_layout(model, fold=False)
+                layout = build_layout(model, fold=False)
                 layout_ms.append((time.perf_counter() - started) * 1000)
             variant = Path(tmp) / f"variant-{size}"
             variant.mkdir()
             started = time.perf_counter()
             diagram_cache._write_variant(variant, model, False, [], [])
             cache_s = time.perf_counter() - started
+            # Before the row index, opening one fold had the server lay out that variant.
+            fold_id = next((g.id for g in layout.folds), None)
+            opened = Path(tmp) / f"variant-{size}-opened"
+            opened.mkdir()
+            started = time.perf_counter()
+            diagram_cache._write_variant(opened, model, True, [fold_id] if fold_id is not None
+                                         else [], [])
+            server_variant_ms = (time.perf_counter() - started) * 1000
+            connection = max((c["id"] for c in model.get("connections") or ()), default=None)
+            del layout, model
             head_mb = (variant / "head.json").stat().st_size / 1e6
-            handler = type("BenchHandler", (Handler,), {"variant": variant})
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                     functools.partial(handler))
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            index_mb = (variant / "index.bin").stat().st_size / 1e6
+            server, url = serve(variant)
             try:
-                url = f"http://127.0.0.1:{server.server_address[1]}/harness"
-                runs = [measure_browser(browser, url) for _ in range(args.repeat)]
+                runs = [measure_browser(browser, url, probes=True, connection=connection)
+                        for _ in range(args.repeat)]
             finally:
                 server.shutdown()
             paint = statistics.median(r[0] for r in runs)
             scroll_p95 = statistics.median(r[1]["p95"] for r in runs)
-            results[size] = (paint, statistics.median(layout_ms))
+            fold = {key: statistics.median(r[2]["fold"][key] for r in runs)
+                    for key in ("fold_all", "unfold_all", "unfold_one", "fold_one")
+                    if key in runs[0][2]["fold"]}
+            filt = ({key: statistics.median(r[2]["filter"][key] for r in runs)
+                     for key in ("index_ms", "fetch_all_ms", "matching", "old_matching")}
+                    if "filter" in runs[0][2] else {})
+            results[size] = (paint, statistics.median(layout_ms), server_variant_ms, fold, filt)
             print(f"size={size} packets={packets} arrows={arrows} analyse_s={analyse_s:.1f} "
                   f"layout_ms={statistics.median(layout_ms):.0f} cache_write_s={cache_s:.1f} "
-                  f"head_mb={head_mb:.1f} first_paint_ms={paint:.0f} "
+                  f"head_mb={head_mb:.1f} index_mb={index_mb:.1f} first_paint_ms={paint:.0f} "
                   f"scroll_p95_frame_ms={scroll_p95:.1f}", flush=True)
+            print("  fold in the browser: " + " ".join(f"{k}_ms={v:.0f}" for k, v in fold.items())
+                  + f"; before, the server's variant with one fold open: "
+                  f"{server_variant_ms:.0f} ms (+ fetching its head)", flush=True)
+            if filt:
+                print(f"  filter by connection {connection}: index_ms={filt['index_ms']:.0f} "
+                      f"matching={filt['matching']:.0f}; before, every chunk fetched: "
+                      f"fetch_all_ms={filt['fetch_all_ms']:.0f} "
+                      f"(matching={filt['old_matching']:.0f})", flush=True)
+        largest = max(results)
+        label = f"{largest // 1000}k" if largest >= 1000 else str(largest)
+        paint, layout_time, server_variant_ms, fold, filt = results[largest]
+        worst_fold = max(fold.values()) if fold else float("nan")
+        ratios[f"fold_speedup_{label}"] = server_variant_ms / worst_fold
+        if filt:
+            ratios[f"filter_speedup_{label}"] = filt["fetch_all_ms"] / max(filt["index_ms"], 0.1)
+        summary = (f"first_paint_ms_{label}={paint:.0f} layout_ms_{label}={layout_time:.0f} "
+                   f"worst_fold_ms_{label}={worst_fold:.0f} "
+                   f"filter_ms_{label}={filt.get('index_ms', float('nan')):.0f}")
+
+        if "svg" not in skip and args.svg_capture.exists():
+            summary += " " + svg_section(args.svg_capture, Path(tmp), ratios)
+        if "page" not in skip and args.page_capture.exists():
+            smallest = results[min(results)][0]
+            summary += " " + page_section(args.page_capture, Path(tmp), browser, serve, smallest,
+                                          ratios)
         browser.close()
-    largest = max(results)
-    label = f"{largest // 1000}k" if largest >= 1000 else str(largest)
-    paint, layout = results[largest]
-    print(f"first_paint_ms_{label}={paint:.0f} layout_ms_{label}={layout:.0f}")
+    print(" ".join([summary, *(f"{k}={v:.2f}" for k, v in ratios.items())]))
+
+
+def svg_section(capture: Path, tmp: Path, ratios: dict) -> str:
+    """SVG export of a big capture: the whole-document renderer against the stream."""
+    analysis = tmp / "svg-analysis.json"
+    analyse_s = analysis_json(capture, analysis)
+    old = child(SVG_OLD, str(analysis))
+    cache = child(SVG_CACHE, str(analysis), str(tmp / "svg-variant"), "1")
+    new = child(SVG_STREAM, str(tmp / "svg-variant"))
+    unfolded = child(SVG_CACHE, str(analysis), str(tmp / "svg-variant-all"), "0")
+    new_all = child(SVG_STREAM, str(tmp / "svg-variant-all"))
+    print(f"svg {capture.name}: analysis {analyse_s:.1f} s; whole document {old['s']:.1f} s "
+          f"{old['rss_mb']:.0f} MB {old['bytes'] / 1e6:.1f} MB of SVG; cache built once "
+          f"(page opened) {cache['s']:.1f} s {cache['rss_mb']:.0f} MB; streamed from it "
+          f"{new['s']:.1f} s {new['rss_mb']:.0f} MB ({new['arrows']} arrows); unfolded: "
+          f"cache {unfolded['s']:.1f} s {unfolded['rss_mb']:.0f} MB, streamed {new_all['s']:.1f} s "
+          f"{new_all['rss_mb']:.0f} MB ({new_all['arrows']} arrows, "
+          f"{new_all['bytes'] / 1e6:.0f} MB of SVG)", flush=True)
+    ratios["svg_time_ratio"] = old["s"] / new["s"]
+    ratios["svg_rss_ratio"] = old["rss_mb"] / new["rss_mb"]
+    return (f"svg_stream_s={new['s']:.1f} svg_stream_rss_mb={new['rss_mb']:.0f} "
+            f"svg_unfolded_stream_rss_mb={new_all['rss_mb']:.0f}")
+
+
+def page_section(capture: Path, tmp: Path, browser, serve, baseline_ms: float,
+                 ratios: dict) -> str:
+    """The capture page of a big capture: its folded cache as the server writes it, then
+    first paint (median of 3) against the smallest size's first paint in the same run."""
+    analysis = tmp / "page-analysis.json"
+    analyse_s = analysis_json(capture, analysis)
+    variant = tmp / "page-variant"
+    cache = child(SVG_CACHE, str(analysis), str(variant), "1")
+    server, url = serve(variant)
+    try:
+        runs = [measure_browser(browser, url) for _ in range(3)]
+    finally:
+        server.shutdown()
+    paint = statistics.median(r[0] for r in runs)
+    import json
+
+    rows = json.loads((variant / "head.json").read_text())["row_count"]
+    print(f"page {capture.name}: {rows} arrows, analysis {analyse_s:.1f} s, "
+          f"cache {cache['s']:.1f} s "
+          f"{cache['rss_mb']:.0f} MB, head {(variant / 'head.json').stat().st_size / 1e6:.1f} MB, "
+          f"index {(variant / 'index.bin').stat().st_size / 1e6:.1f} MB; first paint "
+          f"{paint:.0f} ms (the smallest size: {baseline_ms:.0f} ms)", flush=True)
+    ratios["page_big_vs_small"] = paint / baseline_ms
+    return f"page_first_paint_ms={paint:.0f}"
 
 
 if __name__ == "__main__":

@@ -91,6 +91,14 @@ class Capture(models.Model):
     error = models.TextField(blank=True, default="")
     log = models.JSONField(default=list, blank=True)
 
+    # Retention (captures/jobs/retention.py): a pinned capture never expires.
+    pinned = models.BooleanField(default=False)
+    # The kinds of the analysis' findings (annotations), as ",lost,retransmission," so that
+    # "every capture with a lost packet" is one `contains` on any database; "" when the
+    # analysis found nothing, NULL while not known (no analysis yet, or analysed before this
+    # field existed: `manage.py kviz_cleanup` fills those in).
+    finding_kinds = models.TextField(null=True, blank=True)
+
     class Meta:
         ordering = ("-created",)
 
@@ -115,7 +123,13 @@ class Capture(models.Model):
 
     @property
     def analysis_file(self) -> Path | None:
-        return self.data_file(self.analysis_path)
+        """The analysis as a readable local file (the stored one, or with a remote storage a
+        cached copy, captures.adapters.storage); None when there is none."""
+        if not self.analysis_path:
+            return None
+        from captures.adapters import storage  # models stay importable before the apps
+
+        return storage.cached(self.analysis_path) or self.data_file(self.analysis_path)
 
     def visible_to(self, user) -> bool:
         return bool(user and user.is_authenticated and (user.is_staff or user.pk == self.owner_id))
@@ -154,6 +168,8 @@ class StoredFile(models.Model):
 
     @property
     def file(self) -> Path | None:
+        """Where this process writes (and, with the local storage, keeps) the file; with a
+        remote storage read it through captures.adapters.storage."""
         return Path(settings.DATA_DIR) / self.path if self.path else None
 
     @staticmethod
@@ -189,6 +205,9 @@ class ShareLink(models.Model):
     # A redacted link shows the analysis but not the packets (no pcap download) nor the
     # capture's target, filter and log.
     redacted = models.BooleanField(default=False)
+    # The token's last characters, so that its owner can tell links apart ("…x7Qa") where
+    # the token itself is no longer shown; too few to guess the rest from.
+    hint = models.CharField(max_length=8, blank=True, default="")
 
     def is_valid(self) -> bool:
         return not self.revoked and self.expires > timezone.now()

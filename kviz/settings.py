@@ -45,6 +45,16 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
+def envnetworks(name: str, default: str) -> list:
+    """Comma-separated networks in CIDR notation (an address alone is one host)."""
+    import ipaddress
+
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in envlist(name, default)]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc} (use CIDRs such as 10.0.0.0/8)") from None
+
+
 DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
@@ -109,6 +119,9 @@ MIDDLEWARE = [
     # First: probes answer before host validation and the HTTPS redirect (a kubelet probes by
     # pod IP over plain HTTP), with no session (captures/web/health.py).
     "captures.web.health.ProbeMiddleware",
+    # /metrics likewise: Prometheus scrapes a pod by its IP over plain HTTP
+    # (captures/web/metrics.py decides who may read it).
+    "captures.web.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -179,9 +192,16 @@ CACHES = {"default": {
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL and envbool("CELERY_EAGER_WITHOUT_REDIS", True)
 CELERY_TASK_DEFAULT_QUEUE = env("KVIZ_QUEUE", "kviz")
-# A capture task is acknowledged only when it ends, and a worker takes one task at a time: a
-# worker killed mid-capture leaves its message to be redelivered, and the runner's race-safe
-# claim (queued -> running) turns that redelivery into a no-op.
+# Analyses (an upload's, a re-analysis, what an interrupted capture stored) have a queue of
+# their own, served by a worker of its own (scripts/start.sh, docker-compose.yml): an upload is
+# analysed while hour-long captures hold every thread of the capture workers. Uploads are
+# sent there by captures.jobs.tasks.enqueue, which looks at the capture's kind.
+KVIZ_ANALYSIS_QUEUE = env("KVIZ_ANALYSIS_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-analysis")
+CELERY_TASK_ROUTES = {name: {"queue": KVIZ_ANALYSIS_QUEUE} for name in (
+    "captures.analyse_upload", "captures.analyze_capture", "captures.reanalyse_capture")}
+# A capture task is acknowledged only when it ends, and a worker reserves no more tasks than it
+# has threads free: a worker killed mid-capture leaves its messages to be redelivered, and the
+# runner's race-safe claim (queued -> running) turns a redelivery into a no-op.
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
@@ -243,6 +263,55 @@ STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
 # and the files are few and small. The image turns this off and serves STATIC_ROOT.
 WHITENOISE_USE_FINDERS = envbool("KVIZ_STATIC_FINDERS", True)
 
+# Where capture files and analyses are kept (captures/adapters/storage.py): Django's storage
+# alias "captures". KVIZ_STORAGE=local (the default) keeps them in DATA_DIR as before; s3 puts
+# them in an S3-compatible bucket, so web and workers share nothing but the database, Redis and
+# the bucket (a worker still spools a live capture in its own DATA_DIR while it records).
+# Credentials come from the usual AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or
+# the instance's role); KVIZ_S3_ENDPOINT_URL points at MinIO, Ceph or another S3 look-alike.
+KVIZ_STORAGE = env("KVIZ_STORAGE", "local").strip().lower() or "local"
+KVIZ_S3_BUCKET = env("KVIZ_S3_BUCKET", "")
+KVIZ_S3_ENDPOINT_URL = env("KVIZ_S3_ENDPOINT_URL", "")
+KVIZ_S3_REGION = env("KVIZ_S3_REGION", "")
+KVIZ_S3_PREFIX = env("KVIZ_S3_PREFIX", "").strip("/")  # keys under this "folder" of the bucket
+KVIZ_S3_ADDRESSING_STYLE = env("KVIZ_S3_ADDRESSING_STYLE", "")  # "path" for most look-alikes
+
+
+def _capture_storage() -> dict:
+    if KVIZ_STORAGE == "local":
+        return {"BACKEND": "captures.adapters.storage.DataDirStorage",
+                "OPTIONS": {"allow_overwrite": True}}
+    if KVIZ_STORAGE != "s3":
+        raise ImproperlyConfigured(f"KVIZ_STORAGE={KVIZ_STORAGE!r}: use local or s3")
+    if not KVIZ_S3_BUCKET:
+        raise ImproperlyConfigured("KVIZ_STORAGE=s3 needs KVIZ_S3_BUCKET")
+    options = {"bucket_name": KVIZ_S3_BUCKET, "location": KVIZ_S3_PREFIX,
+               "file_overwrite": True, "default_acl": None, "querystring_auth": False}
+    if KVIZ_S3_ENDPOINT_URL:
+        options["endpoint_url"] = KVIZ_S3_ENDPOINT_URL
+    if KVIZ_S3_REGION:
+        options["region_name"] = KVIZ_S3_REGION
+    if KVIZ_S3_ADDRESSING_STYLE not in ("", "path", "virtual", "auto"):
+        raise ImproperlyConfigured(f"KVIZ_S3_ADDRESSING_STYLE={KVIZ_S3_ADDRESSING_STYLE!r}: "
+                                   "use path, virtual or auto")
+    if KVIZ_S3_ADDRESSING_STYLE:
+        options["addressing_style"] = KVIZ_S3_ADDRESSING_STYLE
+    # The usual AWS variables, read here too so that AWS_SECRET_ACCESS_KEY_FILE (a mounted
+    # secret) works; unset, boto3 looks further (its config files, the instance's role).
+    for option, name in (("access_key", "AWS_ACCESS_KEY_ID"),
+                         ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+                         ("security_token", "AWS_SESSION_TOKEN")):
+        if env(name):
+            options[option] = env(name)
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "captures": _capture_storage(),
+}
+
 # Analysis limits: a capture beyond these is analysed as far as the limits allow and flagged
 # partial, so a hostile or huge file cannot exhaust the worker.
 KVIZ_MAX_FLOWS = envint("KVIZ_MAX_FLOWS", 200_000)
@@ -281,6 +350,21 @@ KVIZ_SHARE_SOCKETS_PER_ADDRESS = envint("KVIZ_SHARE_SOCKETS_PER_ADDRESS", 20)
 KVIZ_LIVE_RETAIN = envint("KVIZ_LIVE_RETAIN", 1000)
 KVIZ_LIVE_MAX_ROWS = envint("KVIZ_LIVE_MAX_ROWS", 200)
 KVIZ_LIVE_PREFIX = env("KVIZ_LIVE_PREFIX", "kviz:live:")  # Redis keys of the replay streams
+
+# Retention and quotas (captures/jobs/retention.py). A finished capture is deleted, files and
+# all, KVIZ_RETENTION_DAYS after it finished unless pinned (0: kept forever) by
+# `manage.py kviz_cleanup`. A user's captures may hold at most KVIZ_USER_QUOTA_BYTES together
+# (0: no quota; beyond it uploads and new captures are refused with 507), and a user may have
+# at most KVIZ_MAX_CAPTURES_PER_USER live captures queued or running at once (0: no limit;
+# beyond it 429).
+KVIZ_RETENTION_DAYS = envint("KVIZ_RETENTION_DAYS", 30)
+KVIZ_USER_QUOTA_BYTES = envint("KVIZ_USER_QUOTA_BYTES", 0)
+KVIZ_MAX_CAPTURES_PER_USER = envint("KVIZ_MAX_CAPTURES_PER_USER", 3)
+# Prometheus /metrics (captures/web/metrics.py): readable with `Authorization: Bearer
+# <KVIZ_METRICS_TOKEN>`, or without a token from KVIZ_METRICS_ALLOW (CIDRs; loopback by
+# default). Anyone else gets 403.
+KVIZ_METRICS_TOKEN = env("KVIZ_METRICS_TOKEN", "")
+KVIZ_METRICS_ALLOW = envnetworks("KVIZ_METRICS_ALLOW", "127.0.0.1/32,::1/128")
 
 
 

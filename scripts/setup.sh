@@ -8,7 +8,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev
   tshark tcpdump iproute2 iptables iputils-ping
   dnsmasq-base nginx-light curl openssl procps
-  chromium
+  chromium libcairo2 fonts-dejavu-core
 )
 # Node.js may come from elsewhere than Debian (these machines ship NodeSource's, whose nodejs
 # package conflicts with Debian's npm): ask Debian only for what is missing as a command.

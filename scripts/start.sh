@@ -6,8 +6,9 @@
 #    run in the web process, an in-memory channel layer).
 # 2. Migrates, creates a first admin user if there is none (password in data/admin-password.txt).
 # 3. As root: brings the network-namespace lab up.
-# 4. Starts a Celery worker (with Redis) and daphne, then loads the demo captures (the shared
-#    corpus, and recorded lab scenarios as root). Ctrl-C stops everything this script started.
+# 4. Starts the Celery workers (with Redis: one for captures, one for analyses) and daphne,
+#    then loads the demo captures (the shared corpus, and recorded lab scenarios as root).
+#    Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -57,7 +58,12 @@ if [ -n "$REDIS_URL" ] && ! redis_answers; then
     fi
     if command -v redis-server >/dev/null && ! redis_answers; then
       echo "start: starting redis-server on 127.0.0.1:$port"
-      redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --daemonize no \
+      # Redis is Celery's broker: queued captures live in it. It persists (append-only file,
+      # fsynced every second, in $DATA/redis), so a restart does not lose them; a capture left
+      # queued anyway is queued again when a worker (re)connects (captures/jobs/tasks.py).
+      mkdir -p "$DATA/redis"
+      redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly yes \
+        --appendfsync everysec --dir "$(realpath "$DATA")/redis" --daemonize no \
         --logfile "$(realpath "$DATA")/redis.log" &
       started+=("$!")
       for _ in $(seq 50); do redis_answers && break; sleep 0.1; done
@@ -98,8 +104,16 @@ if [ "$is_root" = 1 ]; then
 fi
 
 if [ -n "$REDIS_URL" ]; then
-  .venv/bin/celery -A kviz worker --pool=solo -Q "${KVIZ_QUEUE:-kviz}" -l info \
-    --logfile "$(realpath "$DATA")/worker.log" &
+  # Two workers (docs/deploy.md, "Workers"): captures wait on I/O, so one process runs many
+  # in threads; analyses are CPU work, in processes of their own on a queue of their own, so
+  # an upload never waits behind a live capture. Distinct node names: a worker that starts
+  # takes the captures under its own name for dead.
+  .venv/bin/celery -A kviz worker --pool=threads --concurrency="${KVIZ_CAPTURE_CONCURRENCY:-16}" \
+    -Q "${KVIZ_QUEUE:-kviz}" -n "capture@%h" -l info --logfile "$(realpath "$DATA")/worker.log" &
+  started+=("$!")
+  .venv/bin/celery -A kviz worker --pool=prefork --concurrency="${KVIZ_ANALYSIS_CONCURRENCY:-2}" \
+    -Q "${KVIZ_ANALYSIS_QUEUE:-${KVIZ_QUEUE:-kviz}-analysis}" -n "analysis@%h" -l info \
+    --logfile "$(realpath "$DATA")/analysis-worker.log" &
   started+=("$!")
 fi
 "$PY" -m kviz.serve -b 127.0.0.1 -p "$PORT" kviz.asgi:application &

@@ -167,7 +167,8 @@ def dissect_frame(path, frame_number: int, timeout: float = DISSECT_TIMEOUT,
     """tshark's full dissection of frame `frame_number` (1-based) of a stored capture.
 
     Returns `{"frame": n, "protocols": "eth:ethertype:ip:tcp", "layers": {name: tree},
-    "hex": "<the frame's bytes>"}`, or None when the file has no such frame. The whole file is
+    "details": [{"text", "children"}] (Wireshark's readable lines), "hex": "<the frame's
+    bytes>"}`, or None when the file has no such frame. The whole file is
     read (not one cut-out frame) so TCP and TLS dissectors see the frame in its context; tshark
     is stopped as soon as the frame's JSON object is complete, so an early frame of a big file
     is quick. Bounded by `timeout` (wall clock; its CPU time too), `memory_bytes` (RLIMIT_AS)
@@ -176,15 +177,56 @@ def dissect_frame(path, frame_number: int, timeout: float = DISSECT_TIMEOUT,
     """
     if isinstance(frame_number, bool) or not isinstance(frame_number, int) or frame_number < 1:
         raise ValueError("frame numbers start at 1")
-    argv = ["tshark", "-n", "-r", str(path), "-Y", f"frame.number=={frame_number}",
-            "-T", "json", "-x"]
+    deadline = time.monotonic() + timeout
+    selected = ["tshark", "-n", "-r", str(path), "-Y", f"frame.number=={frame_number}"]
+
+    def json_object_ends(line: bytes, started: bool) -> tuple[bool, bool]:
+        # tshark -T json writes one packet as an object indented by two spaces: the closing
+        # "  }" ends it, and nothing else can match this filter afterwards.
+        started = started or line == b"  {"
+        return started, started and line.rstrip(b",") == b"  }"
+
+    lines = _tshark_lines([*selected, "-T", "json", "-x"], json_object_ends, deadline,
+                          timeout, memory_bytes)
+    if lines is None:
+        return None
+    try:
+        packet = json.loads(b"\n".join(lines).rstrip(b","), object_pairs_hook=_keep_repeats)
+    except ValueError:
+        raise DissectError("tshark's output could not be read") from None
+    layers = packet.get("_source", {}).get("layers", {})
+    raw = layers.get("frame_raw") or [""]
+    frame = layers.get("frame") or {}
+
+    def text_block_ends(line: bytes, started: bool) -> tuple[bool, bool]:
+        # tshark -V writes the packet's tree, then a blank line.
+        started = started or bool(line.strip())
+        return started, started and not line.strip()
+
+    # What Wireshark's packet details pane shows ("Internet Protocol Version 4, Src: …"),
+    # read as its own pass: -T json carries only the fields' names.
+    shown = _tshark_lines([*selected, "-V"], text_block_ends, deadline, timeout, memory_bytes)
+    return {"frame": frame_number, "protocols": frame.get("frame.protocols", ""),
+            "layers": {name: _without_raw(tree) for name, tree in layers.items()
+                       if not _is_raw(name)},
+            "details": _details_tree(shown or []),
+            "hex": raw[0] if isinstance(raw, list) and raw else ""}
+
+
+def _tshark_lines(argv: list[str], ends, deadline: float, timeout: float,
+                  memory_bytes: int) -> list[bytes] | None:
+    """The lines of one packet's output of tshark `argv`, from the line `ends` says starts it
+    to the line it says ends it; None when tshark ended without one (no such frame). tshark
+    is stopped as soon as the packet is complete; bounded as dissect_frame says."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DissectError("tshark took too long to find the frame")
     try:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             preexec_fn=functools.partial(_bounded, memory_bytes, math.ceil(timeout) + 1))
     except FileNotFoundError:
         raise DissectError("cannot dissect frames: tshark is not installed") from None
-    deadline = time.monotonic() + timeout
     lines: list[bytes] = []
     size, started, complete, pending = 0, False, False, b""
     fd = process.stdout.fileno()
@@ -204,14 +246,10 @@ def dissect_frame(path, frame_number: int, timeout: float = DISSECT_TIMEOUT,
             pending += chunk
             *whole, pending = pending.split(b"\n")
             for line in whole:
-                # tshark -T json writes one packet as an object indented by two spaces: the
-                # closing "  }" ends it, and nothing else can match this filter afterwards.
-                if line == b"  {":
-                    started = True
+                started, complete = ends(line, started)
                 if started:
                     lines.append(line)
-                if started and line.rstrip(b",") == b"  }":
-                    complete = True
+                if complete:
                     break
     finally:
         if process.poll() is None:
@@ -224,18 +262,27 @@ def dissect_frame(path, frame_number: int, timeout: float = DISSECT_TIMEOUT,
             # aborts, or cannot even load its libraries), out of CPU time, or an unreadable file.
             raise DissectError(f"tshark failed on this capture (exit status "
                                f"{process.returncode}; out of memory or time?)")
+        if started and lines:
+            return lines  # the text pass of the last frame of a file: its end is the end
         return None
-    try:
-        packet = json.loads(b"\n".join(lines).rstrip(b","), object_pairs_hook=_keep_repeats)
-    except ValueError:
-        raise DissectError("tshark's output could not be read") from None
-    layers = packet.get("_source", {}).get("layers", {})
-    raw = layers.get("frame_raw") or [""]
-    frame = layers.get("frame") or {}
-    return {"frame": frame_number, "protocols": frame.get("frame.protocols", ""),
-            "layers": {name: _without_raw(tree) for name, tree in layers.items()
-                       if not _is_raw(name)},
-            "hex": raw[0] if isinstance(raw, list) and raw else ""}
+    return lines
+
+
+def _details_tree(lines: list[bytes]) -> list[dict]:
+    """tshark -V's indented lines as a tree: [{"text", "children"}], four spaces a level."""
+    root: list[dict] = []
+    stack: list[tuple[int, list[dict]]] = [(-1, root)]
+    for raw in lines:
+        text = raw.decode("utf-8", "replace").rstrip()
+        if not text.strip():
+            continue
+        depth = (len(text) - len(text.lstrip(" "))) // 4
+        while stack[-1][0] >= depth:
+            stack.pop()
+        node = {"text": text.strip(), "children": []}
+        stack[-1][1].append(node)
+        stack.append((depth, node["children"]))
+    return root
 
 
 def _without_raw(tree):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Mapping
 from json.encoder import encode_basestring as _string
 from sys import intern
 
@@ -326,6 +327,48 @@ class DnsExchange:
         )
 
 
+class ExchangeFields(Mapping):
+    """An exchange read as its to_dict() would be, without building the dict: the diagnosis
+    reads tens of thousands of exchanges by a few keys each, and a dict (with a dict per
+    answer record) for each cost about 1 KB."""
+
+    __slots__ = ("exchange", "t0")
+
+    def __init__(self, exchange: DnsExchange, t0: float) -> None:
+        self.exchange = exchange
+        self.t0 = t0
+
+    def __getitem__(self, key: str):
+        read = _FIELDS.get(key)
+        if read is None:
+            raise KeyError(key)
+        return read(self.exchange, self.t0)
+
+    def __iter__(self):
+        return iter(_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_FIELDS)
+
+
+_FIELDS = {
+    "id": lambda e, t0: e.id,
+    "name": lambda e, t0: e.name,
+    "type": lambda e, t0: qtype_name(e.qtype),
+    "answers": lambda e, t0: [value for _n, _t, value in e.answers],
+    "answer_records": lambda e, t0: [
+        {"name": n, "type": qtype_name(t), "value": v} for n, t, v in e.answers],
+    "rcode": lambda e, t0: None if e.rcode is None else rcode_name(e.rcode),
+    "client": lambda e, t0: e.client,
+    "server": lambda e, t0: e.server,
+    "t": lambda e, t0: None if e.t is None else round(e.t - t0, 6),
+    "latency_ms": lambda e, t0: e.latency_ms,
+    "transport": lambda e, t0: e.transport,
+    "retries": lambda e, t0: e.retries,
+    "truncated": lambda e, t0: e.truncated,
+    "messages": lambda e, t0: list(e.messages),
+}
+
 MESSAGES_PER_EXCHANGE = 8
 
 
@@ -349,6 +392,7 @@ class DnsTracker:
         exchange is added, but the pending ones still get their answers."""
         # Names, addresses and endpoints repeat across thousands of lookups: share them.
         src, dst = intern(src), intern(dst)
+        exchanges, pending = self.exchanges, self.pending
         for info in record.dns:
             name = intern(info.name)
             lower = name.lower()
@@ -361,25 +405,27 @@ class DnsTracker:
                 )
             if not info.is_response:
                 key = (info.id, src, lower, info.qtype)
-                existing = self.pending.get(key)
+                existing = pending.get(key)
                 if existing is not None and existing.rcode is None:
                     existing.retries += 1
                     _note_message(existing, message)
                     continue
-                if self._full():
+                if len(exchanges) >= self.max_exchanges:
+                    self._full()
                     continue
                 exchange = DnsExchange(info.id, name, info.qtype, src, dst, record.time, transport)
-                _note_message(exchange, message)
-                self.exchanges.append(exchange)
-                self.pending[key] = exchange
+                exchange.messages = (message,)
+                exchanges.append(exchange)
+                pending[key] = exchange
                 continue
             key = (info.id, dst, lower, info.qtype)
-            exchange = self.pending.pop(key, None)
+            exchange = pending.pop(key, None)
             if exchange is None:
-                if self._full():
+                if len(exchanges) >= self.max_exchanges:
+                    self._full()
                     continue
                 exchange = DnsExchange(info.id, name, info.qtype, dst, src, None, transport)
-                self.exchanges.append(exchange)
+                exchanges.append(exchange)
             else:
                 exchange.latency_ms = round((record.time - exchange.t) * 1000, 3)
             _note_message(exchange, message)
@@ -387,10 +433,7 @@ class DnsTracker:
             exchange.truncated = info.truncated
             exchange.answers = tuple((intern(n), t, intern(v)) for n, t, v in info.answers)
 
-    def _full(self) -> bool:
-        if len(self.exchanges) < self.max_exchanges:
-            return False
+    def _full(self) -> None:
         self.warnings.add(
             f"more than {self.max_exchanges} DNS exchanges: later ones are not listed"
         )
-        return True

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import hops as copies
 from .diagnosis import CaptureView, Diagnosis, diagnose
-from .dns import DNS_PORTS, DnsTracker, dns_label
+from .dns import DNS_PORTS, DnsTracker, ExchangeFields, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
 from .icmp import parse_icmp
 from .identity import Identity
@@ -50,13 +50,15 @@ from .records import (
     split_endpoint,
 )
 from .tcp import TcpTracker
+from .tlsdecrypt import KeyLog, KeyLogError
 
 META_SCHEMA = "kviz.capture-meta/1"
 DEFAULT_MAX_FLOWS = 200_000
 # TCP connections tracked, whatever --max-flows says: from its first packet to the diagnosis'
 # findings a connection costs up to 8 KB (bench/hostile_bench.py: a flood of unanswered SYNs),
-# so this many keep such a flood within about 300 MB.
-MAX_CONNECTIONS = 30_000
+# so this many keep such a flood within 300 MB (and the benchmark's healthy million packets,
+# about 25,000 connections, within the bound).
+MAX_CONNECTIONS = 28_000
 MAX_PARTICIPANTS = 100_000  # addresses listed (and described) as participants
 MAX_ICMP_ERRORS = 1000  # icmp_error findings (one per sender, error and quoted packet)
 MAX_NAME_FINDINGS = 1000  # names counted per kind of DNS finding (nxdomain, unanswered, ...)
@@ -100,7 +102,15 @@ def analyze_files(
     *,
     window: float = DEFAULT_WINDOW,
     max_flows: int = DEFAULT_MAX_FLOWS,
+    keylog=None,
 ) -> SequenceModel:
+    """`keylog`: a tlsdecrypt.KeyLog (or the path of one) whose secrets decrypt the TLS
+    connections it has keys for (docs/model.md, Decrypted TLS)."""
+    if keylog is not None and not isinstance(keylog, KeyLog):
+        try:
+            keylog = KeyLog.from_path(keylog)
+        except KeyLogError as exc:
+            raise CaptureError(str(exc)) from exc
     files = [f if isinstance(f, CaptureFile) else CaptureFile.from_path(f) for f in files]
     if not files:
         raise CaptureError("no capture files given")
@@ -109,7 +119,7 @@ def analyze_files(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _Analysis(files, inventory, window, max_flows).run()
+        return _Analysis(files, inventory, window, max_flows, keylog).run()
     finally:
         if collecting:
             gc.enable()
@@ -121,7 +131,7 @@ FLAG_STRINGS = [
 
 
 class _Analysis:
-    def __init__(self, files, inventory, window, max_flows):
+    def __init__(self, files, inventory, window, max_flows, keylog=None):
         self.files = files
         self.warnings = Warnings()
         self.identity = Identity(inventory, self.warnings)
@@ -132,7 +142,7 @@ class _Analysis:
         ]
         self.malformed_dns = 0  # messages on DNS ports that do not parse as DNS
         self.folder = CopyFolder(window)
-        self.tcp = TcpTracker(min(max_flows, MAX_CONNECTIONS), self.warnings)
+        self.tcp = TcpTracker(min(max_flows, MAX_CONNECTIONS), self.warnings, keylog)
         self.dns = DnsTracker(max_flows, self.warnings)
         # (src, sport, dst, dport) as first seen → flow id << 1 | direction (1: from its
         # server); a packet the other way finds it by the swapped tuple. One entry and an int
@@ -144,7 +154,8 @@ class _Analysis:
         self.messages = MessageSpool()
         self.annotations: list[dict] = []
         self.annotation_index: dict[tuple, int] = {}
-        self.participants: dict[str, set] = {}
+        # ip → its server ports, None until it has one (most of a flood's sources never do)
+        self.participants: dict[str, set | None] = {}
         self.annotation_messages: dict[int, list[int]] = {}  # an ICMP error's own messages
         self.icmp_errors = 0  # icmp_error findings made (MAX_ICMP_ERRORS)
         self.vantage_json: dict[tuple, str] = {}  # (interface label, direction) → hop_vantage
@@ -406,7 +417,7 @@ class _Analysis:
         """List a new address, unless MAX_PARTICIPANTS are listed: a capture of a scan or a
         flood from spoofed sources would otherwise list (and describe, and draw) each one."""
         if len(self.participants) < MAX_PARTICIPANTS:
-            self.participants[ip] = set()
+            self.participants[ip] = None
         else:
             self.warnings.add(
                 f"more than {MAX_PARTICIPANTS} addresses: later ones are not listed as "
@@ -703,9 +714,11 @@ class _Analysis:
         summary = conn.summary()
         summary["timing"]["start"] = round(conn.start - t0, 6)
         server_ip, server_port = conn.server
-        ports = self.participants.get(server_ip)
-        if ports is None and len(self.participants) < MAX_PARTICIPANTS:
-            ports = self.participants[server_ip] = set()
+        participants = self.participants
+        ports = participants.get(server_ip)
+        if ports is None and (server_ip in participants
+                              or len(participants) < MAX_PARTICIPANTS):
+            ports = participants[server_ip] = set()
         if ports is not None:  # else past MAX_PARTICIPANTS, as a warning already says
             ports.add(server_port)
         return summary
@@ -755,7 +768,7 @@ class _Analysis:
                         "failed or repeated lookup: the diagnosis reads the first of them"
                     )
                     break
-                lookups.append(exchange.to_dict(t0))
+                lookups.append(ExchangeFields(exchange, t0))
         return lookups
 
     def _annotate_connections(self, findings, diagnosis: Diagnosis) -> None:
@@ -817,7 +830,6 @@ class _Analysis:
             if response_t is not None:
                 ttfb = round((response_t - request["t"]) * 1000, 3)
                 request["response_t"] = round(response_t - t0, 6)
-            request.pop("_end", None)
             request["t"] = round(request["t"] - t0, 6)
             request["ttfb_ms"] = ttfb
         return http
@@ -827,7 +839,7 @@ class _Analysis:
         participants = []
         for ip, ports in self.participants.items():
             described = self.identity.describe(ip)
-            described["ports"] = sorted(ports)
+            described["ports"] = sorted(ports) if ports else []
             participants.append(described)
         return participants
 

@@ -3,7 +3,8 @@
 A node capture with `-i any` sees a pod's packet on its veth, on the bridge and on the uplink;
 several captures taken together see it once in each. All copies share what no hop rewrites:
 the IP ID, TCP flags, sequence and acknowledgement numbers, and the payload. NAT may rewrite
-addresses and ports between copies, so those stay out of the key and become the hop list.
+addresses and ports between copies, so those stay out of the key and become the hop list;
+but it never changes a source port and leaves its address, so such a copy is another packet.
 
 A packet that legitimately repeats (a retransmission, a keep-alive, a duplicate ACK) has the
 same key too (IPv4 senders give it a new IP ID, but IPv6 has none and Linux SYN-ACKs carry
@@ -116,6 +117,8 @@ class CopyFolder:
             ),
         )
         message = self.newest.get(key)
+        if message is not None and _rewrite_impossible(message.hops[0], hop):
+            message = None  # two packets alike in all that NAT keeps: a message each
         if message is not None:
             hops = message.hops
             for seen in hops:
@@ -148,8 +151,8 @@ class CopyFolder:
         if not pending:
             self.deadline = now + self.window
         pending.append(message)
-        self.pending_bytes += len(record.payload)
-        if len(pending) > MAX_PENDING or self.pending_bytes > MAX_PENDING_BYTES:
+        self.pending_bytes = size = self.pending_bytes + len(record.payload)
+        if size > MAX_PENDING_BYTES or len(pending) > MAX_PENDING:
             self._release_early()
 
     def flush(self) -> list[LogicalMessage]:
@@ -183,6 +186,15 @@ class CopyFolder:
             ready.append(message)
             self.released_early += 1
         self.deadline = pending[0].record.time + self.window if pending else float("inf")
+
+
+def _rewrite_impossible(first: Hop, copy: Hop) -> bool:
+    """Whether no NAT makes `copy` of `first`. NAT rewrites an address, and the port with it
+    (SNAT, masquerade, a DNAT to a backend); one that leaves the source address as it was
+    leaves its port too. So a copy from the same source address with another source port
+    is another packet: unconnected UDP senders give every datagram IPv4 ID 0, and two of them
+    sending the same query at once look alike in all else (bench/hostile_bench.py)."""
+    return first.src == copy.src and first.sport != copy.sport
 
 
 def rewrites(hops: list[Hop]) -> list[tuple[Hop, Hop, bool, bool]]:

@@ -17,7 +17,7 @@ from typing import TextIO
 SCHEMA = "kviz.sequence/1"
 COPY_BLOCK = 1 << 20  # characters per read when copying the spilled messages out
 WRITE_SLICE = 1000  # list items encoded at a time by write_json
-INDEX_EVERY = 64  # spilled messages per offset kept (8 bytes per 64 messages)
+INDEX_EVERY = 16  # spilled messages per offset kept (8 bytes per 16 messages)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _string = json.encoder.encode_basestring  # the quoted, escaped JSON string
 
@@ -132,20 +132,25 @@ class MessageSpool:
             # Closed by close(); it must outlive this call, so no `with` here. Binary: the
             # text is encoded once here and copied out as bytes (write_joined).
             self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115
-        items, write, offsets = self.items, self.file.write, self.offsets
+        items, offsets = self.items, self.offsets
         position = self.file.tell()
+        blocks = []
         start = 0
         # Cut where the index needs an offset, so each offset is known without measuring
-        # lines one by one; in between, whole runs are joined and encoded at once.
+        # lines one by one; in between, whole runs are joined and encoded at once, and all
+        # are written in one call.
         while start < len(items):
             line = self.spilled + start
             if line % INDEX_EVERY == 0:
                 offsets.append(position)
             end = min(len(items), start + INDEX_EVERY - line % INDEX_EVERY)
-            block = ("\n".join(items[start:end]) + "\n").encode()
-            write(block)
+            run = items[start:end]
+            run.append("")  # so the join ends with a newline
+            block = "\n".join(run).encode()
+            blocks.append(block)
             position += len(block)
             start = end
+        self.file.write(b"".join(blocks))
         self.spilled += len(items)
         self.unflushed = True
         items.clear()

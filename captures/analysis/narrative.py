@@ -6,7 +6,7 @@ words are words.py's."""
 from __future__ import annotations
 
 from . import happened
-from .words import Names, icmp_answer, ms, tls_alert
+from .words import Names, grpc_call, grpc_messages, icmp_answer, ms, tls_alert
 
 # Events at the same time are told in this order (ICMP errors rank with requests).
 DNS, OPENED, MESH, REQUEST, CLOSED = range(5)
@@ -100,6 +100,12 @@ def _opened(conn: dict, notes: list[dict], name) -> str:
             text += f" ALPN {tls['alpn']}"
         if timing["tls_ms"] is not None:
             text += f" in {ms(timing['tls_ms'])}"
+        if tls.get("decrypted"):
+            text += "; decrypted with the key log"
+            if tls.get("decryption"):
+                text += f" ({tls['decryption']})"
+        elif tls.get("decryption"):
+            text += f"; not decrypted: {tls['decryption']}"
     return text
 
 
@@ -153,6 +159,9 @@ def _http_events(requests: list[dict]) -> list[tuple[float, int, str]]:
     """Each request and its answer, with the time to its first byte."""
     events = []
     for request in requests:
+        if request.get("grpc") is not None:
+            events.append((request["t"], REQUEST, _grpc_line(request)))
+            continue
         what = (
             " ".join(
                 str(part)
@@ -180,6 +189,18 @@ def _http_events(requests: list[dict]) -> list[tuple[float, int, str]]:
             )
         )
     return events
+
+
+def _grpc_line(request: dict) -> str:
+    """A gRPC call: its method, grpc-status, first response time and messages each way."""
+    stream = f" (HTTP/2 stream {request['stream']})" if request.get("stream") else ""
+    host = f" (Host {request['host']})" if request.get("host") else ""
+    call = grpc_call(request)
+    first = f"; first response in {ms(request['ttfb_ms'])}" if request["response_t"] else ""
+    return (
+        f"gRPC #{request['connection']} call {request['n']}: {call.removeprefix('gRPC ')}"
+        f"{stream}{host}{first}; {grpc_messages(request['grpc'])}"
+    )
 
 
 def _icmp_events(annotations: list[dict], name) -> list[tuple[float, int, str]]:

@@ -23,16 +23,30 @@ a hole; how the readers are fed around it is in reassembly.py.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 
 from .dns import dns_label
 from .http import (
+    ACK_FLAG,
+    END_STREAM,
     H2_FRAME_NAMES,
+    H2_GOAWAY,
+    H2_HEADERS,
+    H2_PING,
     H2_PREFACE,
+    H2_PREFACE_EVENT,
+    H2_RST_STREAM,
+    H2_SETTINGS,
+    H2_WINDOW_UPDATE,
+    GrpcMessages,
     H2Direction,
-    h2_pseudo_headers,
+    grpc_percent_decode,
+    grpc_status_name,
+    h2_error_name,
     http_requests,
     http_responses,
+    is_grpc,
     plausible_h2_frames,
     upgrade_to_h2c,
 )
@@ -44,14 +58,17 @@ from .tls import (
     HS_CERTIFICATE,
     HS_CERTIFICATE_REQUEST,
     HS_CLIENT_HELLO,
+    HS_ENCRYPTED_EXTENSIONS,
     HS_SERVER_HELLO,
     TlsDirection,
     alert_name,
     certificate_count,
+    extensions_alpn,
     looks_like_tls,
     parse_hello,
     version_name,
 )
+from .tlsdecrypt import WAITING, TlsSession
 
 SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = range(5)
 SEQ_MOD = 1 << 32
@@ -61,6 +78,9 @@ ALERTS_KEPT = 16  # TLS alerts in the clear listed per connection
 # in all connections (each direction holds up to tls.MAX_BUFFER of each): past this, a
 # direction that would hold more stops being read.
 MAX_TLS_BUFFERED = 32 * 1024 * 1024
+# The same for HTTP/2 header blocks held until their last CONTINUATION (each direction holds
+# up to http.MAX_HEADER_BLOCK) and for records held for decryption (tlsdecrypt.MAX_RECORD).
+MAX_H2_BUFFERED = 32 * 1024 * 1024
 WELL_KNOWN_SERVER_PORTS = frozenset(
     {
         53,
@@ -105,6 +125,7 @@ class Connection:
         "answered",
         "app",
         "client",
+        "decrypt",
         "end",
         "evidence",
         "exchanges",
@@ -115,6 +136,7 @@ class Connection:
         "h2_streams",
         "handshake_ack",
         "id",
+        "inner",
         "isn",
         "keepalives",
         "last_sender",
@@ -124,6 +146,7 @@ class Connection:
         "original_server",
         "packets",
         "phase",
+        "request_ends",
         "requests",
         "retransmissions",
         "rst_by",
@@ -169,9 +192,15 @@ class Connection:
         self.tls = None
         self.tls_dirs = None
         self.tls_events: dict[str, float] | None = None
+        self.decrypt = None  # a tlsdecrypt.TlsSession when a key log was given
+        self.inner = None  # what the decrypted records carry: "http/1.1" or "h2"
         self.h2 = None
         self.h2_streams: dict[int, dict] | None = None
         self.requests: list[dict] = []
+        # Where each request ends in the client's bytes (relative sequence), to match a
+        # response after lost bytes. Beside the requests rather than in them: a request dict
+        # is sized for its keys, and one more key would double each (tens of MB at 1M).
+        self.request_ends = array("q")
         self.answered = 0  # HTTP/1.x requests that have their response
         self.exchanges = 0  # encrypted request/response turns (see _payload)
         self.last_sender = None
@@ -185,7 +214,9 @@ class Connection:
         # For the diagnosis: ids of the messages that can prove something (handshake, resets,
         # closes, TLS records, requests and responses, retransmissions), and per direction the
         # largest payload seen at each number of hops (see diagnosis/view.py).
-        self.evidence: list[int] = []
+        # An array: a million-packet capture keeps hundreds of thousands of these ids, and an
+        # int object and a list slot each cost 36 bytes where an array's item costs 8.
+        self.evidence = array("q")
         # Bytes a side acknowledged that the capture never showed its peer sending (tshark's
         # "ACKed segment that wasn't captured"): lost by the capture, not the network.
         self.unseen = [0, 0]
@@ -212,6 +243,17 @@ class Connection:
             return "refused"
         return "no-answer"
 
+    def _tls_summary(self) -> dict | None:
+        """The TLS facts; with a key log, whether its records were decrypted, and if not,
+        why not (docs/model.md)."""
+        if self.decrypt is None:
+            return self.tls
+        return {
+            **self.tls,
+            "decrypted": bool(self.decrypt.decrypted),
+            "decryption": self.decrypt.status,
+        }
+
     def summary(self) -> dict:
         def ms(a, b):
             return round((b - a) * 1000, 3) if a is not None and b is not None else None
@@ -235,7 +277,7 @@ class Connection:
             "unseen_bytes": self.unseen[0] + self.unseen[1],
             "packets": self.packets,
             "app": self.app,
-            "tls": self.tls,
+            "tls": self._tls_summary(),
             "timing": {
                 "start": self.start,
                 "connect_ms": ms(self.syn_t, self.synack_t),
@@ -251,7 +293,8 @@ class TcpTracker(Reassembly):
     """Finds and updates the connection of each TCP message; returns (connection, direction,
     label, phase). What it does around holes is Reassembly's (reassembly.py)."""
 
-    def __init__(self, max_flows: int, warnings) -> None:
+    def __init__(self, max_flows: int, warnings, keylog=None) -> None:
+        self.keylog = keylog  # a tlsdecrypt.KeyLog: TLS connections it has keys for are read
         self.table: dict[tuple, tuple[Connection, int]] = {}
         self.awaiting_synack: dict[tuple, Connection] = {}  # client endpoint → its SYN's conn
         self.connections: list[Connection] = []
@@ -264,6 +307,7 @@ class TcpTracker(Reassembly):
         self.held = 0  # bytes held behind holes, in all connections
         self.held_segments = 0  # and segments
         self.tls_buffered = 0  # bytes the TLS readers hold, in all connections
+        self.h2_buffered = 0  # bytes of HTTP/2 header blocks held, in all connections
 
     # -- finding the connection ------------------------------------------------------------
 
@@ -479,7 +523,7 @@ class TcpTracker(Reassembly):
         app = conn.app
         label = phase = None
         if app == "tls":
-            label, phase = self._tls(conn, direction, data, now)
+            label, phase = self._tls(conn, direction, data, now, record)
             # Encrypted requests cannot be read, but request/response protocols take turns:
             # each time the client speaks again after the server did, a new exchange begins.
             if direction == 0 and conn.last_sender != 0 and conn.tls_dirs[0].done:
@@ -526,14 +570,22 @@ class TcpTracker(Reassembly):
                 "alerts": [],  # those sent in the clear: {"by", "level", "description"}
             }
             conn.tls_dirs = [TlsDirection(True), TlsDirection(False)]
+            if self.keylog is not None:
+                conn.decrypt = TlsSession(self.keylog)
         elif http_requests(data) or http_responses(data):
             conn.app = "http/1.1"
         elif plausible_h2_frames(data):
+            # Frames before the client's preface: a server that speaks first (its SETTINGS
+            # as soon as it accepts), or a capture begun mid-connection, whose HPACK tables
+            # are then unknown.
             conn.app = "h2"
-            conn.h2 = [H2Direction(expect_preface=False), H2Direction(expect_preface=False)]
+            conn.h2 = [
+                H2Direction(expect_preface=not conn.midstream, midstream=conn.midstream),
+                H2Direction(expect_preface=False, midstream=conn.midstream),
+            ]
             conn.h2_streams = {}
 
-    def _tls(self, conn, direction, data, now):
+    def _tls(self, conn, direction, data, now, record):
         names = []
         tls = conn.tls
         reader = conn.tls_dirs[direction]
@@ -594,6 +646,11 @@ class TcpTracker(Reassembly):
                         "description": alert_name(description),
                     }
                 )
+        if conn.decrypt is not None:
+            inner, inner_phase = self._decrypted(conn, direction, data, now, record, names)
+            if inner:
+                extra = [n for n in names if n != "application data"]
+                return (f"TLS {', '.join(extra)}; {inner}" if extra else inner), inner_phase
         if not names:
             if conn.tls_dirs[direction].done:
                 return "TLS application data", ("request", "response")[direction]
@@ -606,6 +663,82 @@ class TcpTracker(Reassembly):
         if names[-1] == "application data" and len(names) == 1:
             return "TLS application data", ("request", "response")[direction]
         return "TLS " + ", ".join(names), "tls"
+
+    def _decrypted(self, conn, direction, data, now, record, names):
+        """Feed the key log's decryption; the handshake messages it decrypts join `names`,
+        and the application data inside is read as HTTP/1.1 or HTTP/2 would be in the
+        clear. Returns the label and phase of what the plaintext says ("decrypted GET /")."""
+        labels, phase = [], None
+        session = conn.decrypt
+        before = session.held(direction)
+        events = session.feed(direction, data)
+        held = session.held(direction)
+        self.tls_buffered += held - before
+        if self.tls_buffered > MAX_TLS_BUFFERED and held:
+            self.warnings.add(
+                f"more than {MAX_TLS_BUFFERED // (1 << 20)} MB of TLS records held at once "
+                "for decryption: some connections are not decrypted to their end"
+            )
+            session.give_up(direction, "too many TLS records held at once (see warnings)")
+            self.tls_buffered -= held
+        for kind, value in events:
+            if kind == "hs":
+                hs_type, body = value
+                names.append(HANDSHAKE_NAMES.get(hs_type, f"handshake {hs_type}") + " (decrypted)")
+                if hs_type == HS_ENCRYPTED_EXTENSIONS and direction == 1 and not conn.tls["alpn"]:
+                    conn.tls["alpn"] = extensions_alpn(body)  # TLS 1.3 says it encrypted
+            elif kind == "alert":
+                level, description = value
+                if "Alert (encrypted)" in names:
+                    names.remove("Alert (encrypted)")
+                severity = "fatal" if level == ALERT_FATAL else "warning"
+                names.append(f"Alert ({severity} {alert_name(description)}, decrypted)")
+            else:
+                label, inner_phase = self._inner(conn, direction, value, now, record)
+                if label:
+                    labels.append(label)
+                    phase = inner_phase
+        if not conn.decrypt.decrypted and conn.decrypt.status not in (None, WAITING):
+            self.warnings.add(
+                "some TLS connections were not decrypted with the key log (see each "
+                "connection's tls.decryption)"
+            )
+        if not labels:
+            return None, None
+        return "decrypted " + "; ".join(labels), phase
+
+    def _inner(self, conn, direction, plaintext, now, record):
+        """The application inside decrypted TLS: chosen from ALPN or the first plaintext."""
+        if conn.inner is None:
+            if plaintext.startswith(H2_PREFACE) or conn.tls.get("alpn") == "h2":
+                conn.inner = "h2"
+                conn.h2 = [H2Direction(expect_preface=True), H2Direction(expect_preface=False)]
+                conn.h2_streams = {}
+            elif http_requests(plaintext) or http_responses(plaintext):
+                conn.inner = "http/1.1"
+            else:
+                return None, None
+        if conn.inner == "h2":
+            return self._h2(conn, direction, plaintext, now)
+        return self._http1(conn, direction, plaintext, now, record)
+
+    def _needs_order(self, conn, direction) -> bool:
+        # Decryption needs every record, in order: wait for a lost segment's retransmission.
+        if conn.decrypt is not None and conn.decrypt.reading(direction):
+            return True
+        return Reassembly._needs_order(conn, direction)
+
+    def _gap(self, conn, direction):
+        super()._gap(conn, direction)
+        if conn.decrypt is not None:
+            self.tls_buffered -= conn.decrypt.held(direction)
+            conn.decrypt.gap(direction)
+            self.tls_buffered += conn.decrypt.held(direction)
+        if conn.h2:
+            # The reader's gap keeps what it held, never to be completed: let it go.
+            self.h2_buffered -= conn.h2[direction].held()
+            conn.h2[direction].drop_blocks()
+            self.h2_buffered += conn.h2[direction].held()
 
     def _http1(self, conn, direction, data, now, record):
         if direction == 0:
@@ -627,9 +760,12 @@ class TcpTracker(Reassembly):
                     "status": None,
                     "response_t": None,
                     "protocol": "http/1.1",
-                    "_end": (record.seq - conn.isn[0] + record.payload_len) % SEQ_MOD,
                 }
+                if conn.decrypt is not None:
+                    request["decrypted"] = True
                 conn.requests.append(request)
+                conn.request_ends.append(
+                    (record.seq - conn.isn[0] + record.payload_len) % SEQ_MOD)
                 self.http.append(request)
             return "; ".join(labels), "request"
         found = http_responses(data)
@@ -655,7 +791,7 @@ class TcpTracker(Reassembly):
             if conn.lost[1] and conn.isn[0] is not None:
                 acked = (record.ack - conn.isn[0]) % SEQ_MOD
                 for later in range(len(conn.requests) - 1, index, -1):
-                    if conn.requests[later]["_end"] <= acked:
+                    if conn.request_ends[later] <= acked:
                         index = later
                         break
             conn.lost[1] = False
@@ -685,39 +821,116 @@ class TcpTracker(Reassembly):
         return False
 
     def _h2(self, conn, direction, data, now):
-        frames = conn.h2[direction].feed(data)
-        if not frames:
+        reader = conn.h2[direction]
+        before = reader.held()
+        names = [self._h2_frame(conn, direction, frame, now) for frame in reader.feed(data)]
+        held = reader.held()
+        self.h2_buffered += held - before
+        if self.h2_buffered > MAX_H2_BUFFERED and held:
+            self.warnings.add(
+                f"more than {MAX_H2_BUFFERED // (1 << 20)} MB of HTTP/2 header blocks held at "
+                "once: some are not decoded, and their connections' later headers are unknown"
+            )
+            reader.drop_blocks()
+            self.h2_buffered -= held - reader.held()
+        if not names:
             return None, None
-        names = []
-        for frame_type, flags, stream, payload in frames:
-            name = H2_FRAME_NAMES.get(frame_type, f"frame {frame_type}")
-            pseudo = h2_pseudo_headers(payload, flags) if frame_type == 1 else {}
-            shown = " ".join(v for k, v in pseudo.items() if k in (":method", ":path", ":status"))
-            names.append((f"{name} s{stream}" if stream else name) + (f" {shown}" if shown else ""))
-            if frame_type != 1 or not stream:
-                continue
-            if (direction == 0 and stream % 2 == 1 and stream not in conn.h2_streams
-                    and self._room_for_request()):
+        if len(names) > 4:
+            # Keep what a reader looks for (requests, answers, gRPC status, errors) over
+            # the connection's housekeeping, in the order sent.
+            keep = sorted(range(len(names)), key=lambda i: (not names[i].startswith(
+                ("gRPC", "HEADERS", "GOAWAY", "RST_STREAM", "preface", "trailers")), i))[:4]
+            names = [names[i] for i in sorted(keep)] + [f"+{len(names) - 4} frames"]
+        shown = names
+        label = ", ".join(shown)
+        return (label if label.startswith("gRPC") else "HTTP/2 " + label), (
+            "request",
+            "response",
+        )[direction]
+
+    def _h2_frame(self, conn, direction, frame, now) -> str:
+        """The words for one HTTP/2 frame; HEADERS also open, answer or end a request."""
+        kind, stream, payload = frame.type, frame.stream, frame.payload
+        on = f" s{stream}" if stream else ""
+        if kind == H2_PREFACE_EVENT:
+            return "preface"
+        if kind in (H2_SETTINGS, H2_PING):
+            return H2_FRAME_NAMES[kind] + (" ACK" if frame.flags & ACK_FLAG else "")
+        if kind == H2_WINDOW_UPDATE and len(payload) >= 4:
+            return f"WINDOW_UPDATE{on} +{int.from_bytes(payload[:4], 'big') & 0x7FFFFFFF}"
+        if kind == H2_GOAWAY and len(payload) >= 8:
+            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            error = h2_error_name(int.from_bytes(payload[4:8], "big"))
+            return f"GOAWAY {error} (last stream {last})"
+        if kind == H2_RST_STREAM and len(payload) >= 4:
+            return f"RST_STREAM{on} {h2_error_name(int.from_bytes(payload[:4], 'big'))}"
+        if kind != H2_HEADERS or not stream:
+            return H2_FRAME_NAMES.get(kind, f"frame {kind}") + on
+        if not frame.known:
+            self.warnings.add(
+                "some HTTP/2 headers refer to HPACK table entries sent before the capture "
+                "began (or lost with missing bytes): they are unknown"
+            )
+        unknown = "" if frame.known else " (some headers unknown)"
+        method, path, status = frame.header(":method"), frame.header(":path"), frame.header(
+            ":status"
+        )
+        grpc_status = frame.header("grpc-status")
+        request = conn.h2_streams.get(stream)
+        if direction == 0 and stream % 2 == 1 and request is None:
+            grpc = is_grpc(frame.header("content-type"))
+            if self._room_for_request():
                 request = {
                     "connection": conn.id,
                     "n": len(conn.requests) + 1,
-                    "method": pseudo.get(":method"),
-                    "target": pseudo.get(":path"),
-                    "host": pseudo.get(":authority"),
+                    "method": method,
+                    "target": path,
+                    "host": frame.header(":authority") or frame.header("host"),
                     "t": now,
                     "status": None,
                     "response_t": None,
                     "protocol": "h2",
                     "stream": stream,
                 }
+                if conn.decrypt is not None:
+                    request["decrypted"] = True
+                if grpc:
+                    self._grpc_call(conn, request, path)
                 conn.h2_streams[stream] = request
                 conn.requests.append(request)
+                conn.request_ends.append(0)  # HTTP/2 matches responses by stream
                 self.http.append(request)
-            elif direction == 1 and stream in conn.h2_streams:
-                request = conn.h2_streams[stream]
-                request["response_t"] = request["response_t"] or now
-                status = pseudo.get(":status")
-                if request["status"] is None and status and status.isdigit():
-                    request["status"] = int(status)
-        shown = names[:4] + ([f"+{len(names) - 4} frames"] if len(names) > 4 else [])
-        return "HTTP/2 " + ", ".join(shown), ("request", "response")[direction]
+            if grpc:
+                return f"gRPC{on} {path or '?'}{unknown}"
+            shown = " ".join(v for v in (method, path) if v)
+            return f"HEADERS{on}" + (f" {shown}" if shown else "") + unknown
+        if direction == 1 and request is not None:
+            request["response_t"] = request["response_t"] or now
+            if request["status"] is None and status and status.isdigit():
+                request["status"] = int(status)
+            if request.get("grpc") is None and is_grpc(frame.header("content-type")):
+                self._grpc_call(conn, request, request["target"])  # its request was unread
+        if grpc_status is not None:
+            name = grpc_status_name(grpc_status)
+            message = grpc_percent_decode(frame.header("grpc-message") or "")
+            if request is not None and request.get("grpc") is not None and direction == 1:
+                request["grpc"]["status"] = name
+                request["grpc"]["message"] = message or None
+            before = f"HEADERS{on} {status}, " if status else ""
+            return f"{before}gRPC{on} → {name}" + (f": {message}" if message else "") + unknown
+        if status:
+            return f"HEADERS{on} {status}{unknown}"
+        if method or path:
+            return f"HEADERS{on} {' '.join(v for v in (method, path) if v)}{unknown}"
+        if frame.flags & END_STREAM and request is not None:
+            return f"trailers{on}{unknown}"
+        return f"HEADERS{on}{unknown}"
+
+    @staticmethod
+    def _grpc_call(conn, request, path) -> None:
+        """Mark a request as a gRPC call and count the messages each side sends on it."""
+        call = {"method": path, "status": None, "message": None, "sent": 0, "received": 0,
+                "gaps": False}
+        request["grpc"] = call
+        conn.h2[0].grpc[request["stream"]] = GrpcMessages(call, "sent")
+        conn.h2[1].grpc[request["stream"]] = GrpcMessages(call, "received")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 CONTENT_CCS, CONTENT_ALERT, CONTENT_HANDSHAKE, CONTENT_APPDATA = 20, 21, 22, 23
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST = 1, 2, 11, 13
+HS_ENCRYPTED_EXTENSIONS = 8
 EXT_SNI, EXT_ALPN, EXT_SUPPORTED_VERSIONS = 0, 16, 43
 MAX_BUFFER = 65536
 
@@ -34,6 +35,7 @@ HANDSHAKE_NAMES = {
     15: "CertificateVerify",
     16: "ClientKeyExchange",
     20: "Finished",
+    24: "KeyUpdate",
 }
 
 ALERT_NAMES = {
@@ -97,12 +99,15 @@ class Hello:
     sni: str | None = None
     alpn: list[str] = field(default_factory=list)
     supported_versions: list[int] = field(default_factory=list)
+    random: bytes = b""
+    cipher_suite: int | None = None  # the server's choice (ServerHello only)
 
 
 def parse_hello(body: bytes, client: bool) -> Hello:
     hello = Hello()
     try:
         hello.version = struct.unpack_from("!H", body)[0]
+        hello.random = body[2:34]
         offset = 2 + 32
         sid_len = body[offset]
         offset += 1 + sid_len
@@ -111,6 +116,7 @@ def parse_hello(body: bytes, client: bool) -> Hello:
             offset += 2 + cs_len
             offset += 1 + body[offset]
         else:
+            (hello.cipher_suite,) = struct.unpack_from("!H", body, offset)
             offset += 2 + 1  # chosen cipher suite, compression method
         if offset + 2 > len(body):
             return hello
@@ -212,6 +218,23 @@ class TlsDirection:
     def gap(self) -> None:
         self.done = True
         self.buffer = self.handshake = b""
+
+
+def extensions_alpn(body: bytes) -> str | None:
+    """The protocol chosen in a TLS 1.3 EncryptedExtensions message (readable once
+    decrypted), else None."""
+    try:
+        (total,) = struct.unpack_from("!H", body)
+        offset, end = 2, min(2 + total, len(body))
+        while offset + 4 <= end:
+            ext_type, ext_len = struct.unpack_from("!HH", body, offset)
+            data = body[offset + 4 : offset + 4 + ext_len]
+            offset += 4 + ext_len
+            if ext_type == EXT_ALPN and len(data) >= 3:
+                return data[3 : 3 + data[2]].decode("ascii", "replace")
+    except struct.error:
+        pass
+    return None
 
 
 def certificate_count(body: bytes) -> int:

@@ -144,3 +144,36 @@ def finding(note: dict, name=str) -> str:
         )
     fields = ", ".join(f"{k} {v}" for k, v in note.items() if k not in ("kind", "connection"))
     return f"{on}{kind}: {fields}."
+
+
+def grpc_call(request: dict) -> str:
+    """A gRPC call and how it ended: "gRPC /pkg.Service/Method → OK" (the grpc-status of its
+    trailers, with grpc-message), or its HTTP status when the trailers were not captured."""
+    call = request.get("grpc") or {}
+    text = f"gRPC {call.get('method') or request.get('target') or '?'}"
+    if call.get("status"):
+        text += f" → {call['status']}"
+        if call.get("message"):
+            text += f" ({call['message']})"
+    elif request.get("status") is not None:
+        text += f" → HTTP {request['status']}, no grpc-status in the capture"
+    elif request.get("response_t") is None:
+        text += " → no response in the capture"
+    return text
+
+
+def grpc_messages(call: dict) -> str:
+    """"3 messages sent, 1 received (client streaming)": a call's length-prefixed messages."""
+    sent, received = call.get("sent", 0), call.get("received", 0)
+    kind = (
+        "bidirectional streaming" if sent > 1 and received > 1
+        else "client streaming" if sent > 1
+        else "server streaming" if received > 1
+        else None
+    )
+    text = f"{sent} message{'s' if sent != 1 else ''} sent, {received} received"
+    if kind:
+        text += f" ({kind})"
+    if call.get("gaps"):
+        text += "; the capture missed bytes of this call, so it may have had more"
+    return text

@@ -33,17 +33,25 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=["json", "text", *export.FORMATS],
+        choices=["json", "text", *export.FORMATS, "bundle"],
         default="text",
         help="json: the sequence model; text: a narrative; svg/mermaid/plantuml: the diagram; "
         "markdown: a postmortem; layout: the diagram layout as JSON for the browser "
-        "(docs/layout.md)",
+        "(docs/layout.md); bundle: a zip that opens offline (index.html, the diagram as SVG "
+        "and PNG, the Markdown postmortem, the model, the inventory and the files; --out "
+        "required)",
     )
     parser.add_argument(
         "--out",
         metavar="PATH",
         help="write svg/mermaid/plantuml/markdown/layout here instead of standard output; "
         "markdown also writes the SVG beside it (PATH with .svg) and links it",
+    )
+    parser.add_argument(
+        "--keylog",
+        metavar="FILE",
+        help="a TLS key log (the NSS format SSLKEYLOGFILE writes): TLS 1.2 and 1.3 "
+        "connections it has keys for are decrypted and the HTTP inside is read",
     )
     parser.add_argument(
         "--copy-window",
@@ -110,7 +118,7 @@ def run(options, out, err) -> int:
         if not 0 < options["copy_window"] <= 60:
             raise CaptureError("--copy-window must be between 0 and 60 seconds")
         model = analyze_files(files, inventory, window=options["copy_window"],
-                              max_flows=_max_flows(options))
+                              max_flows=_max_flows(options), keylog=options.get("keylog"))
     except CaptureError as exc:
         err.write(f"kviz analyze: {exc}")
         return 2
@@ -118,6 +126,8 @@ def run(options, out, err) -> int:
         if options["format"] == "json":
             model.write_json(sys.stdout)
             sys.stdout.flush()
+        elif options["format"] == "bundle":
+            _write_bundle(model, options, inventory)
         elif options["format"] in export.FORMATS:
             _write_diagram(model, options)
         else:
@@ -142,6 +152,21 @@ def _load_inventory(path: str) -> dict:
     if not isinstance(inventory, dict):
         raise CaptureError(f"{path}: an inventory is a JSON object (see docs/inventory.md)")
     return inventory
+
+
+def _write_bundle(model, options, inventory) -> None:
+    """The postmortem bundle (captures/render/bundle.py) of these files."""
+    from captures.render.bundle import write_bundle
+
+    if not options.get("out"):
+        raise OSError("--format bundle writes a zip: give it a path with --out")
+    paths = [Path(f) for f in options["files"]]
+    names = [p.name for p in paths]
+    facts = {"files": ", ".join(names)}
+    title = Path(options["out"]).stem.removesuffix("-postmortem") or "postmortem"
+    write_bundle(options["out"], model, title=title, facts=facts, inventory=inventory,
+                 pcaps=[(f"{i + 1}-{p.name}" if len(paths) > 1 else p.name, p)
+                        for i, p in enumerate(paths)])
 
 
 def _write_diagram(model, options) -> None:

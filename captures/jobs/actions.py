@@ -7,6 +7,7 @@ Views call these and translate ActionError into a 4xx; nothing here knows about 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import logging
 import shutil
@@ -19,7 +20,8 @@ from django.utils import timezone
 
 from captures.access.tokens import new_token, token_hash
 from captures.adapters import sniffer
-from captures.jobs import live
+from captures.adapters import storage as capture_storage
+from captures.jobs import keylogs, live, retention
 from captures.models import (
     ACTIVE,
     Capture,
@@ -124,6 +126,10 @@ def start_capture(user, data) -> Capture:
         # Stored as run, so the capture's page shows what was really recorded.
         bpf = f"{target.guard_filter} and ({bpf})" if bpf else target.guard_filter
     with transaction.atomic():
+        # Per-user limits (captures/jobs/retention.py): captures at once (429), quota (507).
+        nbytes, refused = retention.admit_capture(user, nbytes)
+        if refused:
+            raise ActionError(*refused)
         capture = Capture.objects.create(
             name=name, owner=user, target_kind=target.kind, target_spec=target.spec,
             bpf_filter=bpf, limit_seconds=seconds, limit_packets=packets, limit_bytes=nbytes,
@@ -133,13 +139,14 @@ def start_capture(user, data) -> Capture:
     return capture
 
 
-def upload_capture(user, name, files, metas=(), inventory=None) -> Capture:
+def upload_capture(user, name, files, metas=(), inventory=None, keylog=None) -> Capture:
     """Store uploaded pcap/pcapng files byte for byte as one capture and queue its analysis.
 
     `files` are taken at the same time at different places (a node, the client pod, a backend)
     and analysed together; `metas[i]` (optional, JSON: kviz.capture-meta/1) says where file i
-    was taken and names its interfaces; `inventory` names the capture's IPs. Everything is
-    checked before anything is kept: one bad file refuses the whole upload."""
+    was taken and names its interfaces; `inventory` names the capture's IPs; `keylog` (a TLS
+    key log) is kept apart from the capture (keylogs.py). Everything is checked before anything
+    is kept: one bad file refuses the whole upload."""
     name = validate_name(name)
     files = [f for f in files if f is not None]
     if not files:
@@ -153,15 +160,26 @@ def upload_capture(user, name, files, metas=(), inventory=None) -> Capture:
     try:
         metas = [uploads.capture_meta(m) for m in metas] or [None] * len(files)
         inventory = uploads.inventory(inventory)
+        keylog_data = keylogs.read_upload(keylog) if keylog else None
     except uploads.UploadError as exc:
         raise ActionError(str(exc), exc.status) from None
+    except keylogs.KeyLogRefused as exc:
+        raise ActionError(exc.message, exc.status) from None
     declared = sum(f.size or 0 for f in files)
     if declared > settings.KVIZ_MAX_UPLOAD_BYTES:
         raise ActionError(f"the files are larger than {settings.KVIZ_MAX_UPLOAD_BYTES} bytes",
                           413)
+    refused = retention.admit_upload(user, declared)  # the user's storage quota: 507
+    if refused:
+        raise ActionError(*refused)
     capture_id = uuid.uuid4()
     directory = settings.DATA_DIR / "captures" / str(capture_id)
-    directory.mkdir(parents=True, exist_ok=False)
+    try:
+        directory.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        if errno_full(exc):
+            raise ActionError(DISK_FULL, 507) from None
+        raise
     try:
         stored, room = [], settings.KVIZ_MAX_UPLOAD_BYTES
         for index, (uploaded, meta) in enumerate(zip(files, metas, strict=True)):
@@ -171,6 +189,12 @@ def upload_capture(user, name, files, metas=(), inventory=None) -> Capture:
                 path.with_name(path.name + ".meta.json").write_text(
                     json.dumps(meta, indent=2) + "\n")
             stored.append((uploaded, meta or {}, path))
+        if keylog_data:
+            keylogs.store(capture_id, keylog_data)  # before the analysis is queued
+        # A remote storage gets the whole files now (the worker may be another machine); the
+        # spool goes once the rows are written.
+        capture_storage.publish([str(path.relative_to(settings.DATA_DIR))
+                                 for _u, _m, path in stored], keep=True)
         with transaction.atomic():
             capture = Capture.objects.create(
                 id=capture_id, name=name, owner=user, target_kind=TargetKind.UPLOAD,
@@ -188,13 +212,44 @@ def upload_capture(user, name, files, metas=(), inventory=None) -> Capture:
                            file_name=(uploaded.name or "")[:200], bytes=path.stat().st_size)
                 for index, (uploaded, meta, path) in enumerate(stored)])
             _enqueue("run_capture", capture.id)
+        capture_storage.clear_spool(capture_id)
     except uploads.UploadError as exc:
         shutil.rmtree(directory, ignore_errors=True)
+        keylogs.delete(capture_id)
+        capture_storage.delete_capture(capture_id)
         raise ActionError(str(exc), exc.status) from None
+    except OSError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        keylogs.delete(capture_id)
+        capture_storage.delete_capture(capture_id)
+        if errno_full(exc):
+            logger.warning("upload refused: disk full (%s)", exc)
+            raise ActionError(DISK_FULL, 507) from None
+        raise
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
+        keylogs.delete(capture_id)
+        capture_storage.delete_capture(capture_id)
         raise
     return capture
+
+
+DISK_FULL = ("disk full: the server has no room left for captures; nothing was kept, try again "
+             "later")
+
+
+def errno_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def delete_keylog(capture: Capture) -> bool:
+    """Remove a capture's TLS key log on its own; an analysis made with it is made again
+    without it, so what it decrypted goes too. False when there was none."""
+    if not keylogs.delete(capture.id):
+        return False
+    if capture.analysis_path:
+        _enqueue("reanalyse_capture", capture.id)
+    return True
 
 
 def stop_capture(capture: Capture) -> Capture:
@@ -206,7 +261,9 @@ def stop_capture(capture: Capture) -> Capture:
     if not rows.filter(status=Status.RUNNING).update(status=Status.STOPPING):
         stopped_early = rows.filter(status=Status.QUEUED).update(
             status=Status.FAILED, finished=timezone.now(), error="stopped before it started")
-        if not stopped_early and rows.values_list("status", flat=True).first() != Status.STOPPING:
+        if stopped_early:  # no runner will: its viewers learn the end from here
+            transaction.on_commit(lambda: live.announce_final(rows.first()))
+        elif rows.values_list("status", flat=True).first() != Status.STOPPING:
             capture.refresh_from_db()
             raise ActionError(f"the capture is {capture.status}; nothing to stop", 409)
     capture.refresh_from_db()
@@ -236,9 +293,13 @@ def share_capture(user, capture: Capture, redacted: bool = False,
                               "share links; revoke one first", 409)
         link = ShareLink.objects.create(
             capture=capture, token_hash=token_hash(token), created_by=user, redacted=redacted,
-            created=now, expires=now + datetime.timedelta(days=days),
+            hint=token[-SHARE_HINT_CHARS:], created=now,
+            expires=now + datetime.timedelta(days=days),
         )
     return link, token
+
+
+SHARE_HINT_CHARS = 4  # of a token's ~43: shown beside its link, to tell links apart
 
 
 def find_share(token: str) -> ShareLink | None:
@@ -330,8 +391,32 @@ def reap_stale(restarted_worker: str | None = None) -> list:
                 error=f"interrupted: {why} mid-capture; the packets stored so far are kept",
                 log=append_log(capture.log, f"interrupted: {why}"),
             )
+            if won:
+                # Its runner is gone and cannot say it: the viewers hear it from here.
+                row = Capture.objects.get(id=capture.id)
+                transaction.on_commit(lambda row=row: live.announce_final(row))
             if won and capture.files.exclude(path="").exists():
                 _enqueue("analyze_capture", capture.id)
         if won:
             reaped.append(capture.id)
     return reaped
+
+
+def requeue_queued() -> list:
+    """Queue again every capture still `queued`. A broker that lost its queue (Redis restarted
+    without persistence, or its data lost) leaves such rows behind forever otherwise. A capture
+    whose task is still in the broker is queued twice, which is harmless: the first task to
+    claim the row runs it and the other finds it claimed and does nothing (runner.run)."""
+    requeued = []
+    for capture_id in Capture.objects.filter(status=Status.QUEUED).order_by(
+            "created").values_list("id", flat=True)[:REQUEUE_AT_MOST]:
+        with transaction.atomic():
+            _enqueue("run_capture", capture_id)
+        requeued.append(capture_id)
+    if requeued:
+        logger.info("queued again %d captures left queued: %s", len(requeued),
+                    ", ".join(str(i) for i in requeued))
+    return requeued
+
+
+REQUEUE_AT_MOST = 1000

@@ -190,6 +190,13 @@ class LivePublisher:
                 self.store.append(self.capture_id, event)
         while self.unsent:
             event = self.unsent[0]
+            last = self.store.last_seq(self.capture_id)
+            if event["seq"] <= last:
+                # Someone else numbered an event of this capture meanwhile (the reaper's final
+                # status for a runner it took for dead): ours follow theirs.
+                for number, held in enumerate(self.unsent, start=last + 1):
+                    held["seq"] = number
+                self.seq = self.unsent[-1]["seq"]
             self.store.append(self.capture_id, event)  # stored first: replay never misses one
             self.unsent.popleft()
             self.recent.append(event)
@@ -220,11 +227,28 @@ class LivePublisher:
     def batch(self, rows: list[dict], thinned: int, counters: dict) -> dict:
         return self._publish("batch", {"rows": rows, "thinned": thinned, "counters": counters})
 
-    def status(self, status: str, counters: dict, error: str = "") -> dict:
+    def status(self, status: str, counters: dict, error: str = "",
+               wait: float | None = None) -> dict:
         # The last event of a run has no later one to carry it: wait a while for the store.
-        final = status in ("completed", "failed", "interrupted")
+        final = status in FINAL
+        if wait is None:
+            wait = self.FINAL_FLUSH_SECONDS if final else 0.0
         return self._publish("status", {"status": status, "counters": counters, "error": error},
-                             wait=self.FINAL_FLUSH_SECONDS if final else 0.0)
+                             wait=wait)
+
+
+FINAL = ("completed", "failed", "interrupted")
+
+
+def announce_final(capture, wait: float = 0.0) -> None:
+    """Tell a capture's viewers how it ended when its runner cannot (it died, or it never
+    started). Never raises: the row is what counts, and a viewer that reconnects reads it."""
+    try:
+        counters = {"packets": capture.packets, "bytes": capture.bytes,
+                    "elapsed": round(capture.elapsed or 0.0, 2)}
+        LivePublisher(capture.id).status(capture.status, counters, capture.error, wait=wait)
+    except Exception:
+        log.warning("could not announce the end of capture %s", capture.id, exc_info=True)
 
 
 def thin(rows: list[dict], keep: int) -> tuple[list[dict], int]:

@@ -14,11 +14,25 @@ A run, step by step:
    A source that has not ended 2 s after being stopped is killed.
 6. The stored file is analysed (captures.analysis, with the inventory), the model JSON
    written beside it, a summary kept in the row, and the row finished: completed, or failed
-   with the error. Outcomes map to statuses here and nowhere else.
+   with the error. Outcomes map to statuses here and nowhere else, and the final status is
+   always announced to the viewers, even when the row cannot be written.
+
+Faults while recording (docs/deploy.md, "Faults"):
+- The database away (restarted, failed over, a network cut): recording does not wait for it.
+  Progress that cannot be saved is saved at the next check, log lines ride along with the
+  next write that gets through, and only the end of the capture waits for the database
+  (DATABASE_WAIT). The heartbeat thread carries on the same way. A broken connection is
+  closed at once, so the next write opens a new one instead of failing on the dead one.
+- The disk full: the capture stops as failed with "disk full", what reached the disk is kept
+  and analysed. A reserve (DISK_RESERVE bytes) taken when recording starts and given back
+  when it ends leaves room for the analysis; a capture that cannot take it fails at once with
+  the same words.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -30,12 +44,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from captures.adapters.decode import LiveDecoder
 from captures.analysis import CaptureError, CaptureFile, analyze_files
-from captures.jobs.live import LivePublisher, thin
+from captures.jobs import findings, keylogs, observe
+from captures.jobs import storage as capture_storage
+from captures.jobs.live import LivePublisher, announce_final, thin
 from captures.models import ACTIVE, Capture, Status, StoredFile, TargetKind, append_log
 from captures.sources import base as sources
 
@@ -47,10 +63,97 @@ FSYNC_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 1.0
 STOP_GRACE = 2.0  # a stopped source must end within this, or is killed
 READ_SIZE = 256 * 1024
+DATABASE_WAIT = 600.0  # the end of a capture waits this long for an unreachable database
+DATABASE_RETRY = 1.0
+DISK_RESERVE = 2 * 1024 * 1024  # bytes kept free for the analysis of a capture the disk ended
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# What a lost database looks like to Django: connection refused or reset, server closed the
+# connection, the connection already closed. Other database errors are bugs and fail the run.
+UNREACHABLE = (OperationalError, InterfaceError)
 
 
 class Lost(Exception):
     """The row is no longer ours (reaped as interrupted, or deleted): stop quietly."""
+
+
+class DiskFull(Exception):
+    """The data directory has no room left for the capture's files."""
+
+    def __init__(self, cause: OSError | None = None, stored: int = 0):
+        why = os.strerror(cause.errno) if cause is not None and cause.errno else "no space left"
+        # Never str(cause): it may name a server path (API answers carry none).
+        super().__init__(f"disk full: {why[:1].lower()}{why[1:]} in the data directory; "
+                         + (f"the {stored} bytes stored before are kept and analysed"
+                            if stored else "nothing could be stored"))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def _drop_connection() -> None:
+    # A connection that failed is not tried again: the next query opens a new one.
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
+class Outage:
+    """The database as one run sees it: since when it cannot be reached, and why."""
+
+    def __init__(self, capture_id):
+        self.capture_id = capture_id
+        self.since: float | None = None
+        self.reason = ""
+        self.failures = 0
+        self.took = 0.0  # how long the last outage lasted
+
+    def failed(self, exc: BaseException) -> None:
+        _drop_connection()
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            self.reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+            log.warning("capture %s: the database cannot be reached (%s); recording goes on",
+                        self.capture_id, self.reason)
+
+    def recovered(self) -> str:
+        """A log line when the database just came back, else ''."""
+        if self.since is None:
+            return ""
+        took, self.since = time.monotonic() - self.since, None
+        self.took = took
+        log.warning("capture %s: the database is back after %.1f s", self.capture_id, took)
+        return (f"the database could not be reached for {took:.0f} s ({self.reason}); "
+                "recording went on")
+
+
+def _outage(capture: Capture) -> Outage:
+    outage = getattr(capture, "_kviz_outage", None)
+    if outage is None:
+        outage = capture._kviz_outage = Outage(capture.id)
+    return outage
+
+
+def _persist(capture: Capture, write, wait: float = DATABASE_WAIT):
+    """Run `write` (database work the capture's outcome needs), waiting up to `wait` seconds
+    for an unreachable database; the last failure is raised after that."""
+    outage = _outage(capture)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            result = write()
+        except UNREACHABLE as exc:
+            outage.failed(exc)
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(DATABASE_RETRY)
+            continue
+        back = outage.recovered()
+        if back:
+            capture.log = append_log(capture.log, back)
+            with contextlib.suppress(*UNREACHABLE):
+                Capture.objects.filter(id=capture.id).update(log=capture.log)
+        return result
 
 
 class Heartbeat(threading.Thread):
@@ -63,10 +166,14 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(HEARTBEAT_INTERVAL):
-                Capture.objects.filter(id=self.capture_id, status__in=ACTIVE,
-                                       worker_id=self.worker_id).update(heartbeat=timezone.now())
+                try:
+                    Capture.objects.filter(id=self.capture_id, status__in=ACTIVE,
+                                           worker_id=self.worker_id).update(
+                        heartbeat=timezone.now())
+                except UNREACHABLE:  # the database is away: beat again in a second
+                    _drop_connection()
         finally:
-            connection.close()  # this thread's own connection; threads do not share them
+            _drop_connection()  # this thread's own connection; threads do not share them
 
     def stop(self) -> None:
         self.stopped.set()
@@ -83,10 +190,15 @@ def _counters(capture: Capture) -> dict:
 
 
 def _add_log(capture: Capture, worker_id: str, line: str) -> None:
+    """Log a line; with the database away it is kept and written with the next write."""
     capture.log = append_log(capture.log, line)
-    _owned(capture, worker_id).update(log=capture.log)
+    try:
+        _owned(capture, worker_id).update(log=capture.log)
+    except UNREACHABLE as exc:
+        _outage(capture).failed(exc)
 
 
+@observe.timed_run  # its duration, for /metrics (captures/jobs/observe.py)
 def run(capture_id, worker_id: str) -> str | None:
     """Run capture `capture_id`; returns its final status, or None when not ours to run."""
     now = timezone.now()
@@ -103,18 +215,40 @@ def run(capture_id, worker_id: str) -> str | None:
         publisher.status(Status.RUNNING, _counters(capture))
         _add_log(capture, worker_id, f"running on {worker_id}")
         if capture.target_kind != TargetKind.UPLOAD:
-            _record(capture, worker_id, publisher)
+            failure = _record(capture, worker_id, publisher)
+            if failure:
+                status, error = Status.FAILED, failure
         _analyse(capture, worker_id)
     except Lost:
         return None
+    except DiskFull as exc:
+        log.warning("capture %s: %s", capture.id, exc)
+        status, error = Status.FAILED, str(exc)
     except Exception as exc:  # every failure becomes the row's error
-        log.exception("capture %s failed", capture.id)
-        status, error = Status.FAILED, str(exc) or exc.__class__.__name__
+        if is_disk_full(exc):
+            log.warning("capture %s: disk full: %s", capture.id, exc)
+            status, error = Status.FAILED, str(DiskFull(exc))
+        else:
+            log.exception("capture %s failed", capture.id)
+            status, error = Status.FAILED, str(exc) or exc.__class__.__name__
     finally:
         heartbeat.stop()
-    finished = _owned(capture, worker_id).update(
-        status=status, finished=timezone.now(), error=error[:2000],
-        log=append_log(capture.log, f"{status}" + (f": {error[:200]}" if error else "")))
+    try:
+        finished = _persist(capture, lambda: _owned(capture, worker_id).update(
+            status=status, finished=timezone.now(), error=error[:2000],
+            log=append_log(capture.log, f"{status}" + (f": {error[:200]}" if error else ""))))
+    except UNREACHABLE as exc:
+        # Nothing more can be written; the viewers still learn how the run ended, and the
+        # reaper marks the row interrupted once the database is back.
+        log.error("capture %s ended (%s) but the database never came back: %s",
+                  capture.id, status, exc)
+        publisher.status(Status.FAILED, _counters(capture),
+                         f"the database could not be reached for {DATABASE_WAIT:.0f} s at the "
+                         f"end of the capture ({status}{': ' + error if error else ''}); its "
+                         "files are kept")
+        return None
+    finally:
+        _drop_connection()
     if finished:
         capture.status = status
         publisher.status(status, _counters(capture), error)
@@ -135,16 +269,44 @@ class _Recording:
     ended: bool = False
 
 
-def _record(capture: Capture, worker_id: str, publisher: LivePublisher) -> None:
+def _record(capture: Capture, worker_id: str, publisher: LivePublisher) -> str:
     """Record every part of the capture at once (one, or a path's several), each to its own
     file. Parts open in parallel and each stream joins the loop the moment it opens: a stream
     nobody reads fills its pipe and the kernel drops what it cannot queue. A part that cannot
     start is named (a row with its error, after the recorded ones) and the others go on; none
     at all fails the run. Files are numbered in the order their parts start, so a file's
     position is its index everywhere from its first packet on: live rows, frames, downloads
-    and the analysis."""
+    and the analysis. Returns why the recording failed ("disk full: ..."), or ''."""
     parts = sources.parts_of(capture.target_kind, capture.target_spec)
     capture.directory.mkdir(parents=True, exist_ok=True)
+    reserve = capture.directory / ".reserve"
+    try:
+        _take_reserve(reserve)
+    except OSError as exc:
+        reserve.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFull(exc) from None
+        raise
+    try:
+        return _record_parts(capture, worker_id, publisher, parts)
+    finally:
+        reserve.unlink(missing_ok=True)  # the analysis' room
+        capture_storage.publish_spool(capture.id)  # a remote storage gets the whole files
+
+
+def _take_reserve(path: Path) -> None:
+    with open(path, "wb") as fp:
+        try:
+            os.posix_fallocate(fp.fileno(), 0, DISK_RESERVE)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            fp.write(b"\0" * DISK_RESERVE)  # a file system without fallocate
+            os.fsync(fp.fileno())
+
+
+def _record_parts(capture: Capture, worker_id: str, publisher: LivePublisher,
+                  parts: list) -> str:
     unstarted = [(part, part.error) for part in parts if part.error]
     for part, why in unstarted:
         _add_log(capture, worker_id, f"not captured: {part.vantage or part.kind}: {why}")
@@ -154,7 +316,7 @@ def _record(capture: Capture, worker_id: str, publisher: LivePublisher) -> None:
                for part in parts if not part.error}
     recordings: list[_Recording] = []
     try:
-        _capture_loop(capture, worker_id, publisher, pending, recordings, unstarted)
+        failure = _capture_loop(capture, worker_id, publisher, pending, recordings, unstarted)
     finally:
         opening.shutdown(wait=True)
         for future in pending:  # opened after the loop ended: close what it started
@@ -165,19 +327,20 @@ def _record(capture: Capture, worker_id: str, publisher: LivePublisher) -> None:
                 recording.out.close()
                 recording.decoder.finish()
             recording.source.close()
-        StoredFile.objects.bulk_create([
+        _persist(capture, lambda: StoredFile.objects.bulk_create([
             StoredFile(capture=capture, position=len(recordings) + index, role=part.role,
                        vantage=part.vantage, error=why[:2000])
-            for index, (part, why) in enumerate(unstarted)])
+            for index, (part, why) in enumerate(unstarted)]))
     for recording in recordings:
-        failure = getattr(recording.source, "failure", lambda: "")()
-        if failure:
-            _add_log(capture, worker_id, f"source: {failure}")
+        said = getattr(recording.source, "failure", lambda: "")()
+        if said:
+            _add_log(capture, worker_id, f"source: {said}")
     if not recordings:
         if len(unstarted) == 1:  # a capture of one place fails with that place's own words
             raise RuntimeError(unstarted[0][1])
         reasons = "; ".join(f"{part.vantage or part.kind}: {why}" for part, why in unstarted)
         raise RuntimeError(reasons or "nothing could be captured")
+    return failure
 
 
 def _open_part(capture: Capture, part: sources.Part) -> sources.LiveSource:
@@ -237,11 +400,24 @@ def _join_opened(capture, worker_id, pending: dict, recordings: list, unstarted:
             source.stop()
 
 
+def _write_all(out, chunk: bytes) -> None:
+    """Unbuffered writes may be short (a disk that fills up mid-chunk); the rest is written
+    or the error raised."""
+    view = memoryview(chunk)
+    while view:
+        written = out.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
 def _capture_loop(capture, worker_id, publisher, pending: dict, recordings: list,
-                  unstarted: list) -> None:
+                  unstarted: list) -> str:
+    """Returns why recording failed (the disk is full), or ''."""
     start = time.monotonic()
     last_batch = last_check = last_sync = start
     stop_reason, stopped_at = "", None
+    failure = ""
     while pending or not recordings or not all(r.ended for r in recordings):
         _join_opened(capture, worker_id, pending, recordings, unstarted, bool(stop_reason))
         if not pending and not recordings:
@@ -251,15 +427,24 @@ def _capture_loop(capture, worker_id, publisher, pending: dict, recordings: list
         for fd in ready:
             recording = live[fd]
             chunk = os.read(fd, READ_SIZE)
-            if chunk:
-                recording.out.write(chunk)
-                recording.size += len(chunk)
-            else:
+            if not chunk:
                 recording.ended = True
+            elif not failure:  # once the disk is full, what is still read is dropped
+                try:
+                    _write_all(recording.out, chunk)
+                    recording.size += len(chunk)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    log.warning("capture %s: %s", capture.id, exc)
+                    # What reached the file before stays; a torn last block is the reader's
+                    # to skip, as after a crash.
+                    recording.size = recording.out.tell()
+                    failure = str(DiskFull(exc, sum(r.size for r in recordings)))
         now = time.monotonic()
         if now - last_sync >= FSYNC_INTERVAL:
             for recording in recordings:
-                os.fsync(recording.out.fileno())
+                _fsync(recording.out)
             last_sync = now
         if now - last_batch >= BATCH_INTERVAL:
             _send_batch(capture, recordings, publisher)
@@ -268,7 +453,7 @@ def _capture_loop(capture, worker_id, publisher, pending: dict, recordings: list
         capture.bytes = sum(r.size for r in recordings)
         capture.elapsed = now - start
         ended = not pending and bool(recordings) and all(r.ended for r in recordings)
-        reason = _limit_reached(capture)  # in memory, every turn: overshoot stays small
+        reason = ("disk full" if failure else "") or _limit_reached(capture)  # every turn
         if now - last_check >= CHECK_INTERVAL or ended:
             last_check = now
             reason = _check(capture, worker_id) or reason
@@ -283,17 +468,22 @@ def _capture_loop(capture, worker_id, publisher, pending: dict, recordings: list
                     recording.source.kill()
             stopped_at = float("inf")  # killed once; EOF follows
     for recording in recordings:
-        os.fsync(recording.out.fileno())
+        _fsync(recording.out)
         recording.out.close()
         recording.decoder.finish()
     capture.packets = sum(r.decoder.packets for r in recordings)
     capture.bytes = sum(r.size for r in recordings)
     _send_batch(capture, recordings, publisher)
-    for recording in recordings:
-        StoredFile.objects.filter(id=recording.row.id).update(
-            packets=recording.decoder.packets, bytes=recording.size)
-    _owned(capture, worker_id).update(packets=capture.packets, bytes=capture.bytes,
-                                      elapsed=capture.elapsed)
+
+    def save_counts():
+        for recording in recordings:
+            StoredFile.objects.filter(id=recording.row.id).update(
+                packets=recording.decoder.packets, bytes=recording.size)
+        return _owned(capture, worker_id).update(packets=capture.packets, bytes=capture.bytes,
+                                                 elapsed=capture.elapsed)
+
+    if not _persist(capture, save_counts):
+        raise Lost
     if recordings and not stop_reason:
         # A source that stops itself at a limit (dumpcap -c) ends before we see the limit.
         _add_log(capture, worker_id, f"stopped: {_limit_reached(capture)}"
@@ -301,6 +491,15 @@ def _capture_loop(capture, worker_id, publisher, pending: dict, recordings: list
     for recording in recordings:
         if recording.decoder.error:
             _add_log(capture, worker_id, f"live view: {recording.decoder.error}")
+    return failure
+
+
+def _fsync(out) -> None:
+    try:
+        os.fsync(out.fileno())
+    except OSError as exc:  # a full disk is met by the next write, and said there
+        if not is_disk_full(exc):
+            raise
 
 
 def _send_batch(capture, recordings: list, publisher) -> None:
@@ -314,16 +513,43 @@ def _send_batch(capture, recordings: list, publisher) -> None:
 
 def _check(capture: Capture, worker_id: str) -> str:
     """Save progress; return why to stop when the row says so ("stopped by the user", or the
-    worker's shutdown), else ''."""
-    saved = _owned(capture, worker_id).update(packets=capture.packets, bytes=capture.bytes,
-                                              elapsed=capture.elapsed)
-    status, why = Capture.objects.filter(id=capture.id).values_list(
-        "status", "error").first() or (None, "")
+    worker's shutdown), else ''. With the database away, recording goes on: '' until it is
+    back."""
+    outage = _outage(capture)
+    try:
+        saved = _owned(capture, worker_id).update(packets=capture.packets, bytes=capture.bytes,
+                                                  elapsed=capture.elapsed)
+        status, why = Capture.objects.filter(id=capture.id).values_list(
+            "status", "error").first() or (None, "")
+    except UNREACHABLE as exc:
+        outage.failed(exc)
+        return ""
+    back = outage.recovered()
+    if back:
+        _add_log(capture, worker_id, back)
     if not saved or status not in ACTIVE:
+        if back and status == Status.INTERRUPTED:
+            _taken_for_dead(capture, worker_id, outage)
         raise Lost
     if status != Status.STOPPING:
         return ""
     return why or "stopped by the user"
+
+
+def _taken_for_dead(capture: Capture, worker_id: str, outage: Outage) -> None:
+    """A reaper that could still reach the database while we could not took our silence for
+    death and marked the capture interrupted. It was: the run ends here. Its error says why
+    it really ended, to the row and to the viewers."""
+    why = (f"interrupted: its worker could not reach the database for {outage.took:.0f} s "
+           f"({outage.reason}) and was taken for dead; the packets stored so far are kept")
+    row = Capture.objects.filter(id=capture.id, status=Status.INTERRUPTED,
+                                 worker_id=worker_id).first()
+    if row is None:
+        return
+    row.error, row.log = why, append_log(row.log, why)
+    if Capture.objects.filter(id=row.id, status=Status.INTERRUPTED, worker_id=worker_id).update(
+            error=row.error, log=row.log):
+        announce_final(row)
 
 
 def _limit_reached(capture: Capture) -> str:
@@ -336,27 +562,39 @@ def _limit_reached(capture: Capture) -> str:
     return ""
 
 
+@observe.timed_analysis  # its duration and failures, for /metrics
 def analyse(capture: Capture) -> dict:
     """Analyse the stored files together; write analysis.json beside them; return the row's
     summary. Each file's packet count is kept on its row (frames beyond it are 404)."""
-    stored = [f for f in capture.stored_files() if f.file.exists()]
+    with capture_storage.analysis_inputs(capture) as inputs:  # local files, or copies
+        return _analyse_files(capture, inputs)
+
+
+def _analyse_files(capture: Capture, inputs: list) -> dict:
+    stored = [row for row, _path in inputs]
     if not stored:
         raise CaptureError("no capture file was stored")
-    files = [CaptureFile(f.file, f.vantage or None,
+    files = [CaptureFile(path, f.vantage or None,
                          {int(k): str(v) for k, v in (f.interfaces or {}).items()})
-             for f in stored]
-    model = analyze_files(files, capture.inventory, max_flows=settings.KVIZ_MAX_FLOWS)
-    for row, facts in zip(stored, model.capture.get("files") or [], strict=False):
-        StoredFile.objects.filter(id=row.id).update(packets=facts.get("packets", 0))
+             for f, path in inputs]
+    model = analyze_files(files, capture.inventory, max_flows=settings.KVIZ_MAX_FLOWS,
+                          keylog=keylogs.path(capture.id))
     try:
-        target = capture.directory / "analysis.json"
-        temporary = target.with_suffix(".tmp")
-        with open(temporary, "w", encoding="utf-8") as fp:
-            model.write_json(fp)
-        temporary.replace(target)  # readers see a whole document or none
+        def save_counts():
+            for row, facts in zip(stored, model.capture.get("files") or [], strict=False):
+                StoredFile.objects.filter(id=row.id).update(packets=facts.get("packets", 0))
+
+        _persist(capture, save_counts)
+        try:  # readers see a whole document or none
+            stored_name = capture_storage.store_analysis(capture, model.write_json)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise CaptureError("disk full: no room left for the analysis") from None
+            raise
         facts = model.capture
         return {
-            "analysis_path": str(target.relative_to(settings.DATA_DIR)),
+            "analysis_path": stored_name,
+            "finding_kinds": findings.encode(model.annotations),  # the list's search
             "summary": {
                 "packets": facts.get("packets", 0), "duration": facts.get("duration"),
                 "partial": bool(facts.get("partial")),
@@ -382,8 +620,23 @@ def _analyse(capture: Capture, worker_id: str) -> None:
     update = dict(result)
     if capture.target_kind == TargetKind.UPLOAD:
         update["packets"] = result["summary"]["packets"]
-    _owned(capture, worker_id).update(**update)
+    _persist(capture, lambda: _owned(capture, worker_id).update(**update))
     capture.packets = update.get("packets", capture.packets)
+
+
+def reanalyse(capture_id) -> bool:
+    """Analyse a finished capture again (its key log was deleted: what it decrypted goes)."""
+    capture = Capture.objects.filter(id=capture_id).first()
+    if capture is None or not capture.is_terminal or not capture.analysis_path:
+        return False
+    try:
+        result = analyse(capture)
+    except CaptureError as exc:
+        Capture.objects.filter(id=capture.id).update(
+            log=append_log(capture.log, f"analysis failed: {exc}"))
+        return False
+    Capture.objects.filter(id=capture.id).update(**result)
+    return True
 
 
 def analyse_interrupted(capture_id) -> bool:

@@ -6,18 +6,39 @@ process instead, so a request that starts a capture returns at once.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 
-from celery import shared_task
+from celery import bootsteps, current_app, shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 from django.db import connection
 
 from captures.jobs import actions, runner
+from captures.models import Capture, TargetKind
+
+log = logging.getLogger(__name__)
+
+
+def _closing_connection(run):
+    """A task's database connection is closed when it ends. A worker runs several tasks at
+    once in threads (--pool=threads), each with a connection of its own (Django's are per
+    thread); one left open would idle in PostgreSQL until the thread's next task."""
+
+    @functools.wraps(run)
+    def wrapper(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return wrapper
 
 
 @shared_task(name="captures.run_capture", bind=True)
+@_closing_connection
 def run_capture(self, capture_id: str) -> str | None:
     try:
         return runner.run(capture_id, f"{self.request.hostname or 'local'}:{os.getpid()}")
@@ -25,12 +46,27 @@ def run_capture(self, capture_id: str) -> str | None:
         actions.clean_cluster_orphans()
 
 
+@shared_task(name="captures.analyse_upload", bind=True)
+@_closing_connection
+def analyse_upload(self, capture_id: str) -> str | None:
+    # An upload is a run without recording: the runner goes straight to the analysis.
+    return runner.run(capture_id, f"{self.request.hostname or 'local'}:{os.getpid()}")
+
+
 @shared_task(name="captures.analyze_capture")
+@_closing_connection
 def analyze_capture(capture_id: str) -> bool:
     return runner.analyse_interrupted(capture_id)
 
 
-TASKS = {"run_capture": run_capture, "analyze_capture": analyze_capture}
+@shared_task(name="captures.reanalyse_capture")
+@_closing_connection
+def reanalyse_capture(capture_id: str) -> bool:
+    return runner.reanalyse(capture_id)
+
+
+TASKS = {"run_capture": run_capture, "analyse_upload": analyse_upload,
+         "analyze_capture": analyze_capture, "reanalyse_capture": reanalyse_capture}
 
 
 def _in_thread(task, capture_id: str) -> None:
@@ -40,13 +76,26 @@ def _in_thread(task, capture_id: str) -> None:
         connection.close()  # this thread's own connection
 
 
+def _route(task_name: str, capture_id) -> tuple[str, str]:
+    """The task and queue for a piece of work. Live captures go to the capture queue
+    (KVIZ_QUEUE), everything that only analyses to KVIZ_ANALYSIS_QUEUE, so an upload never
+    waits behind live captures. Settings are read here, at send time."""
+    if task_name == "run_capture" and Capture.objects.filter(
+            id=capture_id, target_kind=TargetKind.UPLOAD).exists():
+        task_name = "analyse_upload"
+    if task_name == "run_capture":
+        return task_name, settings.CELERY_TASK_DEFAULT_QUEUE
+    return task_name, settings.KVIZ_ANALYSIS_QUEUE
+
+
 def enqueue(task_name: str, capture_id) -> None:
+    task_name, queue = _route(task_name, capture_id)
     task = TASKS[task_name]
     if settings.CELERY_TASK_ALWAYS_EAGER:
         threading.Thread(target=_in_thread, args=(task, str(capture_id)), daemon=True,
                          name=f"kviz-{task_name}").start()
     else:
-        task.delay(str(capture_id))
+        task.apply_async(args=(str(capture_id),), queue=queue)
 
 
 # Actions queue through this (they cannot import this module: it imports them). `enqueue` is
@@ -80,3 +129,20 @@ def _stop_own_captures(hostname: str) -> None:
         actions.stop_worker_captures(hostname)
     finally:
         connection.close()
+
+
+class RequeueOnConnect(bootsteps.StartStopStep):
+    """Each time the worker's consumer (re)connects to the broker (the worker starts, or Redis
+    came back after a restart), captures still `queued` are queued again: a broker that lost
+    its queue would otherwise leave them queued forever (actions.requeue_queued)."""
+
+    def start(self, consumer) -> None:
+        try:
+            actions.requeue_queued()
+        except Exception:  # the database may be away; the next (re)connect tries again
+            log.warning("could not queue again the captures left queued", exc_info=True)
+        finally:
+            connection.close()
+
+
+current_app.steps["consumer"].add(RequeueOnConnect)

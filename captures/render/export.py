@@ -49,7 +49,10 @@ def layout_for(fmt: str, model, fold: bool = True) -> Layout:
 
 def render(fmt: str, model, *, fold: bool = True, layout: Layout | None = None,
            title: str | None = None, facts: dict | None = None, notes: list[dict] | None = None,
-           svg_href: str | None = None) -> str:
-    """`model` drawn as `fmt` (a key of FORMATS); pass `layout` when it is built already."""
+           svg_href: str | None = None, part: int | None = None) -> str:
+    """`model` drawn as `fmt` (a key of FORMATS); pass `layout` when it is built already.
+    `part`: which diagram of a Mermaid export too long for one (render_mermaid_parts)."""
     layout = layout if layout is not None else layout_for(fmt, model, fold)
+    if fmt == "mermaid" and part is not None:
+        return render_mermaid(layout, part=part)
     return FORMATS[fmt].draw(layout, title, facts, notes, svg_href)

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 
 from captures.analysis import happened
 from captures.analysis.records import split_endpoint
-from captures.analysis.words import ms
+from captures.analysis.words import grpc_call, ms
 
 from .layout import Layout, format_seconds
-from .mermaid import render_mermaid
+from .mermaid import render_mermaid_parts
 
 FACT_ORDER = ("target", "time", "filter", "limits", "files")
 
@@ -32,7 +32,9 @@ def render_markdown(layout: Layout, *, facts: dict | None = None, notes: list[di
     out += _what_happened(layout)
     out += _facts(layout, facts)
     out += _name_table(layout)
-    out += ["## Sequence", "", "```mermaid", render_mermaid(layout).rstrip("\n"), "```", ""]
+    out += ["## Sequence", ""]
+    for diagram in render_mermaid_parts(layout):  # Mermaid draws a few hundred arrows a diagram
+        out += ["```mermaid", diagram.rstrip("\n"), "```", ""]
     if svg_href:
         out += [f"![Sequence diagram (SVG)]({svg_href})", "",
                 f"Full diagram with hop chains in tooltips: [{svg_href}]({svg_href})", ""]
@@ -228,6 +230,8 @@ def _timing(layout: Layout, names: _Endpoints) -> list[str]:
                     else f"stream {request.get('stream')}")
             what += f" → {request['status']}" if request.get("status") else (
                 "" if request.get("response_t") else " → no response")
+            if request.get("grpc") is not None:
+                what = grpc_call(request)
             out.append(
                 f"| {_pipes(names.sentence(who))} | {request['n']} | {_cell(what)} | "
                 f"{_ms_cell(lookup.get('latency_ms')) if first and lookup else '—'} | "

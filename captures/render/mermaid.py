@@ -34,7 +34,22 @@ def participant_id(lane_index: int) -> str:
     return f"P{lane_index}"
 
 
-def render_mermaid(layout: Layout, max_arrows: int = MAX_ARROWS) -> str:
+def mermaid_parts(layout: Layout, max_arrows: int = MAX_ARROWS) -> int:
+    """How many diagrams of at most `max_arrows` arrows `layout` needs (at least one)."""
+    return max(1, -(-sum(1 for _ in layout.visible_rows()) // max_arrows))
+
+
+def render_mermaid_parts(layout: Layout, max_arrows: int = MAX_ARROWS) -> list[str]:
+    """Every part of `layout` as its own diagram (each parses and renders alone)."""
+    return [render_mermaid(layout, max_arrows, part)
+            for part in range(1, mermaid_parts(layout, max_arrows) + 1)]
+
+
+def render_mermaid(layout: Layout, max_arrows: int = MAX_ARROWS, part: int = 1) -> str:
+    """One diagram: the drawn rows of part `part` (1-based) of `mermaid_parts`, each part with
+    every participant, the phase headers, folds and gaps it crosses, and NAT findings spelled
+    out again (a reader may paste part 3 alone). Mermaid renders a few hundred arrows at most
+    (GitHub refuses past its maxTextSize), hence the parts; one part says where the others are."""
     lines = ["sequenceDiagram"]
     # Lanes grouped by node are contiguous (layout.py): each group is a box named for its node.
     opens = {group.first_lane: group for group in layout.nodes}
@@ -57,17 +72,25 @@ def render_mermaid(layout: Layout, max_arrows: int = MAX_ARROWS) -> str:
     everyone = _over(layout, 0, len(layout.lanes) - 1)
     gaps = {gap.before_row: gap for gap in layout.gaps}
     folds = {group.first_row: group for group in layout.folds if group.collapsed}
+    visible = list(layout.visible_rows())
+    parts = max(1, -(-len(visible) // max_arrows))
+    part = min(max(part, 1), parts)
+    first, last = (part - 1) * max_arrows, min(part * max_arrows, len(visible))
+    kind = "after folding repeats" if layout.folded else "every message drawn"
+    if parts > 1:
+        lines.append(f"    Note over {everyone}: " + escape(
+            f"part {part} of {parts}, arrows {first + 1}–{last} of {len(visible)} ({kind}; "
+            f"Mermaid draws at most {max_arrows} arrows a diagram)"))
     open_fold = None
+    if first > 0:  # a fold begun in the part before goes on here
+        row = visible[first]
+        for group in folds.values():
+            if group.first_row < row.index <= group.shown_last_row:
+                open_fold = group
+                lines.append(f"    loop {escape(group.text)} (continued)")
     headed: set[int] = set()
     named: set[int] = set()
-    visible = list(layout.visible_rows())
-    for drawn, row in enumerate(visible):
-        if drawn >= max_arrows:
-            if open_fold is not None:
-                lines.append("    end")
-            lines.append(f"    Note over {everyone}: {len(visible) - drawn} more arrows not "
-                         f"drawn here (see the SVG or the JSON layout)")
-            break
+    for row in visible[first:last]:
         if row.index in gaps:
             lines.append(f"    Note over {everyone}: {escape(gaps[row.index].text)}")
         if row.index in folds:
@@ -76,7 +99,10 @@ def render_mermaid(layout: Layout, max_arrows: int = MAX_ARROWS) -> str:
         group = layout.phases[row.group] if row.group is not None else None
         if group is not None and group.id not in headed:
             headed.add(group.id)
-            lines.append(f"    Note over {_over(layout, *group.lanes)}: {escape(group.title)}")
+            # a phase the part before began: its header again, said to go on
+            title = group.title + (" (continued)" if first and
+                                   group.first_row < visible[first].index else "")
+            lines.append(f"    Note over {_over(layout, *group.lanes)}: {escape(title)}")
         words = [row.label, *_badge_words(row, named)]
         arrow = ARROW.get(row.style, "->>")
         lines.append(f"    {participant_id(row.src_lane)}{arrow}{participant_id(row.dst_lane)}: "
@@ -84,6 +110,13 @@ def render_mermaid(layout: Layout, max_arrows: int = MAX_ARROWS) -> str:
         if open_fold is not None and row.index == open_fold.shown_last_row:
             lines.append("    end")
             open_fold = None
+    if open_fold is not None:
+        lines.append("    end")
+    if part < parts:
+        lines.append(f"    Note over {everyone}: " + escape(
+            f"{len(visible) - last} more arrows in parts {part + 1}–{parts} (the Mermaid export "
+            f"with part={part + 1}; the SVG and the JSON layout have them all; a filter by "
+            f"connection draws fewer)"))
     return "\n".join(lines) + "\n"
 
 

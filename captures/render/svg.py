@@ -6,7 +6,9 @@ embedded as an image. Tooltips are SVG <title> elements: the full label, hop cha
 from __future__ import annotations
 
 import re
-from xml.sax.saxutils import escape, quoteattr
+from collections.abc import Iterator
+from types import SimpleNamespace
+from xml.sax.saxutils import quoteattr
 
 from .layout import AXIS_WIDTH, BADGE_LINE, CHAR_WIDTH, LABEL_CHARS, LANE_HEAD_HEIGHT, Layout
 
@@ -29,12 +31,22 @@ BADGE_COLOUR = {"dnat": "#6d28d9", "snat": "#6d28d9", "sidecar": "#0e7490", "mtl
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
+# text(): `_NOT_XML` characters to "?", then &, <, > escaped, in one C pass (a 200k-arrow SVG
+# calls it a million times).
+_TEXT = str.maketrans({**{chr(c): "?" for c in (*range(0x00, 0x09), 0x0B, 0x0C,
+                                                 *range(0x0E, 0x20), 0xFFFE, 0xFFFF)},
+                       "&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
 def text(value) -> str:
-    return escape(_NOT_XML.sub("?", str(value)))
+    return str(value).translate(_TEXT)
 
 
 def attr(value) -> str:
     return quoteattr(_NOT_XML.sub("?", str(value)))
+
+
+_MONO_ATTR = attr(MONO)
 
 
 def cut(label: str, limit: int = LABEL_CHARS) -> str:
@@ -42,6 +54,21 @@ def cut(label: str, limit: int = LABEL_CHARS) -> str:
 
 
 def render_svg(layout: Layout, title: str | None = None) -> str:
+    return "".join(stream_svg(layout, title=title))
+
+
+def stream_svg(layout, rows=None, title: str | None = None) -> Iterator[str]:
+    """The SVG of `layout` in pieces, for a response or a file that never holds it whole.
+
+    `layout` is a Layout, or a layout head as the diagram cache stores it (the layout's
+    `to_dict()` without its rows, captures/jobs/diagram_cache.py) with `rows` an iterable of
+    its row dicts in order (one chunk read at a time): then memory is bounded by a chunk, not
+    by the capture. Both give the same text as `render_svg`."""
+    if isinstance(layout, dict):
+        layout = _HeadView(layout)
+        rows = (_row_view(row) for row in rows or () if row.get("y") is not None)
+    else:
+        rows = layout.visible_rows()
     out: list[str] = []
     w, h = round(layout.width), round(layout.height)
     out.append(
@@ -69,9 +96,41 @@ def render_svg(layout: Layout, title: str | None = None) -> str:
     _phases(out, layout)
     _lanes(out, layout, h)
     _bands(out, layout)
-    _rows(out, layout)
+    yield "".join(piece + "\n" for piece in out)
+    out.clear()
+    for row in rows:
+        _row(out, layout.lanes, row)
+        if len(out) >= 4096:
+            yield "".join(piece + "\n" for piece in out)
+            out.clear()
     out.append("</svg>")
-    return "\n".join(out) + "\n"
+    yield "".join(piece + "\n" for piece in out)
+
+
+def _attrs(doc: dict) -> SimpleNamespace:
+    return SimpleNamespace(**doc)
+
+
+class _HeadView:
+    """A cached layout head read as the Layout the drawing functions expect."""
+
+    def __init__(self, head: dict):
+        size = head["size"]
+        self.width, self.height = size["width"], size["height"]
+        self.head_height = size["lane_head_height"]
+        self.node_head_height = size.get("node_head_height") or 0
+        self.lanes = [_attrs(lane) for lane in head["lanes"]]
+        self.nodes = [_attrs(group) for group in head.get("nodes") or ()]
+        self.phases = [_attrs(group) for group in head["phases"]]
+        self.folds = [_attrs(group) for group in head["folds"]]
+        self.gaps = [_attrs(gap) for gap in head["gaps"]]
+
+
+def _row_view(row: dict) -> SimpleNamespace:
+    """A row dict of a cached chunk read as a layout Row (the names the drawing uses)."""
+    view = SimpleNamespace(**row)
+    view.src_lane, view.dst_lane, view.nat_lane = row["from"], row["to"], row.get("nat_to")
+    return view
 
 
 def _lane_span(layout: Layout, lanes: tuple[int, int], pad: float = 70) -> tuple[float, float]:
@@ -173,60 +232,63 @@ def _bands(out: list[str], layout: Layout) -> None:
 
 
 def _rows(out: list[str], layout: Layout) -> None:
-    lanes = layout.lanes
     for row in layout.visible_rows():
-        y = row.y
-        colour = ARROW_COLOUR.get(row.style, "#1f2937")
-        dash = ' stroke-dasharray="6 3"' if row.style in ("reply", "retransmission") else ""
-        style = row.style if row.style in ARROW_COLOUR else "send"
-        marker = f'marker-end="url(#kviz-arrow-{style})"'
-        x1, x2 = lanes[row.src_lane].x, lanes[row.dst_lane].x
-        out.append(f"<g><title>{text(_row_tooltip(row))}</title>")
-        out.append(f'<text x="{AXIS_WIDTH - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="10" '
-                   f'font-family={attr(MONO)} fill="#6b7280">{row.t * 1000:.3f}</text>')
-        if x1 == x2:  # a loopback conversation: both ends on one lifeline
-            out.append(
-                f'<path d="M{x1},{y - 8:.1f} h36 v14 h-34" fill="none" stroke="{colour}" '
-                f'stroke-width="1.4"{dash} {marker}/>'
-            )
-            label_x, anchor, badge_x = x1 + 42, "start", x1 + 42
-            label_y = y + 1
-        else:
-            out.append(
-                f'<line x1="{x1}" y1="{y:.1f}" x2="{x2}" y2="{y:.1f}" stroke="{colour}" '
-                f'stroke-width="1.4"{dash} {marker}/>'
-            )
-            label_x, anchor, badge_x = (x1 + x2) / 2, "middle", (x1 + x2) / 2
-            label_y = y - 5
-        if row.nat_lane is not None:  # on to the pod the DNAT chose
-            x3 = lanes[row.nat_lane].x
-            out.append(
-                f'<line x1="{x2}" y1="{y:.1f}" x2="{x3}" y2="{y:.1f}" stroke="{NAT_COLOUR}" '
-                f'stroke-width="1.2" stroke-dasharray="2 3" marker-end="url(#kviz-arrow-nat)"/>'
-            )
-        weight = ' font-weight="600"' if row.phase == "request" and row.label != "ACK" else ""
-        out.append(f'<text x="{label_x:.1f}" y="{label_y:.1f}" text-anchor="{anchor}"{weight} '
-                   f'fill="{colour}">{text(cut(row.label))}</text>')
-        line_y = y + 13 if x1 != x2 else y + 17
-        for found in row.badges:
-            shown = found.get("shown")
-            if not shown:
-                continue
-            colour = BADGE_COLOUR.get(found["kind"], "#374151")
-            if found["kind"] == "mtls":
-                width = len(shown) * CHAR_WIDTH * 0.78
-                lock_x = badge_x - width / 2 - 14 if anchor == "middle" else badge_x - 14
-                out.append(_padlock(lock_x, line_y - 9))
-            out.append(f'<text x="{badge_x:.1f}" y="{line_y:.1f}" text-anchor="{anchor}" '
-                       f'font-size="9.5" fill="{colour}">{text(shown)}</text>')
-            line_y += BADGE_LINE
-        abbreviated = [nat_word(row, b["kind"]) for b in row.badges
-                       if b["kind"] in ("dnat", "snat") and not b.get("shown")]
-        if abbreviated:  # the full words were written on this finding's first arrow
-            tag_x = x2 - 30 if x2 > x1 else x2 + 12
-            out.append(f'<text x="{tag_x:.1f}" y="{y + 11:.1f}" font-size="8.5" '
-                       f'fill="{BADGE_COLOUR["dnat"]}">{text(" ".join(abbreviated))}</text>')
-        out.append("</g>")
+        _row(out, layout.lanes, row)
+
+
+def _row(out: list[str], lanes, row) -> None:
+    y = row.y
+    colour = ARROW_COLOUR.get(row.style, "#1f2937")
+    dash = ' stroke-dasharray="6 3"' if row.style in ("reply", "retransmission") else ""
+    style = row.style if row.style in ARROW_COLOUR else "send"
+    marker = f'marker-end="url(#kviz-arrow-{style})"'
+    x1, x2 = lanes[row.src_lane].x, lanes[row.dst_lane].x
+    out.append(f"<g><title>{text(_row_tooltip(row))}</title>")
+    out.append(f'<text x="{AXIS_WIDTH - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="10" '
+               f'font-family={_MONO_ATTR} fill="#6b7280">{row.t * 1000:.3f}</text>')
+    if x1 == x2:  # a loopback conversation: both ends on one lifeline
+        out.append(
+            f'<path d="M{x1},{y - 8:.1f} h36 v14 h-34" fill="none" stroke="{colour}" '
+            f'stroke-width="1.4"{dash} {marker}/>'
+        )
+        label_x, anchor, badge_x = x1 + 42, "start", x1 + 42
+        label_y = y + 1
+    else:
+        out.append(
+            f'<line x1="{x1}" y1="{y:.1f}" x2="{x2}" y2="{y:.1f}" stroke="{colour}" '
+            f'stroke-width="1.4"{dash} {marker}/>'
+        )
+        label_x, anchor, badge_x = (x1 + x2) / 2, "middle", (x1 + x2) / 2
+        label_y = y - 5
+    if row.nat_lane is not None:  # on to the pod the DNAT chose
+        x3 = lanes[row.nat_lane].x
+        out.append(
+            f'<line x1="{x2}" y1="{y:.1f}" x2="{x3}" y2="{y:.1f}" stroke="{NAT_COLOUR}" '
+            f'stroke-width="1.2" stroke-dasharray="2 3" marker-end="url(#kviz-arrow-nat)"/>'
+        )
+    weight = ' font-weight="600"' if row.phase == "request" and row.label != "ACK" else ""
+    out.append(f'<text x="{label_x:.1f}" y="{label_y:.1f}" text-anchor="{anchor}"{weight} '
+               f'fill="{colour}">{text(cut(row.label))}</text>')
+    line_y = y + 13 if x1 != x2 else y + 17
+    for found in row.badges:
+        shown = found.get("shown")
+        if not shown:
+            continue
+        colour = BADGE_COLOUR.get(found["kind"], "#374151")
+        if found["kind"] == "mtls":
+            width = len(shown) * CHAR_WIDTH * 0.78
+            lock_x = badge_x - width / 2 - 14 if anchor == "middle" else badge_x - 14
+            out.append(_padlock(lock_x, line_y - 9))
+        out.append(f'<text x="{badge_x:.1f}" y="{line_y:.1f}" text-anchor="{anchor}" '
+                   f'font-size="9.5" fill="{colour}">{text(shown)}</text>')
+        line_y += BADGE_LINE
+    abbreviated = [nat_word(row, b["kind"]) for b in row.badges
+                   if b["kind"] in ("dnat", "snat") and not b.get("shown")]
+    if abbreviated:  # the full words were written on this finding's first arrow
+        tag_x = x2 - 30 if x2 > x1 else x2 + 12
+        out.append(f'<text x="{tag_x:.1f}" y="{y + 11:.1f}" font-size="8.5" '
+                   f'fill="{BADGE_COLOUR["dnat"]}">{text(" ".join(abbreviated))}</text>')
+    out.append("</g>")
 
 
 def nat_word(row, kind: str) -> str:

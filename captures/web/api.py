@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -10,24 +11,29 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 from django.http import FileResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from captures.access.auth import api_view
+from captures.adapters import storage
 from captures.analysis import CaptureError, pcapmerge
-from captures.jobs import actions
-from captures.models import Capture
+from captures.jobs import actions, findings, keylogs, retention
+from captures.models import TERMINAL, Capture
 from captures.sources import base as sources
-from captures.web import common, redaction
+from captures.web import common, download, listing, redaction
 from captures.web.common import error, json_errors, json_text, own_capture, read_json, share_link
-
-LIST_LIMIT = 200
 
 
 def capture_json(capture: Capture) -> dict:
-    """The owner's (or staff's) view of a capture; share links: redaction.capture."""
-    return redaction.capture(capture, redaction.OWNER)
+    """The owner's (or staff's) view of a capture; share links: redaction.capture. Retention
+    and the findings' kinds are the owner's alone: a share link never shows them."""
+    expires = retention.expires(capture)
+    return {**redaction.capture(capture, redaction.OWNER), "pinned": capture.pinned,
+            "expires": expires.isoformat() if expires else None,
+            "findings": findings.decode(capture.finding_kinds),
+            "keylog": keylogs.path(capture.id) is not None}
 
 
 def _read_upto(path, size: int, chunk: int = 256 * 1024):
@@ -40,10 +46,10 @@ def _read_upto(path, size: int, chunk: int = 256 * 1024):
             yield data
 
 
-def _pcap_response(capture: Capture, which: str | None = None):
+def _pcap_response(capture: Capture, which: str | None = None, request=None):
     """The stored packets: `?file=N` one file as stored (N is the analysis' file index);
     without it the only file, or for several one merged pcapng (an interface per place and
-    interface, in time order)."""
+    interface, in time order). A finished file streams from the storage and honours Range."""
     files = capture.stored_files()
     if not files:
         return error(404, "no capture file stored")
@@ -53,14 +59,19 @@ def _pcap_response(capture: Capture, which: str | None = None):
         index = 0 if which is None else int(which)
     except ValueError:
         return error(400, "file must be a file index (0, 1, ...)")
-    if not 0 <= index < len(files) or not files[index].file.exists():
+    if not 0 <= index < len(files):
         return error(404, "no such capture file")
     stored = files[index]
     path = stored.file
     filename = f"{capture.name}{_file_suffix(stored, len(files))}{path.suffix}"
-    if capture.is_terminal or capture.target_kind == "upload":
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=filename,
-                            content_type="application/vnd.tcpdump.pcap")
+    if capture.is_terminal or capture.target_kind == "upload" or not storage.is_local():
+        response = download.stored_file(request, stored.path, filename)
+        if response is None and not storage.is_local() and not capture.is_terminal:
+            return error(409, "the packets reach the storage when the capture ends "
+                              f"(it is {capture.status})")
+        return response or error(404, "no such capture file")
+    if not path.exists():
+        return error(404, "no such capture file")
     # Still growing: send what is on disk now, and say exactly how much.
     size = path.stat().st_size
     response = StreamingHttpResponse(_read_upto(path, size),
@@ -78,18 +89,41 @@ def _file_suffix(stored, count: int) -> str:
 
 
 def _merged_response(capture: Capture, files) -> StreamingHttpResponse:
-    inputs = [pcapmerge.MergeInput(str(f.file), f.label,
+    files = [f for f in files if (f.file.exists() if storage.is_local()
+                                  else storage.exists(f.path))]
+    copies = contextlib.ExitStack()  # a remote storage's files, copied for the merge
+    paths = copies.enter_context(storage.local_copies([f.path for f in files]))
+    inputs = [pcapmerge.MergeInput(str(path), f.label,
                                    {int(k): str(v) for k, v in (f.interfaces or {}).items()})
-              for f in files if f.file.exists()]
+              for f, path in zip(files, paths, strict=True)]
     try:
         chunks = pcapmerge.merged_pcapng(inputs)
         first = next(chunks)  # a file that cannot be read is an error, not a broken download
     except CaptureError as exc:
+        copies.close()
         return error(422, f"the files cannot be merged: {exc}")
-    response = StreamingHttpResponse(itertools.chain([first], chunks),
+    except BaseException:
+        copies.close()
+        raise
+
+    response = StreamingHttpResponse(_Closing(itertools.chain([first], chunks), copies.close),
                                      content_type="application/vnd.tcpdump.pcap")
     response["Content-Disposition"] = f'attachment; filename="{capture.name}-merged.pcapng"'
     return response
+
+
+class _Closing:
+    """Chunks that close `closer` with the response (Django closes what it streams), so a
+    remote storage's copies go when the download ends, is cut short or never starts."""
+
+    def __init__(self, chunks, closer):
+        self.chunks, self.closer = chunks, closer
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        self.closer()
 
 
 def _analysis_response(capture: Capture, view: str = redaction.OWNER):
@@ -110,6 +144,7 @@ def _shown_analysis(capture: Capture, view: str) -> Path:
     if not shown.exists() or shown.stat().st_mtime < stored.stat().st_mtime:
         with open(stored, encoding="utf-8") as fp:
             doc = redaction.sequence(json.load(fp), view)
+        capture.directory.mkdir(parents=True, exist_ok=True)  # a remote storage's web
         fd, temporary = tempfile.mkstemp(prefix=".analysis-", dir=capture.directory)
         with os.fdopen(fd, "w", encoding="utf-8") as fp:
             fp.write(json_text(doc))
@@ -123,10 +158,13 @@ def _shown_analysis(capture: Capture, view: str) -> Path:
 def captures(request):
     if request.method == "GET":
         actions.reap_stale()
-        rows = Capture.objects.select_related("owner")
-        if not request.user.is_staff:
-            rows = rows.filter(owner=request.user)
-        return JsonResponse({"captures": [capture_json(c) for c in rows[:LIST_LIMIT]]})
+        found = listing.page(listing.parse(request.GET), request.user)
+        base = request.path
+        return JsonResponse({
+            "captures": [capture_json(c) for c in found.items], "count": found.count,
+            "page": found.number, "pages": found.pages, "per_page": found.search.per_page,
+            "next": found.link(base, found.next_number),
+            "previous": found.link(base, found.previous_number)})
     if request.content_type == "multipart/form-data":
         # Refuse an oversize body by its declared length before reading it.
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -135,7 +173,8 @@ def captures(request):
         capture = actions.upload_capture(
             request.user, request.POST.get("name"), request.FILES.getlist("file"),
             metas=_metas(request),
-            inventory=request.FILES.get("inventory") or request.POST.get("inventory"))
+            inventory=request.FILES.get("inventory") or request.POST.get("inventory"),
+            keylog=request.FILES.get("keylog") or request.POST.get("keylog"))
     else:
         capture = actions.start_capture(request.user, read_json(request))
     return JsonResponse(capture_json(capture), status=201)
@@ -151,12 +190,38 @@ def _metas(request) -> list:
     return as_files or as_fields
 
 
-@require_GET
+@require_http_methods(["GET", "DELETE"])
 @api_view
 @json_errors
 def capture_detail(request, capture_id):
+    if request.method == "DELETE":
+        capture = own_capture(request, capture_id)
+        if not retention.delete_capture(capture.id, Q(status__in=TERMINAL)):
+            return error(409, f"the capture is {capture.status}: stop it first")
+        return JsonResponse({"deleted": True})
     actions.reap_stale()
     return JsonResponse(capture_json(own_capture(request, capture_id)))
+
+
+@require_http_methods(["POST", "DELETE"])
+@api_view
+@json_errors
+def capture_pin(request, capture_id):
+    """POST pins (kept past retention), DELETE unpins."""
+    capture = retention.pin(own_capture(request, capture_id), request.method == "POST")
+    if capture is None:
+        return error(404, "no such capture")
+    return JsonResponse(capture_json(capture))
+
+
+@require_http_methods(["DELETE"])
+@api_view
+@json_errors
+def capture_keylog(request, capture_id):
+    """DELETE removes the capture's TLS key log (never served: it holds secrets)."""
+    if not actions.delete_keylog(own_capture(request, capture_id)):
+        return error(404, "this capture has no key log")
+    return JsonResponse({"deleted": True})
 
 
 @require_POST
@@ -171,7 +236,7 @@ def capture_stop(request, capture_id):
 @api_view
 @json_errors
 def capture_pcap(request, capture_id):
-    return _pcap_response(own_capture(request, capture_id), request.GET.get("file"))
+    return _pcap_response(own_capture(request, capture_id), request.GET.get("file"), request)
 
 
 @require_GET
@@ -227,7 +292,7 @@ def share_pcap(request, token):
     link = share_link(token)
     if not redaction.packets_shown(redaction.view_of(link)):
         return error(403, "this share link does not include the packets")
-    return _pcap_response(link.capture, request.GET.get("file"))
+    return _pcap_response(link.capture, request.GET.get("file"), request)
 
 
 @require_GET

@@ -9,6 +9,13 @@ sent, drops duplicates and, should the channel layer have dropped an event (a sl
 channel is capped), fetches the gap from the store, so the client sees every seq exactly once.
 The only I/O in handlers is that store read, and for a share socket a look at its link.
 
+Live events that arrive before the client has said where to resume are not forwarded: a page
+that reconnects after an outage (a restarted Redis) meets a burst of held events at once, and
+forwarding the newest before the older ones it lacks made it skip those as already seen. They
+are in the store (an event is stored before it is sent), so the replay after N brings them in
+order. A client that never sends resume_after gets them from the first one it missed after
+RESUME_WAIT seconds.
+
 A share socket lasts only as long as its link: revoking a link tells the link's group
 (`share.<link id>`, captures.jobs.live.share_revoked) and its open sockets close at once with
 CLOSE_GONE; a timer closes it when the link expires; and, should that message be lost, the
@@ -50,6 +57,7 @@ CLOSE_FORBIDDEN = 4403  # the handshake: no such capture for this user, or no va
 CLOSE_GONE = 4410  # an open share socket: its link was revoked or has expired
 CLOSE_BUSY = 4429  # the handshake: the link or the client address has its most sockets open
 SOCKET_LEASE = 600.0  # seconds; renewed at half of it
+RESUME_WAIT = 2.0  # seconds a socket waits for the client's resume_after before going live
 
 
 @database_sync_to_async
@@ -81,8 +89,9 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         self.capture_id = str(capture.id)
         self.group = live.group_name(self.capture_id)
         self.store = live.store()
-        self.last_seq: int | None = None  # None until the client or a live event sets it
+        self.last_seq: int | None = None  # None until the client says (or RESUME_WAIT)
         self.first_seq = 0  # the first event forwarded live, before any resume_after
+        self.first_held: int | None = None  # the first live event held for resume_after
         # Join before answering: an event published from now on reaches us, and anything
         # earlier is in the store for resume_after.
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -93,6 +102,15 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(self.store, live.MemoryStore):
             self.wakeup = self.store.subscribe(self.capture_id)
             self.poller = asyncio.get_running_loop().create_task(self._follow_memory())
+        self.waiter = asyncio.get_running_loop().create_task(self._go_live_unasked())
+
+    async def _go_live_unasked(self) -> None:
+        """A client that has not sent resume_after within RESUME_WAIT gets the live events
+        from the first one held for it."""
+        await asyncio.sleep(RESUME_WAIT)
+        if self.last_seq is None and self.first_held is not None:
+            self.first_seq, self.last_seq = self.first_held, self.first_held - 1
+            await self._replay()
 
     async def _follow_memory(self) -> None:
         while True:
@@ -102,6 +120,9 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
                 await self._replay()
 
     async def disconnect(self, code) -> None:
+        waiter = getattr(self, "waiter", None)
+        if waiter is not None:
+            waiter.cancel()
         poller = getattr(self, "poller", None)
         if poller is not None:
             poller.cancel()
@@ -135,7 +156,11 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def capture_event(self, message) -> None:
         event = message["event"]
-        if self.last_seq is not None and event["seq"] > self.last_seq + 1:
+        if self.last_seq is None:  # held: the replay after resume_after brings it in order
+            if self.first_held is None or event["seq"] < self.first_held:
+                self.first_held = event["seq"]
+            return
+        if event["seq"] > self.last_seq + 1:
             await self._replay()  # the layer lost something: the store has it
         await self._forward(event)
 

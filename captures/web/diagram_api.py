@@ -13,15 +13,16 @@ import json
 import uuid
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from captures.access import limits
 from captures.access.auth import api_view
-from captures.adapters import sniffer
+from captures.adapters import sniffer, storage
 from captures.jobs import diagram_cache
 from captures.jobs.actions import ActionError
 from captures.render import export as exports
+from captures.render.mermaid import mermaid_parts
 from captures.web import notes, redaction
 from captures.web.common import error, json_errors, json_text, own_capture, read_json, share_link
 
@@ -55,16 +56,35 @@ def _variant(request, capture, view: str):
                           409) from None
 
 
+def _file(path, content_type: str) -> FileResponse:
+    answer = FileResponse(open(path, "rb"), content_type=content_type)  # noqa: SIM115 (it closes it)
+    # A 1M-arrow capture's head and row index are tens of MB: in 4 KB blocks (the default)
+    # through ASGI that is thousands of messages; 1 MB blocks send it in a few dozen.
+    answer.block_size = 1 << 20
+    return answer
+
+
 def _json_file(path, view: str):
     if view == redaction.OWNER:
-        return FileResponse(open(path, "rb"), content_type="application/json")
+        return _file(path, "application/json")
     with open(path, encoding="utf-8") as fp:
         doc = redaction.layout(json.load(fp), view)
     return HttpResponse(json_text(doc), content_type="application/json")
 
 
 def _layout_head(request, capture, view: str):
-    return _json_file(_variant(request, capture, view) / "head.json", view)
+    variant = _variant(request, capture, view)
+    if request.GET.get("part") == "index":
+        # Numbers only (positions, ids, lengths), computed from the model `view` may read.
+        path = diagram_cache.index_file(variant)
+        if path is None:
+            return error(404, "no row index for this layout")
+        return _file(path, "application/octet-stream")
+    part = request.GET.get("part", "")
+    if part in ("lean", "connections"):  # the page's first screen, then its filter list
+        path = variant / ("head-lean.json" if part == "lean" else "connections.json")
+        return _json_file(path if path.exists() else variant / "head.json", view)
+    return _json_file(variant / "head.json", view)
 
 
 def _layout_rows(request, capture, chunk: int, view: str):
@@ -89,9 +109,10 @@ def _frame(capture, file_index: int, number: int, view: str, who: str):
     if not redaction.packets_shown(view):
         return error(403, "this share link does not include the packets")
     files = capture.stored_files()  # index i: file i of the analysis (`frame: [i, n]`)
-    if not 0 <= file_index < len(files) or not files[file_index].file.exists():
+    if not 0 <= file_index < len(files) or not (
+            files[file_index].file.exists() if storage.is_local()
+            else storage.exists(files[file_index].path)):
         return error(404, "no such capture file")
-    path = files[file_index].file
     if number < 1:
         return error(400, "frame numbers start at 1")
     # A file's count is kept by the runner and the analysis; while one file is still being
@@ -112,8 +133,11 @@ def _frame(capture, file_index: int, number: int, view: str, who: str):
                             lease=settings.KVIZ_TSHARK_SECONDS + 5):
         return _busy(2, "the server is dissecting other frames; try again in a moment")
     try:
-        dissection = sniffer.dissect_frame(path, number, timeout=settings.KVIZ_TSHARK_SECONDS,
-                                           memory_bytes=settings.KVIZ_TSHARK_MEMORY_MB * 2**20)
+        # tshark needs a file: a remote storage's is copied for the time of the dissection.
+        with storage.local_copies([files[file_index].path]) as (path,):
+            dissection = sniffer.dissect_frame(
+                path, number, timeout=settings.KVIZ_TSHARK_SECONDS,
+                memory_bytes=settings.KVIZ_TSHARK_MEMORY_MB * 2**20)
     except sniffer.DissectError as exc:
         return error(503, str(exc))
     finally:
@@ -123,13 +147,65 @@ def _frame(capture, file_index: int, number: int, view: str, who: str):
     return JsonResponse(redaction.frame(dissection, view))
 
 
-def _export(capture, fmt: str, view: str):
+PHASES = ("dns", "handshake", "tls", "exchange", "teardown", "other")
+
+
+def _filters(request) -> dict:
+    """The page's filters as an export's query: connection (an id or `none`), lane, phase."""
+    connection = request.GET.get("connection", "").strip()
+    lane = request.GET.get("lane", "").strip()
+    phase = request.GET.get("phase", "").strip()
+    if connection not in ("", "none") and not connection.isdigit():
+        raise ActionError("connection must be a connection id or none")
+    if lane and not lane.isdigit():
+        raise ActionError("lane must be a lane index")
+    if phase and phase not in PHASES:
+        raise ActionError(f"phase must be one of {', '.join(PHASES)}")
+    return {"connection": connection, "lane": lane, "phase": phase}
+
+
+def _svg_stream(request, capture, view: str):
+    """The SVG drawn from the diagram cache's variant (the page's folds and filters) a chunk of
+    rows at a time: a 200k-arrow capture never sits in memory as one document."""
+    filters = _filters(request)
+    variant = _variant(request, capture, view)
+    transform = None if view == redaction.OWNER else (lambda doc: redaction.layout(doc, view))
+    arrows, pieces = diagram_cache.svg_pieces(variant, title=capture.name, filters=filters,
+                                              transform=transform)
+    response = StreamingHttpResponse((piece.encode() for piece in pieces),
+                                     content_type=exports.FORMATS["svg"].content_type)
+    response["X-Kviz-Arrows"] = str(arrows)
+    response["Content-Disposition"] = f'attachment; filename="{capture.name}.svg"'
+    return response
+
+
+def _export(capture, fmt: str, view: str, request=None):
     if fmt not in exports.FORMATS:
         return error(404, f"unknown format; one of {', '.join(exports.FORMATS)}")
+    if fmt == "svg" and request is not None:
+        try:
+            return _svg_stream(request, capture, view)
+        except diagram_cache.NoAnalysis:
+            pass  # drawn from the model below (a cache made before the row index)
     try:
         model = redaction.sequence(diagram_cache.load_model(capture), view)
     except diagram_cache.NoAnalysis:
         return error(404 if capture.is_terminal else 409, "no analysis for this capture yet")
+    part = None
+    if fmt == "mermaid" and request is not None and request.GET.get("part"):
+        if not request.GET["part"].isdigit() or int(request.GET["part"]) < 1:
+            raise ActionError("part must be a number from 1")
+        part = int(request.GET["part"])
+    if fmt == "mermaid":  # one diagram per part: Mermaid draws a few hundred arrows at most
+        layout = exports.layout_for(fmt, model)
+        body = exports.render(fmt, model, layout=layout, part=part or 1)
+        response = HttpResponse(body, content_type=exports.FORMATS[fmt].content_type)
+        parts = mermaid_parts(layout)
+        response["X-Kviz-Parts"] = str(parts)
+        suffix = f".part{part or 1}" if parts > 1 else ""
+        response["Content-Disposition"] = (f'attachment; filename="{capture.name}{suffix}'
+                                           f'{exports.FORMATS[fmt].suffix}"')
+        return response
     if fmt == "layout" and view != redaction.OWNER:
         layout = exports.layout_for(fmt, model)
         body = json_text(redaction.layout(layout.to_dict(), view))
@@ -173,7 +249,7 @@ def frame(request, capture_id, file_index, number):
 @api_view
 @json_errors
 def export(request, capture_id, fmt):
-    return _export(own_capture(request, capture_id), fmt, redaction.OWNER)
+    return _export(own_capture(request, capture_id), fmt, redaction.OWNER, request)
 
 
 @require_http_methods(["GET", "POST"])
@@ -224,7 +300,7 @@ def share_frame(request, token, file_index, number):
 @json_errors
 def share_export(request, token, fmt):
     link = share_link(token)
-    return _export(link.capture, fmt, redaction.view_of(link))
+    return _export(link.capture, fmt, redaction.view_of(link), request)
 
 
 @require_GET

@@ -4,10 +4,12 @@ always the documented JSON error (docs/api.md), never an HTML page; a person, Dj
 Django calls these for an exception no view caught (in a view, a middleware, or the session
 and user lookups before the view), and for URLs nothing matches. A database that cannot be
 reached is a 503 that says so: the request may succeed in a moment, and nothing was changed.
+A disk with no room left (an upload's temporary file, before any view ran) is a 507.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from django.db import DatabaseError, InterfaceError, OperationalError
@@ -28,6 +30,10 @@ def server_error(request, template_name=defaults.ERROR_500_TEMPLATE_NAME):
         answer = error(503, "the database cannot be reached; try again in a moment")
         answer["Retry-After"] = "5"
         return answer if _is_api(request) else _page(request, answer)
+    if isinstance(failure, OSError) and failure.errno in (errno.ENOSPC, errno.EDQUOT):
+        answer = error(507, "disk full: the server has no room left; nothing was kept, try "
+                            "again later")
+        return answer if _is_api(request) else _page(request, answer)
     if _is_api(request):
         what = "the database refused the request" if isinstance(failure, DatabaseError) else (
             "the server failed to answer; the failure is logged")
@@ -38,7 +44,8 @@ def server_error(request, template_name=defaults.ERROR_500_TEMPLATE_NAME):
 def _page(request, answer):
     response = defaults.server_error(request)
     response.status_code = answer.status_code
-    response["Retry-After"] = answer["Retry-After"]
+    if answer.has_header("Retry-After"):
+        response["Retry-After"] = answer["Retry-After"]
     return response
 
 

@@ -114,6 +114,10 @@ def checks() -> dict:
     if settings.REDIS_URL:
         found["redis"] = check_redis
     found["data"] = check_data_dir
+    from captures.adapters import storage
+
+    if not storage.is_local():  # KVIZ_STORAGE=s3: the bucket answers
+        found["storage"] = storage.check_reachable
     return found
 
 

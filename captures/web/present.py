@@ -95,12 +95,38 @@ def describe(doc: dict) -> dict:
     }
 
 
+# The list's finding filter (captures/web/listing.py): the diagnosis' causes first, then the
+# other findings; labels say what a person looks for.
+FINDING_KINDS = [
+    ("lost", "lost packet"), ("refused", "connection refused"),
+    ("no_endpoints", "Service without endpoints"), ("dns_retry", "DNS retry"),
+    ("dns_search_expansion", "DNS search-list expansion"), ("mtu_blackhole", "MTU black hole"),
+    ("tls_rejected", "TLS refused"), ("protocol_mismatch", "protocol mismatch"),
+    ("port_reuse", "port reuse"), ("listen_overflow", "listen queue overflow"),
+    ("injected_reset", "injected reset"), ("hairpin", "hairpin"), ("idle_reset", "idle reset"),
+    ("server_first_stall", "server-first stall"), ("capture_gap", "capture gap"),
+    ("nat_unseen", "NAT not seen"), ("capture_missed_loopback", "loopback not captured"),
+    ("retransmission", "retransmission"), ("rst", "reset (RST)"),
+    ("zero_window", "zero window"), ("tls_alert", "TLS alert"), ("icmp_error", "ICMP error"),
+    ("nxdomain", "NXDOMAIN"), ("dns_unanswered", "DNS unanswered"),
+    ("dns_truncated", "DNS truncated"), ("kept_open", "kept open"), ("dnat", "DNAT"),
+    ("sidecar", "sidecar"), ("mtls", "mTLS"), ("pooled", "pooled connection"),
+]
+
+
 def target_label(capture) -> str:
     """What a capture was taken of, in a few words: `lab pod/default/ubuntu`, `local eth0`,
     `upload node.pcapng` (the pages' facts and the Markdown postmortem)."""
     spec = capture.target_spec or {}
     if capture.target_kind == "path":
         return f"path {spec.get('from', '')} → {spec.get('to', '')} ({spec.get('where', '')})"
+    if capture.target_kind == "upload":
+        # Where the files were taken, when their metadata says (a lab scenario, a node's
+        # capture): that says more than a file name.
+        places = list(dict.fromkeys(f.vantage for f in capture.files.all() if f.vantage))
+        if places:
+            more = f" and {len(places) - 2} more" if len(places) > 2 else ""
+            return f"upload taken at {', '.join(places[:2])}{more}"
     detail = spec.get("target") or spec.get("interface") or spec.get("file_name") or ""
     if spec.get("files"):
         detail += f" and {spec['files'] - 1} more"

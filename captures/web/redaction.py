@@ -59,7 +59,7 @@ class NeutralNames:
     """Neutral names for one answer, numbered in order of appearance. A name that is already
     neutral keeps its name, so passing an answer through twice changes nothing."""
 
-    NEUTRAL = re.compile(r"(vantage|interface) \d+")
+    NEUTRAL = re.compile(r"(vantage|interface|file) \d+")
 
     def __init__(self) -> None:
         self.given: dict[tuple[str, str], str] = {}
@@ -79,6 +79,12 @@ class NeutralNames:
 
     def interface(self, value):
         return self._name("interface", value)
+
+    def file(self, value):
+        """A file's neutral name; its path and its base name are one file."""
+        if isinstance(value, str) and "/" in value:
+            value = value.rsplit("/", 1)[1]
+        return self._name("file", value)
 
 
 def shown(value, spec, view: str, names: NeutralNames | None = None, parent: dict | None = None):
@@ -106,7 +112,10 @@ def unpath(value):
 @functools.lru_cache(maxsize=4)
 def _data_paths(data_dir: str) -> re.Pattern:
     roots = sorted({data_dir, str(Path(data_dir).resolve())}, key=len, reverse=True)
-    return re.compile("(?:" + "|".join(re.escape(root) for root in roots) + ")"
+    # With a remote storage a worker analyses copies in its own data directory's `.copies/`
+    # (captures.adapters.storage), which need not be this process' data directory.
+    copies = r"(?:/[^\s/\"']+)*/\.copies"
+    return re.compile("(?:" + "|".join([*(re.escape(root) for root in roots), copies]) + ")"
                       + r"(?:/[^\s/\"']+)*/([^\s/\"']+)")
 
 
@@ -174,6 +183,30 @@ def _place_description(value, parent, names):
     return value
 
 
+def _file(value, parent, names):
+    return names.file(value)
+
+
+def without_file_names(text, files, names: NeutralNames):
+    """`text` (a warning: "<file>: cut off …") with each of `files` (paths or names) in its
+    neutral name: an uploaded file's name can say where it was taken."""
+    if not isinstance(text, str):
+        return text
+    for name in sorted({f for f in files if f}, key=len, reverse=True):
+        base = name.rsplit("/", 1)[-1]
+        text = text.replace(name, names.file(base))
+        if base:
+            text = _replace_word(text, base, names.file(base))
+    return text
+
+
+def _warnings(value, parent, names):
+    files = [f.get("path") for f in parent.get("files") or () if isinstance(f, dict)]
+    if not isinstance(value, list):
+        return value
+    return [without_file_names(text, files, names) for text in value]
+
+
 def _nobody(value, parent, names):
     return None
 
@@ -189,10 +222,12 @@ def _refused(value, parent, names):
 # -- the whitelists ----------------------------------------------------------------------------
 
 _CAPTURE_FACTS = {  # the sequence model's and the layout's `capture` (docs/model.md)
-    "files": [{"path": SHOWN, "vantage": Renamed(_vantage), "packets": SHOWN,
+    # A file's name can say where it was taken (an upload's "node-3-eth0.pcap"): a redacted
+    # link sees "file 1", also where a warning names it.
+    "files": [{"path": Renamed(_file), "vantage": Renamed(_vantage), "packets": SHOWN,
                "linktypes": SHOWN}],
     "packets": SHOWN, "messages": SHOWN, "start": SHOWN, "duration": SHOWN, "partial": SHOWN,
-    "warnings": SHOWN,
+    "warnings": Renamed(_warnings),
 }
 # A tunnelled hop's outer header: addresses are shown as the hops' are; the nodes it names
 # (and its name, which spells them) say where the capture was taken, so full links only.
@@ -300,7 +335,8 @@ CAPTURE = {  # GET /api/share/<token>/ (docs/api.md, "Captures")
     "redacted": SHOWN, "expires": SHOWN,
 }
 
-FRAME = {"frame": SHOWN, "protocols": SHOWN, "layers": SHOWN, "hex": SHOWN}  # full links only
+FRAME = {"frame": SHOWN, "protocols": SHOWN, "layers": SHOWN, "details": SHOWN,
+         "hex": SHOWN}  # full links only
 
 NOTE = {"id": SHOWN, "target": SHOWN, "text": SHOWN, "author": Renamed(_nobody),
         "created": SHOWN}
@@ -356,6 +392,17 @@ def capture(row, view: str, link=None) -> dict:
     }
     if link is not None:
         doc.update({"redacted": link.redacted, "expires": link.expires.isoformat()})
+    if view == REDACTED and isinstance(row.summary, dict):
+        # The summary's warnings may name the files (as the analysis' do), in the order the
+        # analysis lists them, so that "file 1" is the same file in both answers.
+        neutral = NeutralNames()
+        warnings = list(row.summary.get("warnings") or ())
+        for stored in row.files.all():
+            warnings = [without_file_names(text, [stored.path], neutral) for text in warnings]
+            if stored.file_name and stored.path:  # as uploaded: the same file's other name
+                same = neutral.file(stored.path)
+                warnings = [_replace_word(text, stored.file_name, same) for text in warnings]
+        doc["summary"] = {**row.summary, "warnings": warnings}
     return _answer(doc, CAPTURE, view)
 
 

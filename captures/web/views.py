@@ -7,22 +7,23 @@ and the live view keep themselves current through that API and the capture's Web
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from captures.jobs import actions
-from captures.models import Capture, ShareLink
+from captures.jobs import actions, findings, retention
+from captures.models import ShareLink, Status
 from captures.sources import base as sources
-from captures.web import present, redaction
+from captures.web import listing, postmortem, present, redaction
 from captures.web.api import capture_json
 from captures.web.common import own_capture
 
-LIST_LIMIT = 200
 GONE = {"expired": "This share link has expired.", "revoked": "This share link was revoked.",
         "unknown": "There is no such share link."}
 
@@ -82,10 +83,44 @@ def _vantage_metas(request) -> list[str]:
 @login_required
 def capture_list(request):
     actions.reap_stale()
-    rows = Capture.objects.select_related("owner")
-    if not request.user.is_staff:
-        rows = rows.filter(owner=request.user)
-    return render(request, "captures/list.html", {"captures": rows[:LIST_LIMIT]})
+    error, status = "", 200
+    try:
+        search = listing.parse(request.GET, per_page=listing.PAGE_PER_PAGE)
+    except actions.ActionError as exc:
+        error, status = exc.message, exc.status
+        search = listing.Search(per_page=listing.PAGE_PER_PAGE,
+                                default_per_page=listing.PAGE_PER_PAGE)
+    found = listing.page(search, request.user)
+    base = reverse("page-list")
+    # The list polls the API for the same rows it shows (frontend/static/kviz/list.js).
+    query = urlencode({**search.params(page=found.number), "per_page": search.per_page})
+    return render(request, "captures/list.html", {
+        "captures": [{"row": c, "target": present.target_label(c),
+                      "findings": findings.decode(c.finding_kinds) or [],
+                      "expires": retention.expires(c)} for c in found.items],
+        "page": found, "search": search, "error": error,
+        "statuses": Status.values, "finding_kinds": present.FINDING_KINDS,
+        "next_url": found.link(base, found.next_number),
+        "previous_url": found.link(base, found.previous_number),
+        "api_url": f"{reverse('captures')}?{query}", "here": request.get_full_path(),
+        "retention_days": settings.KVIZ_RETENTION_DAYS,
+    }, status=status)
+
+
+@require_POST
+@login_required
+def capture_pin(request, capture_id):
+    """Pin or unpin from the list or the capture's page, then go back there."""
+    capture = own_capture(request, capture_id)
+    pinned = request.POST.get("pinned") == "true"
+    retention.pin(capture, pinned)
+    messages.info(request, f"{capture.name} is pinned: kept until unpinned." if pinned else
+                  f"{capture.name} is unpinned: it expires with the others.")
+    back = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        back = reverse("page-detail", args=[capture.id])
+    return redirect(back)
 
 
 @require_http_methods(["GET", "POST"])
@@ -98,7 +133,8 @@ def capture_new(request):
             if request.FILES.getlist("file"):
                 capture = actions.upload_capture(request.user, request.POST.get("name"),
                                                  request.FILES.getlist("file"),
-                                                 metas=_vantage_metas(request))
+                                                 metas=_vantage_metas(request),
+                                                 keylog=request.FILES.get("keylog"))
                 return redirect("page-detail", capture.id)
             capture = actions.start_capture(request.user, {
                 "name": request.POST.get("name"),
@@ -134,6 +170,10 @@ def capture_detail(request, capture_id):
         "share_max_days": settings.KVIZ_SHARE_MAX_DAYS,
         "pcap_url": pcap_url,
         "diagram_url": reverse("capture-analysis", args=[capture.id]), "read_only": False,
+        # Postmortems (captures/web/postmortem.py): the bundle and "compare with…".
+        "bundle_url": reverse("capture-bundle", args=[capture.id]) if capture.analysis_path
+        else None,
+        "compare_choices": postmortem.compare_choices(request, capture),
     })
 
 
@@ -187,6 +227,16 @@ def share_revoke(request, capture_id, link_id):
     return redirect("page-detail", capture.id)
 
 
+@require_POST
+@login_required
+def keylog_delete(request, capture_id):
+    capture = own_capture(request, capture_id)
+    if actions.delete_keylog(capture):
+        messages.info(request, "The TLS key log was deleted; the capture is analysed again "
+                               "without it.")
+    return redirect("page-detail", capture.id)
+
+
 @require_GET
 def share_page(request, token):
     """Read-only and anonymous. Expired or revoked: 410; unknown: 404."""
@@ -202,4 +252,7 @@ def share_page(request, token):
     })
     # Made from the whitelisted context: a redacted link's doc has no files, nor a pcap_url.
     context["files"] = present.files(context["doc"], context.get("pcap_url"))
+    # The bundle is made from what this link shows (captures/web/postmortem.py).
+    context["bundle_url"] = (reverse("share-bundle", args=[token])
+                             if link.capture.analysis_path else None)
     return render(request, "captures/share.html", context)

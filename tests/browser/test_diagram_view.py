@@ -60,6 +60,11 @@ def test_it_draws_arrows_and_shows_a_packets_details_with_its_dissection(
     assert "flags" in panel.locator(".kd-fields").inner_text()
     assert re.match(r"0000  [0-9a-f]{2} ", panel.locator(".kd-hex").inner_text())
     assert "ip" in [s.strip() for s in panel.locator(".kd-tree summary").all_inner_texts()]
+    # Wireshark's readable lines, as its packet details pane shows them.
+    lines = panel.locator(".kd-lines").inner_text()
+    assert re.search(r"Internet Protocol Version 4, Src: [\d.]+, Dst: [\d.]+", lines), lines
+    assert re.search(r"Transmission Control Protocol, Src Port: \d+, Dst Port: \d+", lines)
+    assert "Flags: 0x002 (SYN)" in panel.locator(".kd-lines").text_content()
     assert re.search(r"#m-\d+$", page.url)
     screenshot(page, "diagram-details")
 
@@ -80,6 +85,13 @@ def test_it_draws_arrows_and_shows_a_packets_details_with_its_dissection(
     other.wait_for_selector("#diagram[data-deep-linked]")
     other.wait_for_selector(f"#diagram #{message}.kd-selected")
     assert other.locator("#diagram .kd-details").is_visible()
+    # A deep link to no arrow says so (a message of another capture, or a mistyped link).
+    for broken, said in (("#m-99999999", "message 99999999 is not in this capture"),
+                         ("#m-x", "names no message")):
+        lost = signed_in_page(owner)
+        open_diagram(lost, f"/captures/{capture_id}/{broken}")
+        wait_for(lambda page=lost, said=said: said in page.locator(
+            "#diagram .kd-status").inner_text(), 10)
 
     # Collapse a phase and open it again.
     toggle = diagram.locator("[data-toggle-phase]").first

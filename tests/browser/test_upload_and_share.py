@@ -62,6 +62,17 @@ def test_it_uploads_shares_and_downloads_a_capture(
     page.click("#create-share")
     share_url = page.locator("#share-url").input_value()
     assert "/s/" in share_url
+    # The link is listed by the end of its token, to tell it from others of its kind; the
+    # Copy button copies it (or, where the clipboard is refused, selects it and says so).
+    token = share_url.rstrip("/").rsplit("/", 1)[1]
+    assert page.locator("#share-links td.mono").first.inner_text() == f"…{token[-4:]}"
+    page.click("#copy-share-url")
+    for _ in range(50):
+        said = page.locator("#share-url-copied").inner_text()
+        if said:
+            break
+        page.wait_for_timeout(100)
+    assert said in ("Copied.", "Selected: press Ctrl+C (⌘C) to copy."), said
     screenshot(page, "capture-detail-shared")
     stranger = anonymous_page()
     response = stranger.goto(share_url)

@@ -9,6 +9,7 @@ tshark: what started and when is read from that log and from /proc."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -132,7 +133,9 @@ def test_parallel_frame_requests_beyond_the_limit_are_refused_without_tshark(
     assert statuses.count(429) == len(urls) - CONCURRENCY, statuses
     assert all(int(headers["Retry-After"]) > 0 for status, headers, _ in answers
                if status == 429)
-    assert len(tshark_starts(server)) - before == CONCURRENCY  # the refused started nothing
+    # Each admitted request runs tshark twice, one after the other (fields, then the readable
+    # lines); the refused started nothing.
+    assert len(tshark_starts(server)) - before == 2 * CONCURRENCY
     assert 0 < most <= CONCURRENCY
 
 
@@ -149,8 +152,12 @@ def test_a_frame_beyond_the_end_is_404_without_tshark_and_a_normal_one_works(
     status, _headers, body = get(f"{server.url}/api/share/{token}/frames/0/3/")
     assert status == 200 and b'"protocols":"eth:ethertype:ip:udp:dns"' in body.replace(b" ", b"")
     starts = tshark_starts(server)[before:]
-    assert len(starts) == 1
-    assert starts[0].split()[1] == str(MEMORY_MB * 1024)  # RLIMIT_AS, in KB as ulimit -v says
+    assert len(starts) == 2  # the fields (-T json), then the readable lines (-V)
+    for start in starts:
+        assert start.split()[1] == str(MEMORY_MB * 1024)  # RLIMIT_AS, in KB as ulimit -v says
+    details = json.loads(body)["details"]
+    assert [node["text"].split(",")[0] for node in details][:3] == [
+        "Frame 3: 74 bytes on wire (592 bits)", "Ethernet II", "Internet Protocol Version 4"]
 
 
 def test_each_user_and_each_share_link_has_a_frame_rate(users, alice_client, settings,

@@ -36,7 +36,8 @@ def dnat_recording(tmp_path_factory):
 
 def upload(client, name, data: bytes, meta: dict) -> str:
     response = client.post("/api/captures/", {
-        "name": name, "file": SimpleUploadedFile("x.bin", data),
+        # The file's name says where it was taken, as a user's often does.
+        "name": name, "file": SimpleUploadedFile(f"{name}-on-node-secret.pcap", data),
         "meta": json.dumps({"schema": "kviz.capture-meta/1", **meta})})
     assert response.status_code == 201, response.content
     return response.json()["id"]
@@ -138,7 +139,10 @@ def secrets_of(owner, capture_id, capture_filter) -> set[str]:
               for hop in message["hops"] if hop["interface"]}
     found |= {hop["interface"] for note in analysis["annotations"]
               for hop in (note.get("from_hop"), note.get("to_hop")) if hop}
+    # File names: as uploaded, and as stored (the analysis' warnings name that one).
+    found |= {f["path"].rsplit("/", 1)[-1] for f in analysis["capture"]["files"]}
     doc = owner.get(f"/api/captures/{capture_id}/").json()
+    found |= {f["file_name"] for f in doc["files"]}
     found |= {doc["owner"], os.uname().nodename, socket.gethostname()}
     return {word for word in found | {capture_filter} if word}
 

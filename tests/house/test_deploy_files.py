@@ -56,7 +56,7 @@ def test_web_migrate_and_worker_share_one_image_built_once():
     assert all(spec.get("build") in (None, ".") for spec in kviz.values())
 
 
-@pytest.mark.parametrize("name", ["web", "worker", "migrate"])
+@pytest.mark.parametrize("name", ["web", "worker", "analysis-worker", "migrate"])
 def test_kviz_processes_are_pid_1_without_a_shell(name):
     command = services()[name]["command"]
     # A string goes through no shell in compose either, but `sh -c "a && b"` makes sh PID 1,
@@ -73,7 +73,7 @@ def test_web_runs_daphne_and_leaves_migrations_to_the_migrate_service():
     assert services()["migrate"].get("restart", "no") == "no"  # one-shot: never rerun
 
 
-@pytest.mark.parametrize("name", ["web", "worker"])
+@pytest.mark.parametrize("name", ["web", "worker", "analysis-worker"])
 def test_web_and_worker_wait_for_the_migrations(name):
     depends = services()[name]["depends_on"]
     assert depends["migrate"] == {"condition": "service_completed_successfully"}
@@ -82,7 +82,7 @@ def test_web_and_worker_wait_for_the_migrations(name):
 
 
 def test_the_secret_key_is_required_never_defaulted():
-    for name in ("web", "worker", "migrate"):
+    for name in ("web", "worker", "analysis-worker", "migrate"):
         key = services()[name]["environment"]["SECRET_KEY"]
         assert re.fullmatch(r"\$\{SECRET_KEY:\?[^}]+\}", key), (name, key)
 
@@ -115,11 +115,50 @@ def test_services_have_healthchecks_and_restart_policies():
 def test_only_the_worker_may_capture():
     every = services()
     assert every["worker"]["cap_drop"] == ["ALL"] and every["worker"]["cap_add"] == ["NET_RAW"]
-    for name in ("web", "migrate"):
+    for name in ("web", "migrate", "analysis-worker"):
         assert every[name]["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in every[name]["security_opt"], name
     assert [name for name, spec in every.items() if spec.get("cap_add")] == ["worker"]
     assert not any(spec.get("privileged") for spec in every.values())
+
+
+def option(command: list[str], name: str) -> str:
+    """The value of `--name=value` or `-n value` in a command."""
+    for index, word in enumerate(command):
+        if word.startswith(f"{name}="):
+            return word.split("=", 1)[1]
+        if word == name:
+            return command[index + 1]
+    raise AssertionError(f"no {name} in {command}")
+
+
+def assert_capture_and_analysis_workers(capture: list[str], analysis: list[str]) -> None:
+    # Captures wait on I/O: many at once in one process's threads. Analyses are CPU work on a
+    # queue of their own, so an upload never waits behind a live capture.
+    assert option(capture, "--pool") == "threads", capture
+    assert int(with_defaults(option(capture, "--concurrency"))) >= 4, capture
+    assert option(capture, "-Q") == "kviz", capture
+    assert option(analysis, "--pool") == "prefork", analysis
+    assert int(with_defaults(option(analysis, "--concurrency"))) >= 2, analysis
+    assert option(analysis, "-Q") == "kviz-analysis", analysis
+    # A worker that starts reaps the captures under its own node name: never the same one.
+    assert option(capture, "-n").split("@")[0] != option(analysis, "-n").split("@")[0]
+
+
+def test_captures_run_in_threads_and_analyses_in_a_worker_of_their_own():
+    every = services()
+    assert_capture_and_analysis_workers(every["worker"]["command"],
+                                        every["analysis-worker"]["command"])
+    assert every["analysis-worker"]["volumes"] == every["worker"]["volumes"]
+
+
+def test_the_deploy_files_name_the_queues_the_settings_default_to():
+    # The workers' -Q are written out; the web and the workers must queue to the same names.
+    assert not {"KVIZ_QUEUE", "KVIZ_ANALYSIS_QUEUE"} & compose()["x-kviz-env"].keys()
+    assert not {"KVIZ_QUEUE", "KVIZ_ANALYSIS_QUEUE"} & k8s("ConfigMap", "kviz")["data"].keys()
+    text = (ROOT / "kviz/settings.py").read_text()
+    assert 'env("KVIZ_QUEUE", "kviz")' in text
+    assert 'env("KVIZ_ANALYSIS_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-analysis")' in text
 
 
 # -- the image --------------------------------------------------------------------------------
@@ -251,6 +290,19 @@ def test_the_worker_waits_for_the_migrations():
     assert pod["securityContext"]["runAsNonRoot"] is True
     [wait] = pod["initContainers"]
     assert "migrate --check" in " ".join(wait["command"])
+
+
+def test_kubernetes_runs_captures_in_threads_and_analyses_in_a_deployment_of_their_own():
+    [capture] = k8s("Deployment", "kviz-worker")["spec"]["template"]["spec"]["containers"]
+    pod = k8s("Deployment", "kviz-analysis-worker")["spec"]["template"]["spec"]
+    [analysis] = pod["containers"]
+    assert_capture_and_analysis_workers(capture["command"], analysis["command"])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [wait] = pod["initContainers"]
+    assert "migrate --check" in " ".join(wait["command"])
+    assert analysis["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    kustomization = yaml.safe_load((ROOT / "deploy/kubernetes/kustomization.yaml").read_text())
+    assert "analysis-worker.yaml" in kustomization["resources"]
 
 
 def test_the_kubernetes_secret_names_a_secret_key():

@@ -98,7 +98,7 @@ def test_it_exports_each_format_to_the_owner_only(capture, users, fmt):
     url = f"/api/captures/{capture.id}/export/{fmt}"
     answer = client_for(users["owner"]).get(url)
     assert answer.status_code == 200
-    body = answer.content.decode()
+    body = (b"".join(answer.streaming_content) if answer.streaming else answer.content).decode()
     assert "attachment" in answer["Content-Disposition"]
     if fmt == "svg":
         ET.fromstring(body)
@@ -112,6 +112,37 @@ def test_it_exports_each_format_to_the_owner_only(capture, users, fmt):
         assert json.loads(body)["schema"] == "kviz.layout/1"
     assert client_for(users["other"]).get(url).status_code == 404
     assert Client().get(url).status_code == 401
+
+
+def test_it_serves_the_row_index_and_exports_the_pages_view(capture, users):
+    from captures.render.rowindex import read_index
+
+    client = client_for(users["owner"])
+    head = body_of(client.get(f"/api/captures/{capture.id}/layout/"))
+    answer = client.get(f"/api/captures/{capture.id}/layout/?fold=1&part=index")
+    assert answer.status_code == 200 and answer["Content-Type"] == "application/octet-stream"
+    index = read_index(b"".join(answer.streaming_content))
+    assert index["header"]["count"] == head["row_count"]
+    # The SVG of a filtered view draws only its arrows, streamed.
+    connection = max(c["id"] for c in head["connections"])
+    svg = client.get(f"/api/captures/{capture.id}/export/svg?fold=0&connection={connection}")
+    assert svg.streaming and svg.status_code == 200
+    root = ET.fromstring(b"".join(svg.streaming_content))
+    assert int(svg["X-Kviz-Arrows"]) == index["conn"].count(connection)
+    assert float(root.get("height")) < head["size"]["height"]
+    whole = client.get(f"/api/captures/{capture.id}/export/svg")
+    assert int(whole["X-Kviz-Arrows"]) == sum(y is not None for y in head["ys"])
+    assert client.get(f"/api/captures/{capture.id}/export/svg?phase=nope").status_code == 400
+    assert client.get(f"/api/captures/{capture.id}/export/svg?lane=x").status_code == 400
+    mermaid = client.get(f"/api/captures/{capture.id}/export/mermaid?part=1")
+    assert mermaid.status_code == 200 and mermaid["X-Kviz-Parts"] == "1"
+    assert client.get(f"/api/captures/{capture.id}/export/mermaid?part=0").status_code == 400
+    for redacted in (False, True):
+        token = share_token(capture, users, redacted=redacted)
+        shared = Client().get(f"/api/share/{token}/export/svg?fold=0")
+        assert shared.status_code == 200
+        ET.fromstring(b"".join(shared.streaming_content))
+        assert Client().get(f"/api/share/{token}/layout/?part=index").status_code == 200
 
 
 def test_a_share_link_reads_but_a_redacted_one_refuses_packets(capture, users):

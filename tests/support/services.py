@@ -31,6 +31,7 @@ DATABASE_URL = os.environ.get("KVIZ_TEST_DATABASE_URL",
 REDIS_URL = os.environ.get("KVIZ_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 RUN_TAG = f"kvd{os.getpid()}"  # also the lab prefix (1-10 characters), unlike tests/lab's
 QUEUE = f"kviz-test-{RUN_TAG}"
+ANALYSIS_QUEUE = f"{QUEUE}-analysis"
 WORKER_START_TIMEOUT = 30.0
 SERVER_START_TIMEOUT = 30.0
 HEARTBEAT_TIMEOUT = 4  # seconds, for the worker and the tests' reaper alike
@@ -79,6 +80,7 @@ def service_env(database_url: str, data_dir: Path, redis_url: str = REDIS_URL,
     return {**os.environ, "SECRET_KEY": settings.SECRET_KEY, "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "KVIZ_DATA_DIR": str(data_dir), "KVIZ_QUEUE": QUEUE,
+            "KVIZ_ANALYSIS_QUEUE": ANALYSIS_QUEUE,
             "KVIZ_LAB_PREFIX": RUN_TAG[:10], "KVIZ_CHANNELS_PREFIX": RUN_TAG,
             "KVIZ_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "KVIZ_LIVE_PREFIX": f"{RUN_TAG}:live:",
@@ -137,19 +139,29 @@ class _Process:
 
 
 class Worker(_Process):
-    """`celery worker --pool=solo` on this run's queue."""
+    """A Celery worker on this run's queues: by default `--pool=solo` on both the capture and
+    the analysis queue; `pool`, `concurrency` and `queues` start one as scripts/start.sh
+    does (a thread pool on the capture queue, another worker on the analysis queue)."""
 
     ready_timeout = WORKER_START_TIMEOUT
 
-    def __init__(self, env: dict, log_path: Path, name: str = RUN_TAG):
+    def __init__(self, env: dict, log_path: Path, name: str = RUN_TAG, pool: str = "solo",
+                 concurrency: int = 1, queues: list[str] | None = None):
         super().__init__(env, log_path)
         # The node name is what a restarted worker reaps its own captures by: two workers
         # sharing a database need different names.
         self.name = name
+        self.pool = pool
+        self.concurrency = concurrency
+        self.queues = queues or [self.env.get("KVIZ_QUEUE", QUEUE),
+                                 self.env.get("KVIZ_ANALYSIS_QUEUE", ANALYSIS_QUEUE)]
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "celery", "-A", "kviz", "worker", "--pool=solo",
-                "-Q", self.env.get("KVIZ_QUEUE", QUEUE), "-n", f"{self.name}@%h",
+        pool = [f"--pool={self.pool}"]
+        if self.pool != "solo":
+            pool.append(f"--concurrency={self.concurrency}")
+        return [sys.executable, "-m", "celery", "-A", "kviz", "worker", *pool,
+                "-Q", ",".join(self.queues), "-n", f"{self.name}@%h",
                 "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]
 
     def is_ready(self, new_output: bytes) -> bool:
@@ -228,6 +240,7 @@ def service_settings(test_database_url, data_dir):
         REDIS_URL=REDIS_URL, DATA_DIR=data_dir, KVIZ_LAB_PREFIX=RUN_TAG[:10],
         KVIZ_LIVE_PREFIX=f"{RUN_TAG}:live:",
         KVIZ_HEARTBEAT_TIMEOUT=HEARTBEAT_TIMEOUT, CELERY_TASK_ALWAYS_EAGER=False,
+        CELERY_TASK_DEFAULT_QUEUE=QUEUE, KVIZ_ANALYSIS_QUEUE=ANALYSIS_QUEUE,
         CHANNEL_LAYERS={"default": redis_channel_layer(REDIS_URL, RUN_TAG)},
     )
     override.enable()
@@ -239,10 +252,10 @@ def service_settings(test_database_url, data_dir):
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
-    for pattern in (f"{RUN_TAG}*", f"_kombu.binding*.{QUEUE}"):
+    for pattern in (f"{RUN_TAG}*", f"_kombu.binding*.{QUEUE}*"):
         for key in client.scan_iter(pattern):
             client.delete(key)
-    client.delete(QUEUE)
+    client.delete(QUEUE, ANALYSIS_QUEUE)
 
 
 @pytest.fixture(scope="session")

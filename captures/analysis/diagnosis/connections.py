@@ -65,7 +65,37 @@ def _service_check(view: CaptureView, server: str) -> str:
             f"{found['name']}` (which pods are Ready behind it)")
 
 
-def unanswered(view: CaptureView, conn: dict, places: Places) -> list[dict]:
+DELIVERED_READ = 64  # answered connections to the same server read for a reference path
+
+
+class Delivered:
+    """Per server, the first message of connections to it that were answered, read once
+    (at most DELIVERED_READ of them): where a SYN that did arrive went, to compare a lost one
+    with. Read for each unanswered connection instead, a flood of them was quadratic."""
+
+    def __init__(self, view: CaptureView) -> None:
+        self.view = view
+        self.by_server: dict[str, list[int]] | None = None
+        self.read: dict[str, list[dict]] = {}
+
+    def to(self, server: str) -> list[dict]:
+        if self.by_server is None:
+            self.by_server = {}
+            for c in self.view.connections:
+                if c["handshake"] == "complete":
+                    ids = self.by_server.setdefault(c["server"], [])
+                    if len(ids) < DELIVERED_READ:
+                        ids.append(c["id"])
+        found = self.read.get(server)
+        if found is None:
+            found = self.read[server] = [
+                m for conn_id in self.by_server.get(server, ())
+                for m in self.view.of_connection(conn_id)[:1]]
+        return found
+
+
+def unanswered(view: CaptureView, conn: dict, places: Places,
+               delivered_to: Delivered | None = None) -> list[dict]:
     messages = view.of_connection(conn["id"])
     attempts = [m for m in messages if m.get("flags") == "S"]
     if not attempts:
@@ -77,8 +107,7 @@ def unanswered(view: CaptureView, conn: dict, places: Places) -> list[dict]:
             len(attempts) == 1):
         return []  # the capture ended before an answer was due: nothing to say
     places.learn(messages)
-    delivered = [m for c in view.connections if c["server"] == conn["server"]
-                 and c["handshake"] == "complete" for m in view.of_connection(c["id"])[:1]]
+    delivered = (delivered_to or Delivered(view)).to(conn["server"])
     loss = trace(attempts, delivered, places)
     if loss is None:
         return []
@@ -312,6 +341,8 @@ def diagnose(view: CaptureView, places: Places,
     outcomes: dict[int, str] = {}
     icmp = _icmp_errors(view)
     reset_by = {a["connection"]: a.get("by") for a in view.annotations if a.get("kind") == "rst"}
+    delivered = Delivered(view)
+    reused: set[int] = set()  # connections with a port_reuse finding
     for conn in view.connections:
         linked = icmp.get(conn["id"])
         icmp_rejected = (linked is not None and conn.get("handshake") != "complete"
@@ -320,11 +351,12 @@ def diagnose(view: CaptureView, places: Places,
         if conn["id"] in explained:
             pass
         elif conn.get("handshake") == "no-answer" and linked is None:
-            findings += unanswered(view, conn, places)
+            found = unanswered(view, conn, places, delivered)
+            reused.update(f["connection"] for f in found if f["kind"] == "port_reuse")
+            findings += found
         elif conn.get("handshake") in ("refused", "no-answer"):
             findings += rejected(view, conn, places, linked)
         findings += mtu_blackhole(view, conn, places)
-        if not any(f["kind"] == "port_reuse" and f["connection"] == conn["id"]
-                   for f in findings):
+        if conn["id"] not in reused:
             findings += capture_gap(view, conn)
     return findings, outcomes

@@ -68,8 +68,8 @@ def rejections(view: CaptureView) -> list[dict]:
         client, server = view.names(conn["client"]), view.names(conn["server"])
         fatal = [a for a in tls.get("alerts") or () if a["by"] == "server"
                  and a["level"] == "fatal"]
-        messages = view.of_connection(conn["id"])
         if fatal:
+            messages = view.of_connection(conn["id"])
             description = fatal[0]["description"]
             if tls.get("certificate_request") and not tls.get("client_certificate"):
                 reason = "the server required a client certificate and none was sent"
@@ -93,6 +93,7 @@ def rejections(view: CaptureView) -> list[dict]:
         refusing_client = [a for a in tls.get("alerts") or () if a["by"] == "client"
                            and a["level"] == "fatal"]
         if refusing_client:
+            messages = view.of_connection(conn["id"])
             description = refusing_client[0]["description"]
             reason = TLS_ALERT_MEANINGS.get(description, description)
             findings.append({
@@ -159,25 +160,28 @@ def mismatches(view: CaptureView) -> list[dict]:
                  if c.get("app") in ("tls", "h2") and c.get("tls")}
     for conn in view.connections:
         port = split_endpoint(conn["server"])[1]
-        messages = view.of_connection(conn["id"])
         server = _server_side(view, conn)
-        server_data = [m for m in messages if m["src"] in server and m["len"] > 0]
-        closed = any(m["src"] in server and set(m.get("flags") or "") & {"F", "R"}
-                     for m in messages)
         if conn.get("app") == "http/1.1" and not conn.get("tls"):
             expected = MESH_MTLS_PORTS.get(port) or (
                 "TLS" if port in TLS_PORTS or port in tls_ports else None)
-            answered = any(h.get("status") is not None for h in view.http
-                           if h["connection"] == conn["id"])
-            if expected and not answered and not server_data and closed:
+            if not expected or view.answered(conn["id"]):
+                continue
+            messages = view.of_connection(conn["id"])
+            server_data = any(m["src"] in server and m["len"] > 0 for m in messages)
+            closed = any(m["src"] in server and set(m.get("flags") or "") & {"F", "R"}
+                         for m in messages)
+            if not server_data and closed:
                 request = next((m for m in messages if m["phase"] == "request"), None)
                 findings.append(_mismatch(view, conn, expected, "plaintext HTTP", request,
                                           messages))
-        elif conn.get("tls") and any(m["src"] in server and m["label"].startswith("HTTP ")
-                                     for m in messages):
-            response = next(m for m in messages if m["src"] in server
-                            and m["label"].startswith("HTTP "))
-            findings.append(_mismatch(view, conn, "plaintext HTTP", "TLS", response, messages))
+        elif conn.get("tls") and not conn["tls"].get("version"):
+            # A server that answers TLS in plaintext never sent a ServerHello (no version)
+            messages = view.of_connection(conn["id"])
+            response = next((m for m in messages if m["src"] in server
+                             and m["label"].startswith("HTTP ")), None)
+            if response is not None:
+                findings.append(_mismatch(view, conn, "plaintext HTTP", "TLS", response,
+                                          messages))
     return findings
 
 

@@ -12,6 +12,7 @@ the whole timeout.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import itertools
 
@@ -41,27 +42,54 @@ def search_expansions(view: CaptureView) -> list[dict]:
     findings = []
     for client, exchanges in by_client.items():
         exchanges.sort(key=lambda e: e["t"])
-        first_asked: dict[str, dict] = {}
-        for exchange in exchanges:
-            first_asked.setdefault(exchange["name"].rstrip("."), exchange)
-        for name, first in first_asked.items():
+        lookups = _Lookups(exchanges)
+        for name, first in lookups.first_asked.items():
             # The search list walked first: names with a suffix, failed, before the name.
-            tried = [e for e in exchanges
-                     if e["name"].rstrip(".").startswith(name + ".")
-                     and first["t"] - SEARCH_WINDOW_S <= e["t"] <= first["t"] and _failed(e)]
+            tried = lookups.failed_under(name, first["t"] - SEARCH_WINDOW_S, first["t"])
             if tried and first["rcode"] is not None:
-                findings.append(_expansion(view, client, name, first, tried, exchanges))
+                own = lookups.of_name(name, first["t"] - 1e-6, first["t"] + SEARCH_WINDOW_S)
+                findings.append(_expansion(view, client, name, first, tried, own))
     return findings
 
 
-def _expansion(view, client, name, final, tried, exchanges) -> dict:
+class _Lookups:
+    """One client's exchanges (in time order), indexed so that each name costs what its
+    labels cost rather than a scan of every exchange: a client that asks many names would
+    otherwise make the search quadratic."""
+
+    def __init__(self, exchanges: list[dict]) -> None:
+        self.first_asked: dict[str, dict] = {}
+        self.by_name: dict[str, list[dict]] = {}
+        # "a.b" -> failed exchanges whose name is "a.b.<something>", in time order
+        self.failed_by_prefix: dict[str, list[dict]] = {}
+        for exchange in exchanges:
+            name = exchange["name"].rstrip(".")
+            self.first_asked.setdefault(name, exchange)
+            self.by_name.setdefault(name, []).append(exchange)
+            if _failed(exchange):
+                labels = name.split(".")
+                for cut in range(1, len(labels)):
+                    self.failed_by_prefix.setdefault(".".join(labels[:cut]), []).append(
+                        exchange)
+
+    @staticmethod
+    def _within(exchanges: list[dict], start: float, end: float) -> list[dict]:
+        times = [e["t"] for e in exchanges]
+        return exchanges[bisect.bisect_left(times, start):bisect.bisect_right(times, end)]
+
+    def failed_under(self, name: str, start: float, end: float) -> list[dict]:
+        return self._within(self.failed_by_prefix.get(name, []), start, end)
+
+    def of_name(self, name: str, start: float, end: float) -> list[dict]:
+        return self._within(self.by_name.get(name, []), start, end)
+
+
+def _expansion(view, client, name, final, tried, own) -> dict:
     search: list[str] = []
     for exchange in tried:
         suffix = exchange["name"].rstrip(".")[len(name) + 1:]
         if suffix not in search:
             search.append(suffix)
-    own = [e for e in exchanges if e["name"].rstrip(".") == name
-           and final["t"] - 1e-6 <= e["t"] <= final["t"] + SEARCH_WINDOW_S]
     nxdomain = sum(1 for e in tried if e["rcode"] == "NXDOMAIN")
     extra_ms = round((final["t"] - tried[0]["t"]) * 1000, 3)
     answered = [e for e in own if e["answers"]]
@@ -89,6 +117,10 @@ def _expansion(view, client, name, final, tried, exchanges) -> dict:
 
 def retries(view: CaptureView, places: Places) -> list[dict]:
     findings = []
+    asked: dict[tuple[str, str], list[dict]] = {}  # (client, name) -> its exchanges
+    for exchange in view.dns:
+        if exchange["t"] is not None:
+            asked.setdefault((exchange["client"], exchange["name"]), []).append(exchange)
     for exchange in view.dns:
         if not exchange.get("retries") or _multicast(exchange["server"]):
             continue  # mDNS and LLMNR ask again by design, and nobody need answer
@@ -105,7 +137,7 @@ def retries(view: CaptureView, places: Places) -> list[dict]:
         lost_copies = queries[:-1] if answers else queries
         delivered = queries[-1:] if answers else []
         loss = trace(lost_copies, delivered, places) if lost_copies else None
-        twin = _twin(view, exchange)
+        twin = _twin(asked, exchange)
         name = f"{exchange['type']} {exchange['name']}"
         client = view.names(exchange["client"])
         result = (f"answered after {waited_ms:g} ms" if exchange["rcode"] is not None
@@ -150,15 +182,14 @@ def _multicast(endpoint: str) -> bool:
         return False
 
 
-def _twin(view: CaptureView, exchange: dict) -> dict | None:
+def _twin(asked: dict[tuple[str, str], list[dict]], exchange: dict) -> dict | None:
     """The other address family's query for the same name from the same socket, sent
     within a few milliseconds of this one."""
     if exchange["t"] is None:
         return None
-    for other in view.dns:
-        if (other is not exchange and other["client"] == exchange["client"]
-                and other["name"] == exchange["name"] and other["type"] != exchange["type"]
-                and other["t"] is not None and abs(other["t"] - exchange["t"]) < 0.05):
+    for other in asked.get((exchange["client"], exchange["name"]), ()):
+        if (other is not exchange and other["type"] != exchange["type"]
+                and abs(other["t"] - exchange["t"]) < 0.05):
             return other
     return None
 

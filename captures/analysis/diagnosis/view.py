@@ -10,12 +10,18 @@ finished document (tests, other tools).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..identity import Identity
 from ..records import split_endpoint
 from ..words import Names
+
+# Messages kept decoded between rules. Rules read one connection's messages at a time, several
+# rules the same connection's: a few connections' worth saves reading them again, while keeping
+# every message fetched would grow with the capture (330 MB at 200k packets).
+CACHED_MESSAGES = 4096
 
 
 @dataclass
@@ -45,21 +51,43 @@ class CaptureView:
         self.by_ip = _Directory({p["ip"]: p for p in self.participants}, self.describe)
         self.names = Names(self.participants)
         self.names.by_ip = self.by_ip
-        self._messages: dict[int, dict] = {}
+        self._messages: OrderedDict[int, dict] = OrderedDict()
+        self._answered: set[int] | None = None
 
     # -- messages ------------------------------------------------------------------------------
 
     def messages(self, ids: Iterable[int]) -> list[dict]:
-        wanted = [i for i in ids if i not in self._messages]
+        """The messages with these ids, in the order asked (ids not in the capture left out)."""
+        ids = list(ids)
+        cache = self._messages
+        found = {}
+        wanted = []
+        for ident in ids:
+            message = cache.get(ident)
+            if message is None:
+                wanted.append(ident)
+            else:
+                cache.move_to_end(ident)
+                found[ident] = message
         if wanted:
-            self._messages.update(self.fetch(wanted))
-        return [self._messages[i] for i in ids if i in self._messages]
+            fetched = self.fetch(wanted)
+            found.update(fetched)
+            cache.update(fetched)
+            while len(cache) > CACHED_MESSAGES:
+                cache.popitem(last=False)
+        return [found[i] for i in ids if i in found]
 
     def of_connection(self, conn_id: int) -> list[dict]:
         return self.messages(self.connection_messages.get(conn_id, ()))
 
     def of_exchange(self, exchange: dict) -> list[dict]:
         return self.messages(exchange.get("messages", ()))
+
+    def answered(self, conn_id: int) -> bool:
+        """Whether an HTTP request of this connection got a response."""
+        if self._answered is None:
+            self._answered = {h["connection"] for h in self.http if h.get("status") is not None}
+        return conn_id in self._answered
 
     # -- what names what -----------------------------------------------------------------------
 

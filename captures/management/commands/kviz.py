@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 SUBCOMMANDS = {
     "analyze": "captures.cli.analyze",
     "demo": "captures.cli.demo",
+    "diff": "captures.cli.diff",
     "lab": "captures.cli.lab",
     "token": "captures.cli.token",
 }

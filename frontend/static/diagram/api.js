@@ -1,3 +1,5 @@
+import { matchRows, readIndex, relayout, withShown } from "./fold.js";
+
 // Talking to the server: the diagram endpoints (docs/api.md, "Diagram") under one base URL,
 // `/api/captures/<id>/` for the owner or `/api/share/<token>/` for a share link.
 
@@ -25,16 +27,26 @@ export class Api {
     return body;
   }
 
+  // A binary answer (the row index) as an ArrayBuffer, or null when the server has none.
+  async buffer(path) {
+    const response = await fetch(this.base + path, { credentials: "same-origin" });
+    if (!response.ok) return null;
+    return response.arrayBuffer();
+  }
+
   url(path) { return this.base + path; }
 }
+
+function shown(y) { return y !== null && y !== undefined && y === y; } // y === y: not NaN
 
 // One layout variant (fold / expanded folds / closed phases): its head at once, its rows in
 // chunks as they scroll into view. Rows are never re-derived here; only fetched and cached.
 export class LayoutSource {
-  constructor(api, head, query) {
+  constructor(api, head, query, index = null) {
     this.api = api;
     this.head = head;
     this.query = query;
+    this.index = index; // the row index (fold.js), when the server has one
     this.chunks = new Map(); // chunk number -> rows array, or a pending Promise
     this.onChunk = () => {};
     this.indexDrawn();
@@ -47,32 +59,79 @@ export class LayoutSource {
     return "?" + parts.join("&");
   }
 
+  // The head first (the first screen needs nothing else); the row index follows
+  // (`ensureIndex`), for folding and filtering without the server.
   static async load(api, fold, expanded, collapsed) {
     const query = LayoutSource.query(fold, expanded, collapsed);
-    return new LayoutSource(api, await api.json("layout/" + query), query);
+    // The lean head: no connections (fetched for the filters after the first paint, main.js)
+    // and no annotations (the rows' badges carry their words).
+    const source = new LayoutSource(api, await api.json("layout/" + query + "&part=lean"), query);
+    source.indexPath = "layout/" + query + "&part=index";
+    return source;
+  }
+
+  // The row index, fetched once: after the first screen (at 1M arrows the head and the index
+  // are tens of MB each, and the first screen needs only the head), or when a fold or a filter
+  // needs it first. Resolves to the index, or null when the server has none.
+  ensureIndex() {
+    if (this.index || !this.indexPath) return Promise.resolve(this.index);
+    this.indexReady ??= this.api.buffer(this.indexPath).catch(() => null).then((buffer) => {
+      let index = null;
+      try { index = buffer ? readIndex(buffer) : null; } catch { index = null; }
+      this.index = index && index.count === this.head.row_count ? index : null;
+      return this.index;
+    });
+    return this.indexReady;
+  }
+
+  // The same capture with folds and phases chosen anew, laid out here from the row index
+  // (fold.js) over the same row chunks: no request, whatever the size.
+  variant(fold, expanded, collapsed) {
+    const head = relayout(this.index, this.head, { fold, expand: expanded, collapse: collapsed });
+    const source = new LayoutSource(this.api, head, this.query, this.index);
+    source.chunks = this.chunks;
+    return source;
+  }
+
+  // Rows matching a filter, from the index ({match, count}); null without an index.
+  match(choice) {
+    return this.index ? matchRows(this.index, this.head.phases, choice) : null;
   }
 
   // Drawn rows (y not null) as two typed arrays, in y order, for binary search by scroll
   // position: 100k rows cost ~1 MB here instead of 100k objects.
+  // `head.ys` is the server's array (null: hidden) or a Float64Array made here (NaN: hidden).
   indexDrawn() {
     const ys = this.head.ys;
     let count = 0;
-    for (let i = 0; i < ys.length; i++) if (ys[i] !== null) count++;
+    for (let i = 0; i < ys.length; i++) if (shown(ys[i])) count++;
     this.drawnY = new Float64Array(count);
     this.drawnIndex = new Int32Array(count);
     let k = 0;
     for (let i = 0; i < ys.length; i++) {
-      if (ys[i] !== null) { this.drawnY[k] = ys[i]; this.drawnIndex[k] = i; k++; }
+      if (shown(ys[i])) { this.drawnY[k] = ys[i]; this.drawnIndex[k] = i; k++; }
     }
+  }
+
+  // Row `index`'s y, or null when it is hidden (folded, in a closed phase, filtered out).
+  yOf(index) {
+    const y = this.head.ys[index];
+    return shown(y) ? y : null;
   }
 
   get rowCount() { return this.head.row_count; }
 
   row(index) {
+    // (a neighbour of the first or last drawn row is asked for as index undefined)
+    if (!(index >= 0 && index < this.rowCount)) return null;
     const size = this.head.chunk_rows;
     const number = Math.floor(index / size);
     const chunk = this.chunks.get(number);
-    if (Array.isArray(chunk)) return chunk[index - number * size] || null;
+    if (Array.isArray(chunk)) {
+      const row = chunk[index - number * size] || null;
+      // A layout made here writes badges under other arrows than the server's did.
+      return row && this.head.shown ? withShown(row, this.head.shown[index]) : row;
+    }
     if (!chunk) this.fetchChunk(number);
     return null;
   }
@@ -108,14 +167,25 @@ export class LayoutSource {
       }
     };
     await Promise.all([worker(), worker(), worker(), worker()]);
-    const head = this.head, ys = head.ys, count = this.rowCount;
+    const count = this.rowCount;
     const match = new Uint8Array(count);
-    let matching = 0, folded = 0;
     for (let i = 0; i < count; i++) {
       const row = this.row(i);
-      if (row && keep(row)) { match[i] = 1; matching++; if (ys[i] === null) folded++; }
+      if (row && keep(row)) match[i] = 1;
     }
-    const newYs = new Array(count).fill(null);
+    return this.filteredBy(match);
+  }
+
+  // The same as `filtered`, with the matching rows given (1 in `match`): from the row index,
+  // no chunk is fetched.
+  filteredBy(match) {
+    const head = this.head, ys = head.ys, count = this.rowCount;
+    const groupOf = this.index ? this.index.group : null;
+    let matching = 0, folded = 0;
+    for (let i = 0; i < count; i++) {
+      if (match[i]) { matching++; if (!shown(ys[i])) folded++; }
+    }
+    const newYs = new Float64Array(count).fill(NaN);
     let removed = 0;
     for (let k = 0; k < this.drawnY.length; k++) {
       const i = this.drawnIndex[k];
@@ -126,15 +196,16 @@ export class LayoutSource {
     const phases = head.phases.map((phase) => ({ ...phase, y_top: null, y_bottom: null }));
     const span = new Map();
     for (let i = 0; i < count; i++) {
-      const group = newYs[i] === null ? null : this.row(i).group;
-      if (group === null || group === undefined) continue;
+      if (newYs[i] !== newYs[i]) continue; // NaN: not kept
+      const group = groupOf ? groupOf[i] : this.row(i).group;
+      if (group === null || group === undefined || group < 0) continue;
       const seen = span.get(group);
       if (seen) seen[1] = newYs[i]; else span.set(group, [newYs[i], newYs[i]]);
     }
     for (const [group, [top, bottom]] of span) {
       const phase = head.phases[group];
-      const above = (ys[phase.first_row] ?? top) - (phase.y_top ?? top);
-      const below = (phase.y_bottom ?? bottom) - (ys[phase.last_row] ?? bottom);
+      const above = (this.yOf(phase.first_row) ?? top) - (phase.y_top ?? top);
+      const below = (phase.y_bottom ?? bottom) - (this.yOf(phase.last_row) ?? bottom);
       phases[group].y_top = Math.max(head.size.lane_head_height, top - Math.max(above, 0));
       phases[group].y_bottom = bottom + Math.max(below, 0);
     }
@@ -144,7 +215,7 @@ export class LayoutSource {
       folds: head.folds.map((fold) => ({ ...fold, y: null })),
       size: { ...head.size, height: Math.max(head.size.lane_head_height + 40, head.size.height - removed) },
     };
-    const source = new LayoutSource(this.api, filteredHead, this.query);
+    const source = new LayoutSource(this.api, filteredHead, this.query, this.index);
     source.chunks = this.chunks;
     Object.assign(source, { matching, folded, base: this });
     return source;
@@ -176,8 +247,8 @@ export class LayoutSource {
   }
 
   drawnPosition(index) {
-    const y = this.head.ys[index];
-    if (y === null || y === undefined) return -1;
+    const y = this.yOf(index);
+    if (y === null) return -1;
     return this.firstDrawnAt(y);
   }
 }

@@ -29,7 +29,8 @@ export function renderRowDetails(panel, row, head, options) {
     ${hops ? `<h4>Seen at</h4><table class="kd-hops"><tbody>${hops}</tbody></table>` : ""}
     <section class="kd-notes" data-target="message:${row.message}"></section>
     <h4>Frame bytes</h4><pre class="kd-hex">${options.frames ? "loading…" : "not included in this share link"}</pre>
-    <h4>Dissection (tshark)</h4><div class="kd-tree">${options.frames ? "loading…" : "—"}</div>`;
+    <h4>Packet details</h4><div class="kd-lines">${options.frames ? "loading…" : "—"}</div>
+    <h4>Fields (tshark)</h4><div class="kd-tree">${options.frames ? "loading…" : "—"}</div>`;
 }
 
 export function renderPhaseDetails(panel, phase, head) {
@@ -45,16 +46,19 @@ export function renderPhaseDetails(panel, phase, head) {
 export async function loadFrame(panel, api, frame) {
   const hex = panel.querySelector(".kd-hex");
   const tree = panel.querySelector(".kd-tree");
-  if (!frame) { hex.textContent = "no frame"; tree.textContent = "—"; return; }
+  const lines = panel.querySelector(".kd-lines");
+  if (!frame) { hex.textContent = "no frame"; tree.textContent = lines.textContent = "—"; return; }
   try {
     const doc = await api.json(`frames/${frame[0]}/${frame[1]}/`);
     hex.textContent = hexDump(doc.hex);
+    lines.innerHTML = "";
+    lines.appendChild(linesOf(doc.details || [], true));
     tree.innerHTML = "";
     tree.appendChild(treeOf(doc.layers, true));
     tree.dataset.protocols = doc.protocols;
   } catch (error) {
     hex.textContent = `could not load the frame: ${error.message}`;
-    tree.textContent = "—";
+    tree.textContent = lines.textContent = "—";
   }
 }
 
@@ -72,6 +76,28 @@ export function hexDump(hex) {
     lines.push(`${offset.toString(16).padStart(4, "0")}  ${bytes.join(" ").padEnd(47)}  ${ascii}`);
   }
   return lines.join("\n");
+}
+
+// Wireshark's packet details ("Internet Protocol Version 4, Src: …") as nested <details>:
+// each protocol's line, open but for the Frame; what it holds, closed. Text, never HTML.
+function linesOf(nodes, top) {
+  const list = document.createElement("ul");
+  list.className = top ? "kd-layers" : "kd-subtree";
+  for (const node of nodes) {
+    const item = document.createElement("li");
+    if (node.children && node.children.length) {
+      const details = document.createElement("details");
+      if (top) details.open = !node.text.startsWith("Frame ");
+      const summary = document.createElement("summary");
+      summary.textContent = node.text;
+      details.append(summary, linesOf(node.children, false));
+      item.appendChild(details);
+    } else {
+      item.textContent = node.text;
+    }
+    list.appendChild(item);
+  }
+  return list;
 }
 
 // tshark's JSON tree as nested <details>: layers open at the top, their subtrees closed.

@@ -37,7 +37,7 @@ class Diagram {
       onTogglePhase: (id) => this.togglePhase(id),
       onDrawn: (pending) => this.drawn(pending),
     });
-    exportButtons(root.querySelector(".kd-exports"), this.api, this.name);
+    this.exports = exportButtons(root.querySelector(".kd-exports"), this.api, this.name);
     this.clearButton = root.querySelector(".kd-clear-filters");
     root.querySelectorAll(".kd-filter").forEach((select) =>
       select.addEventListener("change", () => this.applyFilter()));
@@ -49,7 +49,7 @@ class Diagram {
     root.querySelector(".kd-fold-all")?.addEventListener("change", (event) => {
       this.fold = event.target.checked;
       this.expanded.clear();
-      this.reload();
+      this.reload().catch(() => {});
     });
     root.addEventListener("keydown", (event) => this.key(event));
     window.addEventListener("hashchange", () => this.followHash());
@@ -69,14 +69,24 @@ class Diagram {
 
   // -- loading ---------------------------------------------------------------------------------
 
+  // The first layout comes from the server; with its row index (fold.js), every later choice
+  // of folds and phases is laid out here, over the same row chunks.
   async reload(keepRow = this.firstVisibleRow()) {
-    this.say("loading the diagram…");
     let source;
-    try {
-      source = await LayoutSource.load(this.api, this.fold, [...this.expanded], [...this.collapsed]);
-    } catch (error) {
-      this.say(error.status === 409 ? "the analysis is not ready yet" : `no diagram: ${error.message}`);
-      throw error;
+    if (!this.origin && this.first) {
+      if (await this.first.ensureIndex()) this.origin = this.first;
+    }
+    if (this.origin) {
+      source = this.origin.variant(this.fold, [...this.expanded], [...this.collapsed]);
+    } else {
+      this.say("loading the diagram…");
+      try {
+        source = await LayoutSource.load(this.api, this.fold, [...this.expanded], [...this.collapsed]);
+      } catch (error) {
+        this.say(error.status === 409 ? "the analysis is not ready yet" : `no diagram: ${error.message}`);
+        throw error;
+      }
+      this.first = source;
     }
     this.base = source;
     this.root.dataset.rows = source.rowCount;
@@ -85,8 +95,8 @@ class Diagram {
     this.source = source;
     this.view.filter = () => true; // a layout is filtered by leaving rows out, not dimming them
     this.view.setSource(source);
-    if (keepRow >= 0 && source.head.ys[keepRow] !== null && source.head.ys[keepRow] !== undefined) {
-      this.view.scroll.scrollTop = Math.max(0, source.head.ys[keepRow] - 90);
+    if (keepRow >= 0 && source.yOf(keepRow) !== null) {
+      this.view.scroll.scrollTop = Math.max(0, source.yOf(keepRow) - 90);
     }
     this.view.select(this.selected, false);
     this.sayCount();
@@ -155,17 +165,31 @@ class Diagram {
       this.firstPaint = performance.now();
       this.root.dataset.firstPaint = String(Math.round(this.firstPaint));
       performance.mark("kviz-diagram-first-paint");
+      if (this.fillLater) setTimeout(() => this.fillFilters(), 0);
+      const first = this.first;
+      first?.ensureIndex().then((index) => { if (index && this.first === first) this.origin = first; });
     }
   }
 
   // -- filters, folding --------------------------------------------------------------------------
 
-  fillFilters() {
+  // After the first screen is drawn: a capture of 100k arrows has thousands of connections, and
+  // a select of thousands of options costs the page a layout it need not wait for.
+  async fillFilters() {
+    if (this.firstPaint === null) { this.fillLater = true; return; }
+    this.fillLater = false;
     const head = this.base.head; // every lane and connection, whatever the filter leaves
+    if (!head.connections) { // the lean head (api.js, load)
+      this.connections ??= this.api.json(`layout/${this.base.query}&part=connections`)
+        .then((doc) => doc.connections || []).catch(() => []);
+      head.connections = await this.connections;
+    }
     const fill = (name, options) => {
       const select = this.root.querySelector(`.kd-filter[data-filter="${name}"]`);
       if (!select || select.options.length > 1) return;
-      for (const [value, label] of options) select.add(new Option(label, value));
+      const all = document.createDocumentFragment(); // one insertion, not one per option
+      for (const [value, label] of options) all.appendChild(new Option(label, value));
+      select.appendChild(all);
     };
     fill("connection", [["none", "no connection (DNS, ICMP)"],
       ...(head.connections || []).map((c) => [String(c.id), `${c.id}: ${c.client} → ${c.server}`])]);
@@ -174,6 +198,7 @@ class Diagram {
 
   sayCount() {
     const source = this.source;
+    this.updateExports();
     if (source.matching !== undefined) {
       this.say(`${source.matching} of ${source.rowCount} arrows` +
         (source.folded ? ` (${source.folded} of them inside folded repeats)` : ""));
@@ -184,7 +209,26 @@ class Diagram {
     this.root.dataset.matching = source.matching ?? source.rowCount;
   }
 
+  // The exports draw this view; they need its size and the folded view's to say when a
+  // picture is too long (export.js).
+  updateExports() {
+    const source = this.source;
+    if (!source || source.head.provisional || !this.exports) return;
+    if (this.fold && !this.expanded.size && !this.collapsed.size && !this.choice) {
+      this.foldedArrows = source.drawnY.length; // this view is the folded one
+    } else if (this.foldedArrows === undefined && this.origin) {
+      this.foldedArrows = this.origin.variant(true, [], []).drawnY.length;
+    }
+    this.exports.update({
+      fold: this.fold, choice: this.choice, filtered: Boolean(this.choice),
+      arrows: source.drawnY.length, height: source.head.size.height,
+      foldedArrows: this.foldedArrows ?? source.drawnY.length,
+    });
+  }
+
   async filterOf(base, keep) {
+    if (!base.index) await base.ensureIndex();
+    if (base.index && this.choice) return base.filteredBy(base.match(this.choice).match);
     return base.filtered(keep, (done, total) => {
       if (total > 1) this.say(`filtering: ${done} of ${total} parts of the diagram loaded…`);
     });
@@ -209,6 +253,7 @@ class Diagram {
       return true;
     } : null;
     const keep = this.filter;
+    this.choice = active ? { connection, lane, phase } : null;
     this.keep = keep; // the layout, once a live capture has one, is filtered by reload()
     if (!this.base || this.source.head.provisional) {
       this.view.setFilter(keep || (() => true));
@@ -221,7 +266,7 @@ class Diagram {
     this.source = source;
     this.view.scroll.scrollTop = 0;
     this.view.setSource(source);
-    this.view.select(source.head.ys[this.selected] != null ? this.selected : -1, true);
+    this.view.select(source.yOf(this.selected) !== null ? this.selected : -1, true);
     this.sayCount();
     this.root.dataset.state = "ready";
   }
@@ -233,12 +278,12 @@ class Diagram {
       this.source.head.folds.forEach((f) => { if (f.id !== id) this.expanded.add(f.id); });
       this.root.querySelector(".kd-fold-all").checked = true;
     } else if (fold.collapsed) this.expanded.add(id); else this.expanded.delete(id);
-    this.reload();
+    return this.reload();
   }
 
   togglePhase(id) {
     if (this.collapsed.has(id)) this.collapsed.delete(id); else this.collapsed.add(id);
-    this.reload();
+    return this.reload();
   }
 
   // -- selection, details ------------------------------------------------------------------------
@@ -324,11 +369,20 @@ class Diagram {
 
   // `#m-<message id>`: scroll to that arrow, open folds or phases hiding it, highlight it.
   async followHash() {
+    if (!location.hash.startsWith("#m-")) return;  // the page's own anchors (#sharing)
     const match = /^#m-(\d+)$/.exec(location.hash);
-    if (!match || !this.source || this.source.head.provisional) return;
+    if (!this.source || this.source.head.provisional) return;
+    // A link that names no arrow says so, rather than leaving the reader at the top.
+    if (!match) {
+      this.say(`the link's ${location.hash.slice(0, 40)} names no message: it should read #m-<number>`);
+      return;
+    }
     const index = this.source.rowOfMessage(Number(match[1]));
-    if (index < 0) return;
-    if (this.source.head.ys[index] === null) {
+    if (index < 0) {
+      this.say(`message ${match[1]} is not in this capture's diagram (the link may be for another capture)`);
+      return;
+    }
+    if (this.source.yOf(index) === null) {
       const row = await this.source.rowAsync(index);
       if (row.fold !== null) this.expanded.add(row.fold);
       if (row.group !== null) this.collapsed.delete(row.group);

@@ -239,7 +239,7 @@ export class DiagramView {
   select(index, scrollIntoView) {
     this.selected = index;
     if (scrollIntoView && index >= 0) {
-      const y = this.source.head.ys[index];
+      const y = this.source.yOf ? this.source.yOf(index) : this.source.head.ys[index];
       if (y !== null && y !== undefined) {
         const view = this.scroll;
         const margin = 80;

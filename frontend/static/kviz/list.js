@@ -21,10 +21,14 @@ function update(c) {
   setBadge(row.querySelector('[data-field="status"]'), c.status);
   row.querySelector('[data-field="packets"]').textContent = c.counters.packets;
   row.querySelector('[data-field="bytes"]').textContent = formatBytes(c.counters.bytes);
-  row.querySelector('[data-field="elapsed"]').textContent = `${c.counters.elapsed.toFixed(1)} s`;
+  if (c.target?.kind !== "upload") {
+    row.querySelector('[data-field="elapsed"]').textContent = `${c.counters.elapsed.toFixed(1)} s`;
+  }
   const bar = row.querySelector('[data-field="progress"]');
   const value = progress(c);
-  if (value === null) bar.removeAttribute("value"); else bar.value = value;
+  if (bar && FINAL.has(c.status)) bar.remove();  // finished: nothing left in progress
+  else if (bar && value === null) bar.removeAttribute("value");
+  else if (bar) bar.value = value;
   const link = row.querySelector("a");
   link.href = FINAL.has(c.status) ? `/captures/${c.id}/` : `/captures/${c.id}/live/`;
   return true;

@@ -12,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = { lastSeq: 0, ranges: [], gaps: 0, thinned: 0, status: root?.dataset.status,
                 elapsed: Number(root?.dataset.elapsed || 0), elapsedAt: performance.now(),
-                retry: 0, socket: null, places: false };
+                retry: 0, socket: null, places: false, seen: 0 };
 
 function noteSeq(seq) {
   if (seq > state.lastSeq + 1 && state.lastSeq > 0) state.gaps += 1;
@@ -26,7 +26,10 @@ function noteSeq(seq) {
 
 function showCounters(counters) {
   if (!counters) return;
-  $("live-packets").textContent = counters.packets;
+  // The counters are the recorder's as last saved, which can trail the rows this page
+  // already holds (each event counts as seen every row and thinned packet it carried):
+  // never show fewer packets than the table has.
+  $("live-packets").textContent = Math.max(counters.packets, state.seen);
   $("live-bytes").textContent = formatBytes(counters.bytes);
   state.elapsed = counters.elapsed;
   state.elapsedAt = performance.now();
@@ -82,6 +85,7 @@ function handle(event) {
   if (event.kind === "error" || typeof event.seq !== "number") return;
   if (event.seq <= state.lastSeq) return;  // already shown (the server should never resend)
   noteSeq(event.seq);
+  if (event.kind === "batch") state.seen += (event.rows || []).length + (event.thinned || 0);
   showCounters(event.counters);
   if (event.kind === "batch") {
     if (event.redacted) $("live-redacted").hidden = false;
