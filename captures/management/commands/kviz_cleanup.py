@@ -10,12 +10,14 @@ docker-compose.yml as a service that repeats it (`--every SECONDS`).
 import json
 import signal
 import sys
-import threading
+import time
 
 from django.core.management.base import BaseCommand
 from django.db import connection
 
 from captures.jobs import retention
+
+STOP_POLL_S = 0.2  # how soon a stop is seen while waiting for the next pass
 
 
 class Command(BaseCommand):
@@ -32,11 +34,13 @@ class Command(BaseCommand):
         if options["every"] <= 0:
             self.once(options)
             return
-        stopped = threading.Event()
-        # As PID 1 of a container, a process without a handler ignores SIGTERM.
-        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-        signal.signal(signal.SIGINT, lambda *_: stopped.set())
-        while not stopped.is_set():
+        # As PID 1 of a container, a process without a handler ignores SIGTERM. The handler
+        # only sets a flag: one that set a threading.Event would take the Event's lock, and
+        # deadlock when the signal lands while this thread holds it (inside Event.wait).
+        stopped = []
+        signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+        signal.signal(signal.SIGINT, lambda *_: stopped.append(True))
+        while not stopped:
             try:
                 self.once(options)
             except Exception as exc:  # the database away for a while: try again next time
@@ -44,7 +48,9 @@ class Command(BaseCommand):
             finally:
                 connection.close()
             sys.stdout.flush()
-            stopped.wait(options["every"])
+            deadline = time.monotonic() + options["every"]
+            while not stopped and (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(left, STOP_POLL_S))
 
     def once(self, options):
         report = retention.cleanup(dry_run=options["dry_run"])
