@@ -629,11 +629,8 @@ def reanalyse(capture_id) -> bool:
     capture = Capture.objects.filter(id=capture_id).first()
     if capture is None or not capture.is_terminal or not capture.analysis_path:
         return False
-    try:
-        result = analyse(capture)
-    except CaptureError as exc:
-        Capture.objects.filter(id=capture.id).update(
-            log=append_log(capture.log, f"analysis failed: {exc}"))
+    result = _analysis_or_log(capture)
+    if result is None:
         return False
     Capture.objects.filter(id=capture.id).update(**result)
     return True
@@ -644,12 +641,19 @@ def analyse_interrupted(capture_id) -> bool:
     capture = Capture.objects.filter(id=capture_id, status=Status.INTERRUPTED).first()
     if capture is None or capture.analysis_path:
         return False
-    try:
-        result = analyse(capture)
-    except CaptureError as exc:
-        Capture.objects.filter(id=capture.id).update(
-            log=append_log(capture.log, f"analysis failed: {exc}"))
+    result = _analysis_or_log(capture)
+    if result is None:
         return False
     Capture.objects.filter(id=capture.id, status=Status.INTERRUPTED).update(
         packets=result["summary"]["packets"], **result)
     return True
+
+
+def _analysis_or_log(capture: Capture) -> dict | None:
+    """analyse(capture), or None with the reason in the capture's log."""
+    try:
+        return analyse(capture)
+    except CaptureError as exc:
+        Capture.objects.filter(id=capture.id).update(
+            log=append_log(capture.log, f"analysis failed: {exc}"))
+        return None
