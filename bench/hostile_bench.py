@@ -37,7 +37,6 @@ import os
 import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ from analyze_bench import CACHE, PYTHON, Procs, read_line  # noqa: E402
 from captures.analysis import pcapfile  # noqa: E402
 from captures.analysis.packets import decode_frame  # noqa: E402
 from captures.analysis.pcapfile import Warnings, read_frames  # noqa: E402
-from captures.analysis.pcapmerge import END_OF_OPTIONS, block, option, section_header  # noqa: E402
+from captures.analysis.pcapmerge import interface_block, packet_block, section_header  # noqa: E402
 
 TRAFFIC = str(BENCH / "traffic_hostile.py")
 # Full-size counts; --scale multiplies them.
@@ -188,18 +187,6 @@ def count_packets(path: Path) -> int:
         return sum(1 for _ in frames_of(path))
     finally:
         pcapfile.MAX_INTERFACES = bound
-
-
-def interface_block(linktype: int, name: str) -> bytes:
-    """An IDB with its name and microsecond timestamps (the resolution dumpcap records in)."""
-    return block(1, struct.pack("<HHI", linktype, 0, 0) + option(2, name.encode())
-                 + option(9, bytes([6])) + END_OF_OPTIONS)
-
-
-def packet_block(interface: int, seconds: float, data: bytes) -> bytes:
-    ticks = round(seconds * 1e6)
-    return block(6, struct.pack("<IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF,
-                                len(data), len(data)) + data)
 
 
 def make_dns(out: Path, queries: int) -> dict:

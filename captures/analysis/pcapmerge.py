@@ -46,6 +46,21 @@ def section_header(application: str = "kviz") -> bytes:
                  + option(4, application.encode()) + END_OF_OPTIONS)
 
 
+def interface_block(linktype: int, name: str, resolution: int = 6) -> bytes:
+    """An interface with its name, its timestamps in units of 10^-resolution s (6: the
+    microseconds dumpcap records in)."""
+    return block(1, struct.pack("<HHI", linktype, 0, 0) + option(2, name.encode())
+                 + option(9, bytes([resolution])) + END_OF_OPTIONS)
+
+
+def packet_block(interface: int, seconds: float, data: bytes, resolution: int = 6) -> bytes:
+    """A recorded frame's bytes at another time or on another interface (its interface's
+    `resolution`)."""
+    ticks = round(seconds * 10**resolution)
+    return block(6, struct.pack("<IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF,
+                                len(data), len(data)) + data)
+
+
 @dataclass(frozen=True)
 class MergeInput:
     """One file to merge: its path, and how to name its interfaces."""

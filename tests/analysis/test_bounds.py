@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 from captures.analysis import analyze_files, dns, engine, hops, identity, pcapfile, reassembly
 from captures.analysis import tcp as tcpmod
 from captures.analysis.packets import decode_frame
-from captures.analysis.pcapmerge import END_OF_OPTIONS, block, option, section_header
+from captures.analysis.pcapmerge import interface_block, packet_block, section_header
 from tests.support.corpus import corpus_files
 from tests.support.netns import capture, namespaces, require_netns, routed, run
 
@@ -86,17 +85,6 @@ def frames(path: Path) -> list:
     with open(path, "rb") as fp:
         _linktypes, read = pcapfile.read_frames(fp, 0, pcapfile.Warnings(), str(path))
         return list(read)
-
-
-def interface_block(linktype: int, name: str) -> bytes:
-    return block(1, struct.pack("<HHI", linktype, 0, 0) + option(2, name.encode())
-                 + option(9, bytes([6])) + END_OF_OPTIONS)
-
-
-def packet_block(interface: int, seconds: float, data: bytes) -> bytes:
-    ticks = round(seconds * 1e6)
-    return block(6, struct.pack("<IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF,
-                                len(data), len(data)) + data)
 
 
 # --------------------------------------------------------------------------------------------

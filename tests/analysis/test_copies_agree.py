@@ -11,7 +11,6 @@ one per interface), as bench/hostile_bench.py does for its interface-block captu
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ import pytest
 from captures.analysis import CaptureFile, analyze_files
 from captures.analysis.packets import decode_frame
 from captures.analysis.pcapfile import Warnings, read_frames
-from captures.analysis.pcapmerge import END_OF_OPTIONS, block, option, section_header
+from captures.analysis.pcapmerge import interface_block, packet_block, section_header
 from tests.support import netns
 from tests.support.corpus import corpus_dir
 
@@ -62,12 +61,9 @@ def spread_over_interfaces(recorded, out) -> int:
     linktype = frames[0].linktype
     blocks = [section_header()]
     for name in INTERFACES[:len(frames)]:
-        blocks.append(block(1, struct.pack("<HHI", linktype, 0, 0) + option(2, name.encode())
-                            + option(9, bytes([9])) + END_OF_OPTIONS))
+        blocks.append(interface_block(linktype, name, resolution=9))
     for index, frame in enumerate(frames[:len(INTERFACES)]):
-        ticks = round(frame.time * 1e9)
-        blocks.append(block(6, struct.pack("<IIIII", index, ticks >> 32, ticks & 0xFFFFFFFF,
-                                           len(frame.data), len(frame.data)) + frame.data))
+        blocks.append(packet_block(index, frame.time, frame.data, resolution=9))
     out.write_bytes(b"".join(blocks))
     return min(len(frames), len(INTERFACES))
 
