@@ -6,14 +6,18 @@
 
 The capture is recorded from real traffic on loopback inside a network namespace that this
 script creates and deletes (host loopback when not root), and cached under bench/.cache/ keyed
-by packet count. Then, in the same run, it times `manage.py kviz analyze FILE --format json`,
-`tshark -r FILE -T fields` with comparable fields, and pyshark FileCapture(use_json=True) on a
-20k-packet slice. The last line printed is
+by packet count. Then, in the same run, it times `manage.py kviz analyze FILE --format json`
+with each build of the analysis (interpreted, and compiled when scripts/compile_analysis.py
+built it from these sources), `tshark -r FILE -T fields` with comparable fields, and pyshark
+FileCapture(use_json=True) on a 20k-packet slice. Each build's figures are printed as
 
-    ratio_vs_tshark=X ratio_vs_pyshark=Y peak_rss_mb=Z
+    interpreted: ratio_vs_tshark=X ratio_vs_pyshark=Y peak_rss_mb=Z
+    compiled: ratio_vs_tshark=X ratio_vs_pyshark=Y peak_rss_mb=Z (xS the interpreted build)
 
-X and Y are kviz's packets/s divided by tshark's and pyshark's; Z is the peak RSS of the kviz
-analyze process. A benchmark, not a test: nothing here asserts on timing. See bench/README.md.
+and the last line is the compiled build's (the interpreted one's when there is none), without
+its prefix. X and Y are kviz's packets/s divided by tshark's and pyshark's; Z is the peak RSS
+of the kviz analyze process. A benchmark, not a test: nothing here asserts on timing. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 CACHE = BENCH / ".cache"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+sys.path.insert(0, str(ROOT))
+from captures.analysis import build as analysis_build  # noqa: E402  (never compiled itself)
+
 PYTHON = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
 
 BASE_PACKETS = 200_000  # larger captures are built by concatenating this one (see --build)
@@ -356,11 +363,13 @@ def timed_child(cmd: list[str], timeout: float, **kwargs) -> tuple[float, int, i
     return seconds, proc.returncode, usage.ru_maxrss, tail  # ru_maxrss: KB on Linux
 
 
-def time_kviz(capture: Path, repeat: int) -> dict:
+def time_kviz(capture: Path, repeat: int, build: str) -> dict:
+    """`build`: which build of the analysis runs (KVIZ_ANALYSIS_BUILD, analysis/build.py)."""
     cmd = [PYTHON, "manage.py", "kviz", "analyze", str(capture), "--format", "json"]
+    env = {**os.environ, "KVIZ_ANALYSIS_BUILD": build}
     best, peak_kb = math.inf, 0
     for _ in range(repeat):
-        seconds, code, rss_kb, tail = timed_child(cmd, KVIZ_TIMEOUT, cwd=ROOT)
+        seconds, code, rss_kb, tail = timed_child(cmd, KVIZ_TIMEOUT, cwd=ROOT, env=env)
         if code != 0:
             raise RuntimeError(f"kviz analyze exited {code}: {tail}")
         best, peak_kb = min(best, seconds), max(peak_kb, rss_kb)
@@ -496,21 +505,26 @@ def main(argv: list[str] | None = None) -> int:
     slice_path, slice_packets = ensure_slice(capture, packets, args.slice, args.regenerate)
 
     log(f"timing (best of {args.repeat}) ...")
-    kviz = time_kviz(capture, args.repeat)
+    builds = {"interpreted": time_kviz(capture, args.repeat, "interpreted")}
+    not_compiled = analysis_build.stale_reason()
+    if not_compiled is None:
+        builds["compiled"] = time_kviz(capture, args.repeat, "compiled")
     tshark = time_tshark(capture, args.repeat, info["ports"])
     pyshark = time_pyshark(slice_path, args.repeat, args.pyshark_timeout)
 
-    kviz_pps = packets / kviz["seconds"]
     tshark_pps = packets / tshark["seconds"]
     pyshark_pps = pyshark["packets"] / pyshark["seconds"]
     rows = [
         (
-            "kviz analyze --format json",
+            f"kviz analyze ({build})",
             packets,
-            kviz["seconds"],
-            kviz_pps,
-            f"{kviz['rss_kb'] / 1024:.0f}",
-        ),
+            timing["seconds"],
+            packets / timing["seconds"],
+            f"{timing['rss_kb'] / 1024:.0f}",
+        )
+        for build, timing in builds.items()
+    ]
+    rows += [
         (
             f"tshark -T fields ({len(TSHARK_FIELDS)} fields)",
             packets,
@@ -540,9 +554,20 @@ def main(argv: list[str] | None = None) -> int:
         f"  targets for 1M packets (not asserted): ratio_vs_tshark >= 5, ratio_vs_pyshark >= 30, "
         f"peak RSS <= 300 MB; this run: {packets} packets"
     )
-    x, y = kviz_pps / tshark_pps, kviz_pps / pyshark_pps
-    z = round(kviz["rss_kb"] / 1024)
-    log(f"ratio_vs_tshark={x:.2f} ratio_vs_pyshark={y:.2f} peak_rss_mb={z}")
+    if not_compiled:
+        log(f"  no compiled figures: {not_compiled}")
+    figures = {}
+    for build, timing in builds.items():
+        kviz_pps = packets / timing["seconds"]
+        figures[build] = (f"ratio_vs_tshark={kviz_pps / tshark_pps:.2f} "
+                          f"ratio_vs_pyshark={kviz_pps / pyshark_pps:.2f} "
+                          f"peak_rss_mb={round(timing['rss_kb'] / 1024)}")
+    if "compiled" in builds:
+        speedup = builds["interpreted"]["seconds"] / builds["compiled"]["seconds"]
+        log(f"interpreted: {figures['interpreted']}")
+        log(f"compiled: {figures['compiled']} (x{speedup:.2f} the interpreted build)")
+    # The last line: the build that runs where setup could compile it.
+    log(figures["compiled" if "compiled" in builds else "interpreted"])
     return 0
 
 

@@ -25,8 +25,19 @@ Then, with `--svg-capture FILE` (default bench/.cache/mixed-200000.pcapng when p
    whole-document renderer (`render("svg", model)` from the stored analysis, the baseline) and
    the stream from the diagram cache (`diagram_cache.svg_pieces`), and building that cache once
    (what opening the page does first).
+With `--upload-capture FILE` (default bench/.cache/mixed-534000.pcapng, ~100 MiB, made from the
+recorded 200k capture when missing):
+6. an upload's wait after its analysis: the first layout as the worker builds it before the
+   capture is announced completed (from the stored analysis a message at a time) plus the
+   page's first paint on it, against the target (1 s); and, as the baseline in the same run,
+   the first layout as the web built it on the first page view before (the whole document
+   loaded), each build in a child (wall seconds, peak RSS as its VmHWM). The worker's build is
+   also printed per row and as a ratio to the analysis of the same capture in this run
+   (`upload_layout_vs_analysis`); `--before-root DIR` (a checkout of the previous code, e.g.
+   `git worktree add /tmp/layout-old HEAD`) times that code's worker build on the same
+   analysis too (`upload_layout_speedup`).
 And with `--page-capture FILE` (default bench/.cache/mixed-1000000.pcapng when present):
-6. the capture page of a big capture: the cache built as the server does (folded), then first
+7. the capture page of a big capture: the cache built as the worker does (folded), then first
    paint in Chromium, against the smallest size's first paint in the same run.
 The last line printed is `first_paint_ms_100k=A layout_ms_100k=B` plus the ratios (median of
 --repeat runs). A benchmark, not a test: nothing here asserts on timing.
@@ -279,6 +290,45 @@ with open(sys.argv[2], encoding="utf-8") as fp:
 diagram_cache._write_variant(target, model, sys.argv[4] == "1", [], [])
 print(json.dumps({"s": time.perf_counter() - t, "hwm_kb": hwm()}))
 """
+# The first layout of a stored analysis: as the worker builds it now (a message at a time,
+# captures.jobs.diagram_cache.ensure_first), and as the web built it on the first page view
+# before (the whole document loaded, its paths cut, laid out): the baseline.
+LAYOUT_STORED = HWM + """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
+import django
+django.setup()
+from pathlib import Path
+from captures.jobs import diagram_cache
+t = time.perf_counter()
+target = Path(sys.argv[3])
+target.mkdir(parents=True, exist_ok=True)
+import contextlib
+# As ensure() builds it (the collector off, where that code does so).
+with getattr(diagram_cache, "_no_collection", contextlib.nullcontext)():
+    model = diagram_cache.StoredModel(Path(sys.argv[2]), diagram_cache.OWNER_PREPARE)
+    diagram_cache._write_variant(target, model, True, [], [])
+rows = json.loads((target / "head-lean.json").read_text())["row_count"]
+print(json.dumps({"s": time.perf_counter() - t, "hwm_kb": hwm(), "rows": rows}))
+"""
+LAYOUT_WHOLE = HWM + """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
+import django
+django.setup()
+from pathlib import Path
+from captures.jobs import diagram_cache
+from captures.jobs.owner_view import unpath
+t = time.perf_counter()
+target = Path(sys.argv[3])
+target.mkdir(parents=True, exist_ok=True)
+with open(sys.argv[2], encoding="utf-8") as fp:
+    model = unpath(json.load(fp))
+diagram_cache._write_variant(target, model, True, [], [])
+print(json.dumps({"s": time.perf_counter() - t, "hwm_kb": hwm()}))
+"""
 SVG_STREAM = HWM + """
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -299,15 +349,16 @@ print(json.dumps({"bytes": size, "arrows": arrows, "s": time.perf_counter() - t,
 """
 
 
-def child(script: str, *args: str) -> dict:
-    """Run `script` in a Python child; its JSON answer plus its peak RSS in MB (VmHWM)."""
+def child(script: str, *args: str, root: Path = ROOT) -> dict:
+    """Run `script` in a Python child (importing the code of `root`, this checkout unless
+    told); its JSON answer plus its peak RSS in MB (VmHWM)."""
     import json
     import os
     import subprocess
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-c", script, str(ROOT), *args], stdout=out,
-                                stderr=err, cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, "-c", script, str(root), *args], stdout=out,
+                                stderr=err, cwd=root)
         _, status, _usage = os.wait4(proc.pid, 0)
         out.seek(0)
         err.seek(0)
@@ -319,6 +370,7 @@ def child(script: str, *args: str) -> dict:
 
 
 def analysis_json(capture: Path, out: Path) -> float:
+    """`kviz analyze` of `capture` into `out` as the runner stores it; its wall seconds."""
     import subprocess
 
     started = time.perf_counter()
@@ -336,7 +388,12 @@ def main() -> None:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--svg-capture", type=Path, default=CACHE / "mixed-200000.pcapng")
     parser.add_argument("--page-capture", type=Path, default=CACHE / "mixed-1000000.pcapng")
-    parser.add_argument("--skip", default="", help="comma-separated: svg, page")
+    parser.add_argument("--upload-capture", type=Path, default=CACHE / "mixed-534000.pcapng")
+    parser.add_argument("--skip", default="", help="comma-separated: svg, page, upload")
+    parser.add_argument("--before-root", type=Path, default=None,
+                        help="a checkout of the previous code (e.g. `git worktree add "
+                             "/tmp/layout-old HEAD`): its worker's first layout is timed "
+                             "too, in the same run")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
@@ -440,6 +497,10 @@ def main() -> None:
 
         if "svg" not in skip and args.svg_capture.exists():
             summary += " " + svg_section(args.svg_capture, Path(tmp), ratios)
+        if "upload" not in skip and upload_capture(args.upload_capture).exists():
+            summary += " " + upload_section(args.upload_capture, Path(tmp), browser, serve,
+                                            args.before_root,
+                                            ratios)
         if "page" not in skip and args.page_capture.exists():
             smallest = results[min(results)][0]
             summary += " " + page_section(args.page_capture, Path(tmp), browser, serve, smallest,
@@ -470,14 +531,75 @@ def svg_section(capture: Path, tmp: Path, ratios: dict) -> str:
             f"svg_unfolded_stream_rss_mb={new_all['rss_mb']:.0f}")
 
 
+def upload_capture(path: Path) -> Path:
+    """The upload's capture; `mixed-N.pcapng` is made from the recorded 200k one when missing
+    (bench/analyze_bench.py, `concatenate`: copies shifted in time, joined and cut)."""
+    if path.exists() or not path.name.startswith("mixed-"):
+        return path
+    packets = path.name.removeprefix("mixed-").removesuffix(".pcapng")
+    if not packets.isdigit() or not (CACHE / "mixed-200000.pcapng").exists():
+        return path
+    sys.path.insert(0, str(ROOT / "bench"))
+    import analyze_bench
+
+    analyze_bench.ensure_capture(int(packets), "concat", False, None)
+    return path
+
+
+def upload_section(capture: Path, tmp: Path, browser, serve, before_root: Path | None,
+                   ratios: dict) -> str:
+    """An upload of ~100 MiB: from "analysis done" (analysis.json stored) to "the page shows
+    the diagram". The worker lays the page's first variant out before it announces the
+    capture completed (captures.jobs.runner.lay_out), so that wait is its build plus the
+    page's first paint on a warm cache; before, the page's first request had the web build it
+    from the whole document, in this run the baseline (time and peak RSS, each in a child).
+    The worker's build is also given as a ratio to the analysis of the same capture in this
+    run, per row (µs) and, with `before_root`, against the previous code's worker build."""
+    analysis = tmp / "upload-analysis.json"
+    analyse_s = analysis_json(capture, analysis)
+    before = child(LAYOUT_WHOLE, str(analysis), str(tmp / "upload-before"))
+    worker = child(LAYOUT_STORED, str(analysis), str(tmp / "upload-variant"))
+    previous = None
+    if before_root is not None:
+        previous = child(LAYOUT_STORED, str(analysis), str(tmp / "upload-previous"),
+                         root=before_root)
+    server, url = serve(tmp / "upload-variant")
+    try:
+        paint = statistics.median(measure_browser(browser, url)[0] for _ in range(3))
+    finally:
+        server.shutdown()
+    wait = worker["s"] + paint / 1000
+    rows = worker["rows"]
+    print(f"upload {capture.name} ({capture.stat().st_size / 2**20:.0f} MiB): analysis "
+          f"{analyse_s:.1f} s; first layout by the worker {worker['s']:.1f} s "
+          f"{worker['rss_mb']:.0f} MB, {worker['s'] / rows * 1e6:.1f} µs a row for {rows} "
+          f"rows, {worker['s'] / analyse_s:.2f}× the analysis (before, by the web from the "
+          f"whole document: {before['s']:.1f} s {before['rss_mb']:.0f} MB); first paint "
+          f"{paint:.0f} ms; analysis done -> diagram shown {wait:.1f} s (target: 1 s)",
+          flush=True)
+    if previous is not None:
+        print(f"upload: the previous code's worker layout ({before_root}) {previous['s']:.1f} s "
+              f"{previous['rss_mb']:.0f} MB, {previous['s'] / rows * 1e6:.1f} µs a row, "
+              f"{previous['s'] / analyse_s:.2f}× the analysis", flush=True)
+        ratios["upload_layout_speedup"] = previous["s"] / worker["s"]
+        ratios["upload_layout_rss_vs_previous"] = worker["rss_mb"] / previous["rss_mb"]
+    ratios["upload_layout_time_ratio"] = before["s"] / worker["s"]
+    ratios["upload_layout_rss_ratio"] = before["rss_mb"] / worker["rss_mb"]
+    ratios["upload_layout_vs_analysis"] = worker["s"] / analyse_s
+    return (f"upload_analysis_s={analyse_s:.1f} upload_wait_after_analysis_s={wait:.1f} "
+            f"upload_layout_rss_mb={worker['rss_mb']:.0f} "
+            f"upload_layout_us_per_row={worker['s'] / rows * 1e6:.1f}")
+
+
 def page_section(capture: Path, tmp: Path, browser, serve, baseline_ms: float,
                  ratios: dict) -> str:
-    """The capture page of a big capture: its folded cache as the server writes it, then
+    """The capture page of a big capture: its folded cache as the worker writes it, then
     first paint (median of 3) against the smallest size's first paint in the same run."""
     analysis = tmp / "page-analysis.json"
     analyse_s = analysis_json(capture, analysis)
     variant = tmp / "page-variant"
-    cache = child(SVG_CACHE, str(analysis), str(variant), "1")
+    cache = child(LAYOUT_STORED, str(analysis), str(variant))
+    analysis.unlink()  # hundreds of MB
     server, url = serve(variant)
     try:
         runs = [measure_browser(browser, url) for _ in range(3)]
@@ -486,14 +608,16 @@ def page_section(capture: Path, tmp: Path, browser, serve, baseline_ms: float,
     paint = statistics.median(r[0] for r in runs)
     import json
 
+    lean = variant / "head-lean.json"
     rows = json.loads((variant / "head.json").read_text())["row_count"]
     print(f"page {capture.name}: {rows} arrows, analysis {analyse_s:.1f} s, "
-          f"cache {cache['s']:.1f} s "
-          f"{cache['rss_mb']:.0f} MB, head {(variant / 'head.json').stat().st_size / 1e6:.1f} MB, "
+          f"first layout (the worker's) {cache['s']:.1f} s {cache['rss_mb']:.0f} MB, "
+          f"head {(variant / 'head.json').stat().st_size / 1e6:.1f} MB (lean "
+          f"{lean.stat().st_size / 1e6:.1f} MB), "
           f"index {(variant / 'index.bin').stat().st_size / 1e6:.1f} MB; first paint "
           f"{paint:.0f} ms (the smallest size: {baseline_ms:.0f} ms)", flush=True)
     ratios["page_big_vs_small"] = paint / baseline_ms
-    return f"page_first_paint_ms={paint:.0f}"
+    return f"page_first_paint_ms={paint:.0f} page_layout_rss_mb={cache['rss_mb']:.0f}"
 
 
 if __name__ == "__main__":

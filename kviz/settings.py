@@ -331,6 +331,12 @@ KVIZ_TSHARK_CONCURRENCY = envint("KVIZ_TSHARK_CONCURRENCY", 4)
 KVIZ_TSHARK_SECONDS = envint("KVIZ_TSHARK_SECONDS", 20)
 KVIZ_TSHARK_MEMORY_MB = envint("KVIZ_TSHARK_MEMORY_MB", 1024)
 KVIZ_FRAMES_PER_MINUTE = envint("KVIZ_FRAMES_PER_MINUTE", 60)
+# With a remote storage (S3) tshark needs the capture's file on this machine: the web keeps
+# the files it fetched for frame clicks in KVIZ_FRAME_CACHE_DIR (default <DATA_DIR>/frame-cache),
+# at most KVIZ_FRAME_CACHE_BYTES together, least recently used first out (0: no cache, a
+# fresh copy per click). captures/jobs/local_copy.py.
+KVIZ_FRAME_CACHE_DIR = env("KVIZ_FRAME_CACHE_DIR", "")
+KVIZ_FRAME_CACHE_BYTES = envint("KVIZ_FRAME_CACHE_BYTES", 2 * 1024**3)
 # A running capture whose worker has not written a heartbeat for this long is `interrupted`.
 KVIZ_HEARTBEAT_TIMEOUT = envint("KVIZ_HEARTBEAT_TIMEOUT", 30)
 KVIZ_SHARE_DAYS = envint("KVIZ_SHARE_DAYS", 7)

@@ -58,3 +58,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements-dev.txt -c constraints.txt
   echo "$want" > "$stamp"
 fi
+
+# The analysis' per-packet path compiled with mypyc where a C compiler and Python's headers
+# are here (captures/analysis/build.py); without them, or should mypyc refuse, the interpreted
+# source runs and gives the same output.
+if ! .venv/bin/python scripts/compile_analysis.py --check >/dev/null; then
+  .venv/bin/python scripts/compile_analysis.py 2>&1 | tail -n 1 || true
+fi

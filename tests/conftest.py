@@ -9,3 +9,9 @@ from tests.support.services import (  # noqa: F401 - fixtures, found by name
     worker,
     worker_env,
 )
+
+
+def pytest_report_header(config):
+    import captures.analysis
+
+    return f"kviz analysis build: {captures.analysis.BUILD} (KVIZ_ANALYSIS_BUILD)"

@@ -271,17 +271,46 @@ def cached(name: str) -> Path | None:
 
 def stat(name: str) -> tuple[int, float] | None:
     """(size, modified time) of a stored file, or None when there is none (one HEAD for S3)."""
-    if not name:
+    if is_local():
+        try:
+            return (size(name), modified(name)) if name else None
+        except FileNotFoundError:
+            return None
+    head = _head(name)
+    return None if head is None else (head["ContentLength"], head["LastModified"].timestamp())
+
+
+def version(name: str) -> str | None:
+    """What changes whenever the stored file does: its size, modified time and (S3) ETag, from
+    one HEAD; None when it is not stored."""
+    if is_local():
+        facts = _local_stat(name)
+        return None if facts is None else f"{facts.st_size}-{facts.st_mtime_ns}"
+    head = _head(name)
+    if head is None:
+        return None
+    etag = head.get("ETag", "").strip('"')
+    return f"{head['ContentLength']}-{head['LastModified'].timestamp()}-{etag}"
+
+
+def _local_stat(name: str) -> os.stat_result | None:
+    path = local_path(name)
+    if path is None:
         return None
     try:
-        if is_local():
-            return size(name), modified(name)
-        store = backend()
-        head = store.connection.meta.client.head_object(
-            Bucket=store.bucket_name, Key=store._normalize_name(name))
-        return head["ContentLength"], head["LastModified"].timestamp()
+        return os.stat(path)
     except FileNotFoundError:
         return None
+
+
+def _head(name: str) -> dict | None:
+    """The bucket's HEAD of a stored file, or None when it is not there."""
+    if not name:
+        return None
+    store = backend()
+    try:
+        return store.connection.meta.client.head_object(
+            Bucket=store.bucket_name, Key=store._normalize_name(name))
     except Exception as exc:
         if _not_found(exc):
             return None

@@ -15,6 +15,7 @@ import struct
 from collections.abc import Mapping
 from json.encoder import encode_basestring as _string
 from sys import intern
+from typing import Any
 
 from .records import DnsInfo
 
@@ -143,7 +144,7 @@ def parse_dns(msg: bytes) -> DnsInfo | None:
     if len(msg) > PARSE_CACHE_MAX_BYTES:
         return _parse(msg)
     content = msg[2:]
-    known = _parsed.get(content, False)
+    known: Any = _parsed.get(content, False)
     if known is False:
         if len(_parsed) >= PARSE_CACHE_SIZE:
             _parsed.clear()
@@ -212,7 +213,7 @@ def _parse(msg: bytes) -> DnsInfo | None:
 
 def parse_dns_tcp(payload: bytes) -> list[DnsInfo]:
     """DNS over TCP: each message carries a two-byte length prefix; a segment may hold several."""
-    messages = []
+    messages: list[DnsInfo] = []
     offset = 0
     while offset + 2 <= len(payload) and len(messages) < 32:
         (length,) = struct.unpack_from("!H", payload, offset)
@@ -274,8 +275,8 @@ class DnsExchange:
         self.t = t  # None when only the answer was seen
         self.transport = transport
         self.answers: tuple = ()  # (name, type, value) records
-        self.rcode = None
-        self.latency_ms = None
+        self.rcode: int | None = None
+        self.latency_ms: float | None = None
         self.retries = 0
         self.truncated = False
         # Ids of its queries and answers, the first few: a tuple, replaced as it grows (most
@@ -393,6 +394,7 @@ class DnsTracker:
         # Names, addresses and endpoints repeat across thousands of lookups: share them.
         src, dst = intern(src), intern(dst)
         exchanges, pending = self.exchanges, self.pending
+        exchange: DnsExchange | None
         for info in record.dns:
             name = intern(info.name)
             lower = name.lower()

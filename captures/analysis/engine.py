@@ -21,7 +21,7 @@ from pathlib import Path
 from . import hops as copies
 from .diagnosis import CaptureView, Diagnosis, diagnose
 from .dns import DNS_PORTS, DnsTracker, ExchangeFields, dns_label
-from .hops import DEFAULT_WINDOW, CopyFolder, rewrites
+from .hops import DEFAULT_WINDOW, CopyFolder, LogicalMessage, rewrites
 from .icmp import parse_icmp
 from .identity import Identity
 from .mesh import is_loopback, sidecar_findings
@@ -46,6 +46,7 @@ from .records import (
     SYN,
     URG,
     CaptureError,
+    PacketRecord,
     endpoint,
     split_endpoint,
 )
@@ -281,7 +282,7 @@ class _Analysis:
 
     # -- one logical message ---------------------------------------------------------------
 
-    def _process(self, message) -> None:
+    def _process(self, message: LogicalMessage) -> None:
         if self.multi and len(message.hops) > 1:
             self._in_path_order(message)
         record = message.record
@@ -371,7 +372,7 @@ class _Analysis:
             t if first.time == record.time else seconds_text(first.time - t0),
             first.tunnel and self._tunnel_json(first.tunnel),
         )
-        notes = () if icmp_note is None else (icmp_note,)
+        notes: list[int] | tuple[int, ...] = () if icmp_note is None else (icmp_note,)
         if icmp_note is not None:
             carriers = self.annotation_messages.setdefault(icmp_note, [])
             if len(carriers) < 4:
@@ -450,7 +451,7 @@ class _Analysis:
                 self.tunnel_json[tunnel] = text
         return text
 
-    def _udp_flow(self, record):
+    def _udp_flow(self, record: PacketRecord) -> tuple[tuple[str, int] | None, int]:
         key = (record.src, record.sport, record.dst, record.dport)
         flows = self.udp_flows
         found = flows.get(key)
@@ -522,7 +523,7 @@ class _Analysis:
     def _nat(self, hops, direction, flow, conn, version, has_ports) -> list[int]:
         """Annotate each address rewrite between hops; a reply's rewrite mirrors the NAT of
         the request (conntrack undoing it), so it names the same annotation."""
-        notes = []
+        notes: list[int] = []
         changes = rewrites(hops)
         if not changes:
             return notes
@@ -554,8 +555,8 @@ class _Analysis:
                     found.append(("dnat", ep(*old), ep(*new)))
                 if dst_changed:
                     found.append(("snat", ep(*after.destination), ep(*before.destination)))
-            for kind, old, new in found:
-                key = (kind, flow, old, new)
+            for kind, was, now in found:
+                key = (kind, flow, was, now)
                 index = self.annotation_index.get(key)
                 if index is None:
                     where = (
@@ -565,8 +566,8 @@ class _Analysis:
                     )
                     annotation = {
                         "kind": kind,
-                        "before": old,
-                        "after": new,
+                        "before": was,
+                        "after": now,
                         "where": where if before.interface and after.interface else "unknown",
                         "node": nat_node(before, after, self.places),
                         "from_hop": hop_ref(before),
@@ -579,7 +580,7 @@ class _Analysis:
                     if conn is not None:
                         conn.annotations.append(index)
                         if kind == "dnat":
-                            conn.server_after_nat = new
+                            conn.server_after_nat = now
                 notes.append(index)
         if conn is not None:
             # The rewritten tuples name the same connection from now on.
@@ -602,7 +603,8 @@ class _Analysis:
     def _note_redirect(self, conn, hop) -> None:
         """The replies revealed a NAT that no second vantage point showed (see
         TcpTracker._redirected): name it once, as a DNAT seen in the replies."""
-        before = endpoint(*conn.original_server, conn.version)
+        meant_ip, meant_port = conn.original_server
+        before = endpoint(meant_ip, meant_port, conn.version)
         after = conn.endpoint(1)
         conn.server_after_nat = after
         index = self._annotate(
@@ -749,7 +751,7 @@ class _Analysis:
         )
         return diagnose(view)
 
-    def _troubled_lookups(self) -> list[dict]:
+    def _troubled_lookups(self) -> list[ExchangeFields]:
         """The DNS exchanges of clients that had a failed or repeated lookup: the only ones
         a DNS rule can speak about (a healthy capture costs nothing here)."""
         exchanges = self.dns.exchanges
@@ -758,7 +760,7 @@ class _Analysis:
             if e.retries or e.rcode == 3 or (e.rcode == 0 and not e.answers)
         }
         t0 = self.t0 or 0.0
-        lookups = []
+        lookups: list[ExchangeFields] = []
         for exchange in exchanges:
             if split_endpoint(exchange.client)[0] in troubled:
                 if len(lookups) == MAX_DIAGNOSED_LOOKUPS:

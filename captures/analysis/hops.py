@@ -90,6 +90,7 @@ class CopyFolder:
         if now > self.deadline:
             self._release_until(now)
         # What no hop rewrites (see the module docstring).
+        key: tuple
         if record.proto == 6:
             key = (
                 record.ip_id,

@@ -99,8 +99,9 @@ def sidecar_findings(conn) -> list[dict]:
             }
         )
     if conn.original_server is not None:  # the address the app meant, from the replies
+        meant_ip, meant_port = conn.original_server
         for finding in findings:
-            finding["original_dst"] = endpoint(*conn.original_server, conn.version)
+            finding["original_dst"] = endpoint(meant_ip, meant_port, conn.version)
     if server_port == ISTIOD:
         findings.append(
             {"kind": "control_plane", "mesh": "istio", "server": conn.endpoint(1), **base}

@@ -11,8 +11,8 @@ import codecs
 import json
 import tempfile
 from array import array
-from collections.abc import Iterator
-from typing import TextIO
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TextIO
 
 SCHEMA = "kviz.sequence/1"
 COPY_BLOCK = 1 << 20  # characters per read when copying the spilled messages out
@@ -22,7 +22,7 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _string = json.encoder.encode_basestring  # the quoted, escaped JSON string
 # One message's text to its dict: json.loads without its wrappers (the encoding sniffed from
 # bytes, the check for trailing text), which were a third of reading messages back.
-_scan = json.JSONDecoder().scan_once
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _optional(text: str | None) -> str:
@@ -118,7 +118,7 @@ class MessageSpool:
     def __init__(self, in_memory: int = 5_000) -> None:
         self.in_memory = in_memory
         self.items: list[str] = []
-        self.file = None
+        self.file: IO[bytes] | None = None
         self.count = 0
         self.offsets = array("q")  # byte offset of lines 0, INDEX_EVERY, 2 * INDEX_EVERY, ...
         self.spilled = 0  # lines in the file
@@ -268,7 +268,7 @@ class SequenceModel:
     def dns(self) -> list[dict]:
         return [exchange.to_dict(self.t0) for exchange in self.dns_exchanges]
 
-    def _parts(self) -> list[tuple[str, object]]:
+    def _parts(self) -> list[tuple[str, list]]:
         return [
             ("participants", self.participants),
             ("connections", self.connections),

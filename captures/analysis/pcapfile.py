@@ -142,11 +142,11 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
     number = 0
     more = _refiller(fp)
     buf, pos = b"", 0
-    block_head = epb_head = None
-    while endian:
-        if block_head is None:
-            block_head = struct.Struct(endian + "II").unpack_from
-            epb_head = struct.Struct(endian + "IIIII").unpack_from
+    if not endian:
+        return
+    block_head = struct.Struct(endian + "II").unpack_from
+    epb_head = struct.Struct(endian + "IIIII").unpack_from
+    while True:  # a new section's byte order is never empty: an unreadable one returns
         if len(buf) - pos < 8:
             buf, pos = more(buf, pos, 8)
             if len(buf) < 8:

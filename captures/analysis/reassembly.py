@@ -14,6 +14,8 @@ got them, so only the capture lost them (TcpTracker.update watches for those ACK
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
+from typing import Any
 
 MAX_HELD = 256 * 1024  # bytes held per direction while a lost segment is awaited
 MAX_HELD_IN_ALL = 32 * 1024 * 1024  # and in all connections together
@@ -66,8 +68,16 @@ class Reassembly:
     `held` and `held_segments` (bytes and segments held in all connections) and `warnings`,
     and feeds the readers with `_payload`."""
 
-    @staticmethod
-    def _needs_order(conn, direction) -> bool:
+    waiters: OrderedDict[tuple[int, int], Any]
+    held: int
+    held_segments: int
+    tls_buffered: int
+    warnings: Any
+
+    def _payload(self, conn, direction, record, data, now):
+        raise NotImplementedError
+
+    def _needs_order(self, conn, direction) -> bool:
         """Whether this direction's reader needs its bytes in order, so that a gap is worth
         waiting out: HTTP/1.x and HTTP/2 messages, a TLS handshake still in the clear, a first
         payload not yet seen (a lost ClientHello or request line)."""

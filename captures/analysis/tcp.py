@@ -51,7 +51,7 @@ from .http import (
     upgrade_to_h2c,
 )
 from .reassembly import Reassembly
-from .records import ACK, FIN, RST, SYN, endpoint
+from .records import ACK, FIN, RST, SYN, PacketRecord, endpoint
 from .tls import (
     ALERT_FATAL,
     HANDSHAKE_NAMES,
@@ -209,7 +209,8 @@ class Connection:
         self.first_request_t = self.first_response_t = None
         self.phase = "handshake"
         self.server_after_nat = None
-        self.original_server = None  # (ip, port) the client meant, when replies reveal a NAT
+        # (ip, port) the client meant, when replies reveal a NAT
+        self.original_server: tuple[str, int] | None = None
         self.annotations: list[int] = []
         # For the diagnosis: ids of the messages that can prove something (handshake, resets,
         # closes, TLS records, requests and responses, retransmissions), and per direction the
@@ -311,7 +312,7 @@ class TcpTracker(Reassembly):
 
     # -- finding the connection ------------------------------------------------------------
 
-    def lookup(self, record) -> tuple[Connection | None, int]:
+    def lookup(self, record: PacketRecord) -> tuple[Connection | None, int]:
         key = (record.src, record.sport, record.dst, record.dport)
         found = self.table.get(key)
         flags = record.tcp_flags
@@ -402,7 +403,7 @@ class TcpTracker(Reassembly):
 
     # -- updating it -----------------------------------------------------------------------
 
-    def update(self, conn: Connection, direction: int, record) -> tuple[str, str]:
+    def update(self, conn: Connection, direction: int, record: PacketRecord) -> tuple[str, str]:
         """Advance the connection with one message; returns (label, phase)."""
         flags = record.tcp_flags
         now = record.time
@@ -726,7 +727,7 @@ class TcpTracker(Reassembly):
         # Decryption needs every record, in order: wait for a lost segment's retransmission.
         if conn.decrypt is not None and conn.decrypt.reading(direction):
             return True
-        return Reassembly._needs_order(conn, direction)
+        return super()._needs_order(conn, direction)
 
     def _gap(self, conn, direction):
         super()._gap(conn, direction)

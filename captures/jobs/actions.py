@@ -16,14 +16,17 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from captures.access.tokens import new_token, token_hash
 from captures.adapters import sniffer
 from captures.adapters import storage as capture_storage
 from captures.jobs import keylogs, live, retention
+from captures.jobs.errors import ActionError
 from captures.models import (
     ACTIVE,
+    TERMINAL,
     Capture,
     ShareLink,
     Status,
@@ -36,13 +39,6 @@ from captures.sources import upload as uploads
 
 logger = logging.getLogger(__name__)
 MAX_FILTER_LENGTH = 1024
-
-
-class ActionError(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 # How queued work leaves: captures.jobs.tasks sets this when it is imported (every process
@@ -250,6 +246,26 @@ def delete_keylog(capture: Capture) -> bool:
     if capture.analysis_path:
         _enqueue("reanalyse_capture", capture.id)
     return True
+
+
+def delete_capture(capture: Capture, *, pinned_too: bool = True) -> None:
+    """Delete a finished capture: its row (notes, share links), then its files, local and in
+    a remote storage, and this process' cached copies (retention.delete_capture, under the
+    row's lock). A capture still queued or recording is refused (409: stop it first). A pinned
+    one only with `pinned_too`: the dashboard asks for that explicitly, since a pin says "keep
+    this"; a pin set after the confirmation was shown keeps the capture too."""
+    condition = Q(status__in=TERMINAL)
+    if not pinned_too:
+        condition &= Q(pinned=False)
+    if retention.delete_capture(capture.id, condition):
+        return
+    now = Capture.objects.filter(id=capture.id).values("status", "pinned").first()
+    if now is None:
+        raise ActionError("no such capture (it was deleted already)", 404)
+    if now["status"] not in TERMINAL:
+        raise ActionError(f"the capture is {now['status']}: stop it first", 409)
+    raise ActionError(f"{capture.name} is pinned: confirm that it is deleted although it is "
+                      "pinned, or unpin it first", 409)
 
 
 def stop_capture(capture: Capture) -> Capture:

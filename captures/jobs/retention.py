@@ -16,7 +16,8 @@ many captures a user may run at once.
   capture's byte limit is cut to what the quota has left, so it stops there. Parallel uploads
   of one user are checked one by one, not together: they may overshoot by what they hold.
 - Concurrency: a user has at most KVIZ_MAX_CAPTURES_PER_USER live captures queued, running or
-  stopping at once; one more is refused with 429. Checked and created under a lock on the
+  stopping at once; one more is refused with 429, naming them and with the seconds until the
+  soonest reaches its time limit (Retry-After). Checked and created under a lock on the
   user's row, so parallel requests count one after another. Uploads are not counted here
   (they are bounded by size and quota, and their analyses by the workers' queue).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import shutil
 import time
 import uuid
@@ -39,7 +41,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from captures.jobs import findings
+from captures.jobs import findings, local_copy
 from captures.jobs import storage as capture_storage
 from captures.models import TERMINAL, Capture, Status, TargetKind
 
@@ -67,30 +69,44 @@ def usage(user) -> int:
     return Capture.objects.filter(owner=user).aggregate(total=Sum("bytes"))["total"] or 0
 
 
-def running(user) -> int:
-    """The user's live captures that hold a worker or wait for one."""
-    return Capture.objects.filter(owner=user, status__in=LIVE).exclude(
-        target_kind=TargetKind.UPLOAD).count()
-
-
 def lock_user(user) -> None:
     """Hold the user's row until the transaction ends: a user's parallel starts queue here."""
     list(get_user_model().objects.select_for_update().filter(pk=user.pk)
          .values_list("pk", flat=True))
 
 
-def admit_capture(user, limit_bytes: int) -> tuple[int, tuple[str, int] | None]:
+def live_captures(user) -> list[Capture]:
+    """The user's live captures, oldest first: what counts against KVIZ_MAX_CAPTURES_PER_USER."""
+    return list(Capture.objects.filter(owner=user, status__in=LIVE).exclude(
+        target_kind=TargetKind.UPLOAD).order_by("created"))
+
+
+def seconds_left(capture: Capture, now: datetime.datetime | None = None) -> int:
+    """At most how long `capture` still records: its time limit from when it started (a queued
+    one: all of it). It may end sooner (a packet or byte limit, a user's stop)."""
+    if capture.started is None:
+        return int(capture.limit_seconds)
+    ends = capture.started + datetime.timedelta(seconds=capture.limit_seconds)
+    return max(1, math.ceil((ends - (now or timezone.now())).total_seconds()))
+
+
+def admit_capture(user, limit_bytes: int) -> tuple[int, tuple | None]:
     """(the byte limit a new live capture gets, a refusal or None). Call inside the
-    transaction that creates the capture."""
+    transaction that creates the capture. A refusal for too many captures at once carries the
+    seconds until the soonest of the user's captures reaches its time limit (Retry-After)."""
     lock_user(user)
     most = settings.KVIZ_MAX_CAPTURES_PER_USER
     if most > 0:
-        active = running(user)
-        if active >= most:
+        live = live_captures(user)
+        if len(live) >= most:
+            soonest = min(seconds_left(c) for c in live)
+            names = ", ".join(c.name for c in live[:5]) + (", ..." if len(live) > 5 else "")
             return limit_bytes, (
-                f"you already have {active} capture{'s' if active != 1 else ''} queued or "
-                f"running, the most one user may have at once ({most}): stop one or wait "
-                "for one to finish, then start this one again", 429)
+                f"you already have {len(live)} capture{'s' if len(live) != 1 else ''} queued "
+                f"or running ({names}), the most one user may have at once ({most}): stop one "
+                "of your running captures (Stop on its live page) or wait for one to finish "
+                f"(one ends within {soonest} s at the latest), then start this one again",
+                429, soonest)
     quota = settings.KVIZ_USER_QUOTA_BYTES
     if quota > 0:
         used = usage(user)
@@ -190,6 +206,7 @@ def delete_files(directory: Path, relative: list[str]) -> None:
         # Its TLS key log, kept apart from the capture's own files (keylogs.py).
         shutil.rmtree(root / "keys" / directory.name, ignore_errors=True)
     capture_storage.delete_capture(directory.name)  # a remote storage's objects (S3)
+    local_copy.forget(directory.name)  # this machine's cached copies of them
 
 
 def sweep_orphans(now: float | None = None) -> list[str]:

@@ -13,7 +13,8 @@ A run, step by step:
    stops the source; a row we no longer own (reaped) ends the run. Limits stop the source too.
    A source that has not ended 2 s after being stopped is killed.
 6. The stored file is analysed (captures.analysis, with the inventory), the model JSON
-   written beside it, a summary kept in the row, and the row finished: completed, or failed
+   written beside it, a summary kept in the row, the diagram layout the page asks for first
+   built from it (captures.jobs.diagram_cache), and the row finished: completed, or failed
    with the error. Outcomes map to statuses here and nowhere else, and the final status is
    always announced to the viewers, even when the row cannot be written.
 
@@ -49,7 +50,7 @@ from django.utils import timezone
 
 from captures.adapters.decode import LiveDecoder
 from captures.analysis import CaptureError, CaptureFile, analyze_files
-from captures.jobs import findings, keylogs, observe
+from captures.jobs import diagram_cache, findings, keylogs, observe
 from captures.jobs import storage as capture_storage
 from captures.jobs.live import LivePublisher, announce_final, thin
 from captures.models import ACTIVE, Capture, Status, StoredFile, TargetKind, append_log
@@ -622,6 +623,23 @@ def _analyse(capture: Capture, worker_id: str) -> None:
         update["packets"] = result["summary"]["packets"]
     _persist(capture, lambda: _owned(capture, worker_id).update(**update))
     capture.packets = update.get("packets", capture.packets)
+    capture.analysis_path = result["analysis_path"]
+    lay_out(capture)  # before run() announces the capture completed
+
+
+def lay_out(capture: Capture) -> None:
+    """The diagram layout the owner's page asks for first, built from the stored analysis
+    (captures.jobs.diagram_cache.ensure_first) so that opening the page finds it. Without it
+    the page still works (the web builds it on the first request), so a failure here is
+    logged, never the capture's."""
+    started = time.monotonic()
+    try:
+        diagram_cache.ensure_first(capture)
+    except Exception:
+        log.warning("capture %s: the diagram layout was left to the web", capture.id,
+                    exc_info=True)
+        return
+    log.info("capture %s: diagram laid out in %.1f s", capture.id, time.monotonic() - started)
 
 
 def reanalyse(capture_id) -> bool:
@@ -632,6 +650,8 @@ def reanalyse(capture_id) -> bool:
     result = _analysis_or_log(capture)
     if result is None:
         return False
+    capture.analysis_path = result["analysis_path"]
+    lay_out(capture)  # the old layout is older than the new analysis: built again
     Capture.objects.filter(id=capture.id).update(**result)
     return True
 
@@ -644,6 +664,8 @@ def analyse_interrupted(capture_id) -> bool:
     result = _analysis_or_log(capture)
     if result is None:
         return False
+    capture.analysis_path = result["analysis_path"]
+    lay_out(capture)
     Capture.objects.filter(id=capture.id, status=Status.INTERRUPTED).update(
         packets=result["summary"]["packets"], **result)
     return True

@@ -107,7 +107,19 @@ actions.queue = lambda task_name, capture_id: enqueue(task_name, capture_id)
 def reap_after_restart(sender=None, **_kwargs) -> None:
     # A worker that starts cannot be running anything: captures it owned died with it.
     actions.reap_stale(restarted_worker=getattr(sender, "hostname", None))
-    actions.clean_cluster_orphans()
+    if runs_captures(sender):
+        actions.clean_cluster_orphans()
+
+
+def runs_captures(consumer) -> bool:
+    """Whether this worker takes live captures (the capture queue). Only such a worker cleans
+    up capture pods in the cluster: the analysis worker has no right to delete pods (in
+    deploy/kubernetes it has no cluster identity at all) and no capture that could leave one."""
+    try:
+        queues = {queue.name for queue in consumer.task_consumer.queues}
+    except AttributeError:  # not a consumer we know: clean up, as every worker did before
+        return True
+    return settings.CELERY_TASK_DEFAULT_QUEUE in queues
 
 
 @worker_shutting_down.connect

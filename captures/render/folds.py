@@ -64,72 +64,99 @@ def find_folds(rows, max_period: int = 16, min_repeats: int = 3) -> list[FoldGro
             len(interned))
         for row in rows
     ]
+    folds = fold_groups(signature, [row.group for row in rows],
+                        [row.label == "ACK" for row in rows], [row.phase for row in rows],
+                        [row.connection for row in rows], [row.t for row in rows],
+                        [row.src_lane for row in rows], [row.dst_lane for row in rows],
+                        max_period, min_repeats)
+    for group in folds:
+        for row in rows[group.first_row:group.last_row + 1]:
+            row.fold = group.id
+    return folds
+
+
+def fold_groups(signature, group, ack, phase, connection, t, src_lane, dst_lane,
+                max_period: int = 16, min_repeats: int = 3) -> list[FoldGroup]:
+    """The fold groups of rows given a column each (any sequences indexed by row): `signature`
+    (equal when two rows read the same), phase `group`, whether the row is a bare `ack`, its
+    `phase` and `connection` (compared only for equality), time `t`, and its two lanes.
+    Numbered in row order; the groups never overlap. find_folds (layout Rows) and
+    captures.render.columns (the diagram cache's columns) both call this."""
+    n = len(signature)
+    interned: dict[tuple, int] = {}
     folds: list[FoldGroup] = []
 
     # 1. Exchanges.
     units: list[tuple[int, int]] = []  # (first row, last row) of each run of one group
     unit_signature: list[int] = []
     start = 0
-    for i in range(1, len(rows) + 1):
-        if i == len(rows) or rows[i].group != rows[start].group:
-            content = tuple(signature[r] for r in range(start, i) if rows[r].label != "ACK")
+    for i in range(1, n + 1):
+        if i == n or group[i] != group[start]:
+            content = tuple(signature[r] for r in range(start, i) if not ack[r])
             unit_signature.append(interned.setdefault(
-                ("unit", rows[start].phase, rows[start].connection, content), len(interned)))
+                ("unit", phase[start], connection[start], content), len(interned)))
             units.append((start, i - 1))
             start = i
     for first, period, count in _runs(unit_signature, 0, len(units), 4, min_repeats):
-        _add(folds, rows, units[first][0], units[first + period - 1][1],
+        _add(folds, t, src_lane, dst_lane, units[first][0], units[first + period - 1][1],
              units[first + period * count - 1][1], count, "exchange")
 
     # 2. Rows, within each stretch the first pass left unfolded.
-    folded = [False] * len(rows)
-    for group in folds:
-        for r in range(group.first_row, group.last_row + 1):
-            folded[r] = True
+    folded = bytearray(n)
+    for found in folds:
+        folded[found.first_row:found.last_row + 1] = b"\x01" * (found.last_row + 1
+                                                                - found.first_row)
     start = 0
-    while start < len(rows):
+    while start < n:
         if folded[start]:
             start += 1
             continue
         end = start
-        while end < len(rows) and not folded[end]:
+        while end < n and not folded[end]:
             end += 1
         for first, period, count in _runs(signature, start, end, max_period, min_repeats):
-            _add(folds, rows, first, first + period - 1, first + period * count - 1, count,
-                 "rows")
+            _add(folds, t, src_lane, dst_lane, first, first + period - 1,
+                 first + period * count - 1, count, "rows")
         start = end
-    folds.sort(key=lambda group: group.first_row)
-    for number, group in enumerate(folds):
-        group.id = number
-        for row in rows[group.first_row:group.last_row + 1]:
-            row.fold = number
+    folds.sort(key=lambda found: found.first_row)
+    for number, found in enumerate(folds):
+        found.id = number
     return folds
 
 
-def _add(folds, rows, first, shown_last, last, count, unit) -> None:
-    members = rows[first:last + 1]
-    lanes = (min(min(r.src_lane, r.dst_lane) for r in members),
-             max(max(r.src_lane, r.dst_lane) for r in members))
-    folds.append(FoldGroup(len(folds), first, shown_last, last, count, unit, rows[first].t,
-                           rows[last].t, lanes))
+def _add(folds, t, src_lane, dst_lane, first, shown_last, last, count, unit) -> None:
+    sources, targets = src_lane[first:last + 1], dst_lane[first:last + 1]
+    lanes = (min(min(sources), min(targets)), max(max(sources), max(targets)))
+    folds.append(FoldGroup(len(folds), first, shown_last, last, count, unit, t[first], t[last],
+                           lanes))
 
 
 def _runs(signature: list[int], start: int, end: int, max_period: int, min_repeats: int):
     """Greedy: at each position, the period whose repetitions cover the most items."""
+    # A period can repeat only where the item recurs that far on: each item's next
+    # occurrence, so that only those periods are tried (in increasing order, as they were
+    # when every period from 1 was compared).
+    following = [end] * (end - start)
+    seen: dict[int, int] = {}
+    for at in range(end - 1, start - 1, -1):
+        item = signature[at]
+        following[at - start] = seen.get(item, end)
+        seen[item] = at
+    del seen
     i = start
     while i < end:
         best, best_cover = None, 0
-        for period in range(1, max_period + 1):
-            if i + period * min_repeats > end:
+        at = following[i - start]
+        while at < end:
+            period = at - i
+            if period > max_period or i + period * min_repeats > end:
                 break
-            # Cheap test first: most positions repeat nothing at most periods.
-            if signature[i] != signature[i + period]:
-                continue
             count = _repeats(signature, i, end, period)
             # Worth a band only when it hides more arrows than the band costs.
             if count >= min_repeats and period * (count - 1) >= MIN_HIDDEN \
                     and period * count > best_cover:
                 best, best_cover = (period, count), period * count
+            at = following[at - start]
         if best is None:
             i += 1
             continue

@@ -231,6 +231,10 @@ class Layout:
         return (row for row in self.rows if row.y is not None)
 
     def to_dict(self) -> dict:
+        return self.head_dict(rows=True)
+
+    def head_dict(self, rows: bool = False) -> dict:
+        """`to_dict()` without its rows (the diagram cache writes those a chunk at a time)."""
         return {
             "schema": LAYOUT_SCHEMA,
             "capture": self.capture,
@@ -241,7 +245,7 @@ class Layout:
                      "node_head_height": self.node_head_height},
             "lanes": [lane.to_dict() for lane in self.lanes],
             "nodes": [group.to_dict() for group in self.nodes],
-            "rows": [row.to_dict() for row in self.rows],
+            **({"rows": [row.to_dict() for row in self.rows]} if rows else {}),
             "phases": [group.to_dict() for group in self.phases],
             "folds": [group.to_dict() for group in self.folds],
             "gaps": [gap.to_dict() for gap in self.gaps],
@@ -272,6 +276,33 @@ def model_parts(model) -> tuple[dict, list, object, list, list, list, list]:
             get("annotations") or [])
 
 
+class LaneTable:
+    """The lanes in order of first appearance: one per address, named from the participants;
+    endpoints repeat (ip:port pairs per connection), so each is parsed once."""
+
+    def __init__(self, participants: list[dict]) -> None:
+        self.by_ip = {p["ip"]: p for p in participants}
+        self.lanes: list[Lane] = []
+        self.of_ip: dict[str, int] = {}
+        self.of_endpoint: dict[str, int] = {}
+
+    def lane_for(self, endpoint: str) -> int:
+        found = self.of_endpoint.get(endpoint)
+        if found is not None:
+            return found
+        ip = split_endpoint(endpoint)[0]
+        found = self.of_ip.get(ip)
+        if found is None:
+            found = len(self.lanes)
+            known = self.by_ip.get(ip, {})
+            self.lanes.append(Lane(found, ip, known.get("name") or ip,
+                                   known.get("kind") or "external", known.get("namespace"),
+                                   list(known.get("ports") or []), known.get("node")))
+            self.of_ip[ip] = found
+        self.of_endpoint[endpoint] = found
+        return found
+
+
 def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_period: int = 16,
                  min_repeats: int = 3, expand=(), collapse=()) -> Layout:
     """Lay out a `kviz.sequence/1` model (a SequenceModel or its dict); see the module doc.
@@ -280,30 +311,15 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
     drawn as their header only (their rows get `y: null`). The browser asks for these when a
     reader opens a fold or closes a phase, so positions still come from one place."""
     capture, participants, messages, connections, dns, http, annotations = model_parts(model)
-    by_ip = {p["ip"]: p for p in participants}
-    lanes: list[Lane] = []
-    lane_of_ip: dict[str, int] = {}
-    lane_of_endpoint: dict[str, int] = {}
+    table = LaneTable(participants)
+    lanes, lane_of_ip, lane_for = table.lanes, table.of_ip, table.lane_for
 
-    def lane_for(endpoint: str) -> int:
-        # Endpoints repeat (ip:port pairs per connection): parse each once.
-        found = lane_of_endpoint.get(endpoint)
-        if found is not None:
-            return found
-        ip = split_endpoint(endpoint)[0]
-        found = lane_of_ip.get(ip)
-        if found is None:
-            found = len(lanes)
-            known = by_ip.get(ip, {})
-            lanes.append(Lane(found, ip, known.get("name") or ip, known.get("kind") or "external",
-                              known.get("namespace"), list(known.get("ports") or []),
-                              known.get("node")))
-            lane_of_ip[ip] = found
-        lane_of_endpoint[endpoint] = found
-        return found
-
-    # 1-2. Lanes and rows in one pass over the (possibly spooled) messages.
+    # 1-2. Lanes and rows in one pass over the (possibly spooled) messages. A row keeps one
+    # copy of each text many rows repeat (endpoints, protocols, phases, labels, hop lists):
+    # read from JSON, every message has its own, and at 1M rows that is hundreds of MB.
     rows: list[Row] = []
+    same: dict = {}
+    one = same.setdefault
     index = ConnectionIndex()
     client_of = {c["id"]: c.get("client") for c in connections}
     redirected = _redirected(annotations)
@@ -322,11 +338,13 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
             src_lane = lane_for(sidecar if src == meant else src)
             dst_lane = lane_for(sidecar if dst == meant else dst)
         hops = message.get("hops") or []
-        row = Row(row_index, message["id"], message["t"], src, dst, src_lane, dst_lane,
-                  message.get("label") or "", message.get("proto") or "", message.get("flags"),
-                  message.get("connection"), message.get("phase") or "other",
-                  message.get("frame"), [h.get("interface") or "?" for h in hops],
-                  _style(message, client_of))
+        names = tuple(h.get("interface") or "?" for h in hops)
+        label, proto = message.get("label") or "", message.get("proto") or ""
+        flags, phase = message.get("flags"), message.get("phase") or "other"
+        row = Row(row_index, message["id"], message["t"], one(src, src), one(dst, dst),
+                  src_lane, dst_lane, one(label, label), one(proto, proto), one(flags, flags),
+                  message.get("connection"), one(phase, phase), message.get("frame"),
+                  one(names, list(names)) if names else [], _style(message, client_of))
         for note_index in message.get("annotations") or ():
             if 0 <= note_index < len(annotations):
                 row.badges.append(annotation_badge(note_index, annotations[note_index]))
@@ -441,8 +459,21 @@ def _mark_sidecar_lanes(lanes: list[Lane], lane_of_ip: dict[str, int],
 def _group_by_node(lanes: list[Lane], rows: list[Row]) -> list[NodeGroup]:
     """Lanes of one node side by side (see the module doc), renumbered in their new order
     with the rows' lane references; no groups unless the lanes span two nodes or more."""
+    moved, groups = regroup_lanes(lanes)
+    if moved is None:
+        return groups
+    for row in rows:
+        row.src_lane, row.dst_lane = moved[row.src_lane], moved[row.dst_lane]
+        if row.nat_lane is not None:
+            row.nat_lane = moved[row.nat_lane]
+    return groups
+
+
+def regroup_lanes(lanes: list[Lane]) -> tuple[dict[int, int] | None, list[NodeGroup]]:
+    """`_group_by_node` for the lanes alone: reorders and renumbers `lanes` in place and
+    returns {old index: new index} (None when nothing moves) and the node groups."""
     if len({lane.node for lane in lanes if lane.node}) < 2:
-        return []
+        return None, []
     units: dict[tuple, list[Lane]] = {}  # in order of first appearance
     for lane in lanes:
         key = ("node", lane.node) if lane.node else ("lane", lane.index)
@@ -452,12 +483,8 @@ def _group_by_node(lanes: list[Lane], rows: list[Row]) -> list[NodeGroup]:
     for position, lane in enumerate(order):
         lane.index = position
     lanes[:] = order
-    for row in rows:
-        row.src_lane, row.dst_lane = moved[row.src_lane], moved[row.dst_lane]
-        if row.nat_lane is not None:
-            row.nat_lane = moved[row.nat_lane]
-    return [NodeGroup(key[1], unit[0].index, unit[-1].index)
-            for key, unit in units.items() if key[0] == "node"]
+    return moved, [NodeGroup(key[1], unit[0].index, unit[-1].index)
+                   for key, unit in units.items() if key[0] == "node"]
 
 
 def _phase_groups(rows: list[Row]) -> list[PhaseGroup]:
@@ -501,9 +528,6 @@ def _place_lanes(lanes: list[Lane], rows: list[Row], nodes: list[NodeGroup] = ()
     """Step 6: each gap between neighbouring lanes fits the widest label that spans it (a label
     spanning k gaps needs 1/k of its width from each); self-arrows need room to the right.
     A node group's box edge gets room of its own, so neighbouring boxes never touch."""
-    if not lanes:
-        return
-    gaps = [float(MIN_LANE_GAP)] * len(lanes)
     widest: dict[tuple[int, int], int] = {}
     for row in rows:
         key = (row.src_lane, row.dst_lane) if row.src_lane <= row.dst_lane else (row.dst_lane,
@@ -511,6 +535,15 @@ def _place_lanes(lanes: list[Lane], rows: list[Row], nodes: list[NodeGroup] = ()
         length = len(row.label)
         if length > widest.get(key, -1):
             widest[key] = length
+    place_lanes(lanes, widest, nodes)
+
+
+def place_lanes(lanes: list[Lane], widest: dict[tuple[int, int], int],
+                nodes: list[NodeGroup] = ()) -> None:
+    """`_place_lanes` given the longest label between each pair of lanes (low, high)."""
+    if not lanes:
+        return
+    gaps = [float(MIN_LANE_GAP)] * len(lanes)
     for (low, high), length in widest.items():
         width = min(length, LABEL_CHARS) * CHAR_WIDTH + 24
         if low == high:

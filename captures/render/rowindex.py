@@ -88,25 +88,36 @@ def layout_index(layout: Layout) -> bytes:
                 tok_len.append(0)
         fixed[i], fixed_len[i] = min(always, 255), min(longest, 65535)
         tok_start.append(len(tok_kind))
-    forms = []
-    for found in layout.folds:
-        was = found.collapsed
-        found.collapsed = False
-        opened = (found.text, list(fold_band(layout.lanes, found)))
-        found.collapsed = True
-        closed = (found.text, list(fold_band(layout.lanes, found)))
-        found.collapsed = was
-        forms.append([*opened, *closed])
     arrays = {"t": t, "fold": fold, "group": group, "conn": conn, "src": src, "dst": dst,
               "nat": nat, "fixed": fixed, "fixed_len": fixed_len, "label_len": label_len,
               "tok_start": tok_start, "tok_kind": tok_kind, "tok_key": tok_key,
               "tok_val": tok_val, "tok_len": tok_len}
+    return pack_index(arrays, n, len(keys), len(layout.annotations),
+                      layout.options["gap_seconds"], fold_forms(layout.lanes, layout.folds))
+
+
+def fold_forms(lanes, folds) -> list[list]:
+    """Each fold's text and band drawn open, then collapsed (the header's `fold_forms`)."""
+    forms = []
+    for found in folds:
+        was = found.collapsed
+        found.collapsed = False
+        opened = (found.text, list(fold_band(lanes, found)))
+        found.collapsed = True
+        closed = (found.text, list(fold_band(lanes, found)))
+        found.collapsed = was
+        forms.append([*opened, *closed])
+    return forms
+
+
+def pack_index(arrays: dict[str, array], n: int, keys: int, notes: int, gap_seconds: float,
+               forms: list[list]) -> bytes:
+    """The file from its arrays (named and ordered as in the module doc) and header fields."""
     codes = {"d": "f8", "i": "i4", "I": "u4", "H": "u2", "B": "u1"}
     for typed in arrays.values():  # the browser reads these as Int32Array etc.
         assert typed.itemsize == int(codes[typed.typecode][1:]), typed.typecode
-    header = {"schema": SCHEMA, "count": n, "keys": len(keys),
-              "notes": len(layout.annotations), "gap_seconds": layout.options["gap_seconds"],
-              "fold_forms": forms, "arrays": {}}
+    header = {"schema": SCHEMA, "count": n, "keys": keys, "notes": notes,
+              "gap_seconds": gap_seconds, "fold_forms": forms, "arrays": {}}
     # Two passes: offsets depend on the header's length, which depends on the offsets' digits;
     # the header is padded to a fixed size once measured.
     body: list[bytes] = []

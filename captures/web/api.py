@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Q
 from django.http import FileResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -19,8 +18,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from captures.access.auth import api_view
 from captures.adapters import storage
 from captures.analysis import CaptureError, pcapmerge
-from captures.jobs import actions, findings, keylogs, retention
-from captures.models import TERMINAL, Capture
+from captures.jobs import actions, findings, keylogs, local_copy, retention
+from captures.models import Capture
 from captures.sources import base as sources
 from captures.web import common, download, listing, redaction
 from captures.web.common import error, json_errors, json_text, own_capture, read_json, share_link
@@ -66,11 +65,15 @@ def _pcap_response(capture: Capture, which: str | None = None, request=None):
     filename = f"{capture.name}{_file_suffix(stored, len(files))}{path.suffix}"
     if capture.is_terminal or capture.target_kind == "upload" or not storage.is_local():
         response = download.stored_file(request, stored.path, filename)
-        if response is None and not storage.is_local() and not capture.is_terminal:
-            return error(409, "the packets reach the storage when the capture ends "
-                              f"(it is {capture.status})")
-        return response or error(404, "no such capture file")
-    if not path.exists():
+        if response is not None:
+            return response
+        # A remote storage gets the files when the recording ends: until then only a web
+        # process on the worker's machine has them (its spool); any other says where (409).
+        path = local_copy.spooled(capture, stored)
+        if path is None:
+            local_copy.readable(capture, stored)  # raises the 409 while it records elsewhere
+            return error(404, "no such capture file")
+    elif not path.exists():
         return error(404, "no such capture file")
     # Still growing: send what is on disk now, and say exactly how much.
     size = path.stat().st_size
@@ -91,6 +94,8 @@ def _file_suffix(stored, count: int) -> str:
 def _merged_response(capture: Capture, files) -> StreamingHttpResponse:
     files = [f for f in files if (f.file.exists() if storage.is_local()
                                   else storage.exists(f.path))]
+    if not files and not storage.is_local() and not capture.is_terminal:
+        raise local_copy.recording_elsewhere(capture)  # 409: in its worker's spool still
     copies = contextlib.ExitStack()  # a remote storage's files, copied for the merge
     paths = copies.enter_context(storage.local_copies([f.path for f in files]))
     inputs = [pcapmerge.MergeInput(str(path), f.label,
@@ -195,9 +200,8 @@ def _metas(request) -> list:
 @json_errors
 def capture_detail(request, capture_id):
     if request.method == "DELETE":
-        capture = own_capture(request, capture_id)
-        if not retention.delete_capture(capture.id, Q(status__in=TERMINAL)):
-            return error(409, f"the capture is {capture.status}: stop it first")
+        # A pinned capture goes too: a script that deletes by id asked for that one.
+        actions.delete_capture(own_capture(request, capture_id), pinned_too=True)
         return JsonResponse({"deleted": True})
     actions.reap_stale()
     return JsonResponse(capture_json(own_capture(request, capture_id)))

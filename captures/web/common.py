@@ -19,6 +19,15 @@ def error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def refusal(exc: actions.ActionError) -> JsonResponse:
+    """An action's refusal as JSON, with Retry-After when it passes by itself (429, 503, a
+    capture still recording)."""
+    answer = error(exc.status, exc.message)
+    if exc.retry_after is not None:
+        answer["Retry-After"] = str(max(1, int(exc.retry_after)))
+    return answer
+
+
 def json_text(doc) -> str:
     """A JSON answer written out compactly, as the stored documents are."""
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
@@ -32,7 +41,7 @@ def json_errors(view):
         try:
             return view(request, *args, **kwargs)
         except actions.ActionError as exc:
-            return error(exc.status, exc.message)
+            return refusal(exc)
         except Http404 as exc:
             return error(404, str(exc) or "not found")
 

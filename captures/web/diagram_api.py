@@ -18,8 +18,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from captures.access import limits
 from captures.access.auth import api_view
-from captures.adapters import sniffer, storage
-from captures.jobs import diagram_cache
+from captures.adapters import sniffer
+from captures.jobs import diagram_cache, local_copy
 from captures.jobs.actions import ActionError
 from captures.render import export as exports
 from captures.render.mermaid import mermaid_parts
@@ -44,11 +44,13 @@ def _variant(request, capture, view: str):
     fold = request.GET.get("fold", "1") != "0"
     # The owner's and a full link's layouts are drawn from the same model; a redacted link's
     # from its own, whitelisted one.
+    # The owner's first variant is usually there already: the worker built it
+    # (diagram_cache.ensure_first).
     model_view = redaction.REDACTED if view == redaction.REDACTED else redaction.OWNER
     try:
         return diagram_cache.ensure(capture, fold, _ids(request, "expand"),
                                     _ids(request, "collapse"), view=model_view,
-                                    prepare=lambda model: redaction.sequence(model, model_view))
+                                    prepare=redaction.sequence_parts(model_view))
     except diagram_cache.NoAnalysis:
         if capture.is_terminal:
             raise ActionError("no analysis for this capture", 404) from None
@@ -109,9 +111,8 @@ def _frame(capture, file_index: int, number: int, view: str, who: str):
     if not redaction.packets_shown(view):
         return error(403, "this share link does not include the packets")
     files = capture.stored_files()  # index i: file i of the analysis (`frame: [i, n]`)
-    if not 0 <= file_index < len(files) or not (
-            files[file_index].file.exists() if storage.is_local()
-            else storage.exists(files[file_index].path)):
+    # Still recording on another machine (S3): 409 (captures/jobs/local_copy.py).
+    if not 0 <= file_index < len(files) or not local_copy.readable(capture, files[file_index]):
         return error(404, "no such capture file")
     if number < 1:
         return error(400, "frame numbers start at 1")
@@ -133,8 +134,8 @@ def _frame(capture, file_index: int, number: int, view: str, who: str):
                             lease=settings.KVIZ_TSHARK_SECONDS + 5):
         return _busy(2, "the server is dissecting other frames; try again in a moment")
     try:
-        # tshark needs a file: a remote storage's is copied for the time of the dissection.
-        with storage.local_copies([files[file_index].path]) as (path,):
+        # tshark needs a file: a remote storage's comes from this machine's bounded cache.
+        with local_copy.capture_file(capture, files[file_index]) as path:
             dissection = sniffer.dissect_frame(
                 path, number, timeout=settings.KVIZ_TSHARK_SECONDS,
                 memory_bytes=settings.KVIZ_TSHARK_MEMORY_MB * 2**20)

@@ -18,21 +18,20 @@ and vantage and interface names replaced by neutral ones ("vantage 1", "interfac
 drawings of a redacted link are made from its whitelisted model (`sequence`), so the names
 under its arrows are the neutral ones too.
 
-No answer, for any view, carries a path of the server's data directory: `unpath` turns one into
-the file's base name (`capture.pcapng`).
+No answer, for any view, carries a path of the server's data directory: `unpath`
+(captures.jobs.owner_view, where the worker finds it too) turns one into the file's base name
+(`capture.pcapng`).
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from pathlib import Path
 
-from django.conf import settings
-
+from captures.jobs import diagram_cache
+from captures.jobs.owner_view import OWNER, unpath
 from captures.web import present
 
-OWNER, FULL_LINK, REDACTED = "owner", "full", "redacted"
+FULL_LINK, REDACTED = "full", "redacted"
 
 
 def view_of(link) -> str:
@@ -100,32 +99,6 @@ def shown(value, spec, view: str, names: NeutralNames | None = None, parent: dic
     if isinstance(spec, list):
         return [shown(item, spec[0], view, names, parent) for item in value] \
             if isinstance(value, list) else value
-    return value
-
-
-def unpath(value):
-    """`value` with every path below the data directory cut to its file's name."""
-    pattern = _data_paths(str(settings.DATA_DIR))
-    return _strings(value, lambda text: pattern.sub(r"\1", text) if "/" in text else text)
-
-
-@functools.lru_cache(maxsize=4)
-def _data_paths(data_dir: str) -> re.Pattern:
-    roots = sorted({data_dir, str(Path(data_dir).resolve())}, key=len, reverse=True)
-    # With a remote storage a worker analyses copies in its own data directory's `.copies/`
-    # (captures.adapters.storage), which need not be this process' data directory.
-    copies = r"(?:/[^\s/\"']+)*/\.copies"
-    return re.compile("(?:" + "|".join([*(re.escape(root) for root in roots), copies]) + ")"
-                      + r"(?:/[^\s/\"']+)*/([^\s/\"']+)")
-
-
-def _strings(value, change):
-    if isinstance(value, str):
-        return change(value)
-    if isinstance(value, dict):
-        return {key: _strings(item, change) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_strings(item, change) for item in value]
     return value
 
 
@@ -408,6 +381,19 @@ def capture(row, view: str, link=None) -> dict:
 
 def sequence(model: dict, view: str) -> dict:
     return _answer(model, SEQUENCE, view)
+
+
+def sequence_parts(view: str) -> diagram_cache.Prepare:
+    """`sequence` a part at a time, for a layout built from the stored analysis: the model
+    without its messages, then each message in order. One set of neutral names spans them
+    all, given in the order `sequence` gives them (the messages come last in a stored model)."""
+    if view == OWNER:
+        return diagram_cache.OWNER_PREPARE
+    names = NeutralNames()
+    message_spec = SEQUENCE["messages"][0]
+    return diagram_cache.Prepare(
+        lambda head: unpath(shown(head, SEQUENCE, view, names)),
+        lambda message: unpath(shown(message, message_spec, view, names)))
 
 
 def layout(doc: dict, view: str) -> dict:

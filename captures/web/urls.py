@@ -16,6 +16,7 @@ urlpatterns = [
     path("captures/<uuid:capture_id>/", views.capture_detail, name="page-detail"),
     path("captures/<uuid:capture_id>/live/", views.capture_live, name="page-live"),
     path("captures/<uuid:capture_id>/pin/", views.capture_pin, name="page-pin"),
+    path("captures/<uuid:capture_id>/delete/", views.capture_delete, name="page-delete"),
     path("captures/<uuid:capture_id>/share/", views.share_create, name="page-share-create"),
     path("captures/<uuid:capture_id>/share/<int:link_id>/revoke/", views.share_revoke,
          name="page-share-revoke"),

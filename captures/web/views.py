@@ -7,13 +7,14 @@ and the live view keep themselves current through that API and the capture's Web
 from __future__ import annotations
 
 import json
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -107,6 +108,15 @@ def capture_list(request):
     }, status=status)
 
 
+def _back(request, default: str) -> str:
+    """`next` from the form when it stays on this site, else `default`."""
+    back = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        return default
+    return back
+
+
 @require_POST
 @login_required
 def capture_pin(request, capture_id):
@@ -116,18 +126,52 @@ def capture_pin(request, capture_id):
     retention.pin(capture, pinned)
     messages.info(request, f"{capture.name} is pinned: kept until unpinned." if pinned else
                   f"{capture.name} is unpinned: it expires with the others.")
-    back = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
-        back = reverse("page-detail", args=[capture.id])
-    return redirect(back)
+    return redirect(_back(request, reverse("page-detail", args=[capture.id])))
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def capture_delete(request, capture_id):
+    """GET: what deleting the capture removes, and a button (a POST with the CSRF token); a
+    pinned capture asks for one more, explicit confirmation. POST: delete it, then the list.
+    Only who may see the capture may delete it: its owner, or staff (own_capture: 404)."""
+    capture = own_capture(request, capture_id)
+    files = capture.stored_files()
+    error, status = "", 200
+    if request.method == "POST":
+        try:
+            actions.delete_capture(capture, pinned_too=request.POST.get("pinned_too") == "yes")
+        except actions.ActionError as exc:
+            if exc.status == 404:
+                messages.info(request, f"{capture.name} was deleted already.")
+                return redirect("page-list")
+            error, status = exc.message, exc.status
+            capture.refresh_from_db()  # pinned or started meanwhile: the page says so
+        else:
+            messages.success(request, f"Deleted {capture.name}: its {len(files)} capture "
+                                      f"file{'s' if len(files) != 1 else ''} "
+                                      f"({retention.size(capture.bytes)}), analysis, notes and "
+                                      "share links.")
+            # Back to the list, the same search and page when it came from there.
+            back = _back(request, reverse("page-list"))
+            if urlsplit(back).path != reverse("page-list"):
+                back = reverse("page-list")
+            return redirect(back)
+    return render(request, "captures/delete.html", {
+        "capture": capture, "target": present.target_label(capture), "error": error,
+        "files": files, "size": retention.size(capture.bytes),
+        "notes": capture.notes.count(),
+        "links": ShareLink.objects.filter(capture=capture, revoked=False,
+                                          expires__gt=timezone.now()).count(),
+        "next": _back(request, ""),
+    }, status=status)
 
 
 @require_http_methods(["GET", "POST"])
 @login_required
 def capture_new(request):
     targets = sources.list_targets(request.user)
-    error, status = "", 200
+    error, status, retry_after = "", 200, None
     if request.method == "POST":
         try:
             if request.FILES.getlist("file"):
@@ -144,15 +188,22 @@ def capture_new(request):
             })
             return redirect("page-live", capture.id)
         except actions.ActionError as exc:
-            error, status = exc.message, exc.status
-    return render(request, "captures/new.html", {
+            error, status, retry_after = exc.message, exc.status, exc.retry_after
+    # Too many captures at once: the ones to stop, each linked to its live page (Stop).
+    busy = [{"row": c, "seconds_left": retention.seconds_left(c)}
+            for c in retention.live_captures(request.user)] if status == 429 else []
+    answer = render(request, "captures/new.html", {
         "targets": [t for t in targets if t["kind"] != "upload"], "error": error,
+        "busy": busy,
         "path": present.path_choices(targets),
         "form": request.POST, "max": {"seconds": settings.KVIZ_MAX_SECONDS,
                                       "packets": settings.KVIZ_MAX_PACKETS,
                                       "bytes": settings.KVIZ_MAX_BYTES,
                                       "upload": settings.KVIZ_MAX_UPLOAD_BYTES},
     }, status=status)
+    if retry_after is not None:
+        answer["Retry-After"] = str(max(1, int(retry_after)))
+    return answer
 
 
 @require_GET

@@ -11,10 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +21,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
+from tests.support.s3 import BUCKET, CREDENTIALS, moto_s3
 from tests.support.services import (
     QUEUE,
     WebServer,
@@ -39,46 +37,16 @@ boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 pytest.importorskip("storages")
 
-BUCKET = "kviz-test"
 CORPUS_FILE = "dns-http/skydive_dns-a-aaaa-then-http11-get-syn-fin.pcap"
 TLS_SAMPLE = "tls/zeek_tls12-sni-alpn-http11-decryptable"
 S3_QUEUE = f"{QUEUE}-s3"  # the suite's own worker never takes these tasks
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
     """moto's S3 server on a loopback port, with an empty bucket."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, **CREDENTIALS})
-    url = f"http://127.0.0.1:{port}"
-
-    def answers():
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return process.poll() is not None and pytest.fail("moto server exited")
-
-    try:
-        wait_for(answers, 30, what="moto's S3 server")
-        client = boto3.client("s3", endpoint_url=url, **_client_credentials())
-        client.create_bucket(Bucket=BUCKET)
-        yield url, client
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
-
-
-def _client_credentials() -> dict:
-    return {"aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            "region_name": CREDENTIALS["AWS_DEFAULT_REGION"]}
+    with moto_s3(tmp_path_factory.mktemp("moto")) as server:
+        yield server.url, server.client
 
 
 @pytest.fixture
@@ -203,6 +171,11 @@ def test_it_uploads_analyses_and_downloads_through_the_bucket(s3_services, users
     assert json.loads(analysis)["capture"]["packets"] == done["counters"]["packets"]
     status, _h, frame = _call(f"{web.url}/api/captures/{capture_id}/frames/0/1/", token)
     assert status == 200, frame
+    # The file tshark read is the web's bounded frame cache (captures/jobs/local_copy.py),
+    # byte for byte the object; no capture file elsewhere.
+    cached = s3_services["web_dir"] / "frame-cache" / capture_id
+    [entry] = [p for p in cached.iterdir() if not p.name.startswith(".")]
+    assert entry.read_bytes() == data
     assert _capture_files(s3_services["web_dir"]) == []
 
     status, _h, ready = _call(f"{web.url}/readyz", token)
@@ -212,6 +185,7 @@ def test_it_uploads_analyses_and_downloads_through_the_bucket(s3_services, users
     status, _h, answer = _delete(f"{web.url}/api/captures/{capture_id}/", token)
     assert status in (200, 204), answer
     assert [k for k in _objects(s3) if k.startswith(f"captures/{capture_id}/")] == []
+    assert not cached.exists()  # the cached copy goes with the capture
 
 
 def _delete(url: str, token: str):

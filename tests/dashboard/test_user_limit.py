@@ -46,8 +46,12 @@ def test_it_refuses_a_capture_beyond_the_limit_with_429_and_says_why(users, alic
     refused = start(alice_client, "third")
     assert refused.status_code == 429
     message = refused.json()["error"]
-    assert "2 captures queued or running" in message and "at once (2)" in message
-    assert "stop one or wait" in message
+    assert "2 captures queued or running (first, second)" in message
+    assert "at once (2)" in message
+    assert "stop one of your running captures" in message
+    # When to try again: the soonest time limit (5 s) at the latest.
+    assert 1 <= int(refused["Retry-After"]) <= 5
+    assert "one ends within" in message
     assert list(Capture.objects.filter(owner=users["alice"]).values_list("name", flat=True)
                 .order_by("name")) == ["first", "second"]
     assert len(queued) == 2  # nothing queued for the refused one
@@ -96,6 +100,30 @@ def test_the_form_says_why_it_refused(users, alice_client):
     page = alice_client.post("/captures/new/", {"name": "from-form", "target": "local:lo",
                                                 "limit_seconds": "5"})
     assert page.status_code == 429
+    assert 1 <= int(page["Retry-After"]) <= 5
     text = page.content.decode()
     assert 'id="form-error"' in text and "2 captures queued or running" in text
+    # The captures to stop, each linked to its live page (where Stop is).
+    assert 'id="busy-captures"' in text
+    for capture in Capture.objects.filter(owner=alice):
+        assert f'href="/captures/{capture.id}/live/">{capture.name}</a>' in text
     assert not Capture.objects.filter(name="from-form").exists()
+
+
+def test_retry_after_is_when_the_first_running_capture_reaches_its_time_limit(users,
+                                                                             alice_client):
+    import datetime
+
+    from django.utils import timezone
+
+    alice = users["alice"]
+    long = row(alice, "long", Status.RUNNING)
+    soon = row(alice, "soon", Status.RUNNING)
+    now = timezone.now()
+    Capture.objects.filter(id=long.id).update(limit_seconds=3600, started=now)
+    Capture.objects.filter(id=soon.id).update(limit_seconds=600,
+                                              started=now - datetime.timedelta(seconds=500))
+    refused = start(alice_client, "third")
+    assert refused.status_code == 429
+    assert 95 <= int(refused["Retry-After"]) <= 100
+    assert "(long, soon)" in refused.json()["error"]

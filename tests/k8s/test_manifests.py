@@ -94,3 +94,42 @@ def test_the_capture_pod_and_debug_container_kviz_sends_validate(k8s_settings):
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
     for binding in ks.capture_bindings(["default", "shop"]):
         kubernetes_validate.validate(binding, KUBERNETES_VERSION, strict=True)
+
+
+def _granted(account: str, namespace: str) -> set[tuple[str, str]]:
+    """(resource, verb) pairs the ServiceAccount kviz/<account> holds in `namespace`, from the
+    bindings of these manifests (ClusterRoleBindings everywhere, RoleBindings in their own)."""
+    roles = {(doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"]): doc
+             for _name, doc in resources() if doc["kind"] in ("Role", "ClusterRole")}
+    pairs = set()
+    for _name, doc in resources():
+        if doc["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if doc["kind"] == "RoleBinding" and doc["metadata"]["namespace"] != namespace:
+            continue
+        if not any(s.get("kind") == "ServiceAccount" and s["name"] == account
+                   and s.get("namespace") == "kviz" for s in doc["subjects"]):
+            continue
+        ref = doc["roleRef"]
+        role = roles.get((ref["kind"], doc["metadata"].get("namespace")
+                          if ref["kind"] == "Role" else None, ref["name"]))
+        for rule in (role or {}).get("rules", []):
+            pairs |= {(r, v) for r in rule["resources"] for v in rule["verbs"]}
+    return pairs
+
+
+def test_the_capture_worker_may_clean_up_the_capture_pods_it_leaves():
+    # At start and after each capture it lists kviz's capture pods and deletes the orphans
+    # (captures.adapters.k8s.Cluster.cleanup_orphans).
+    assert {("pods", "list"), ("pods", "delete")} <= _granted("kviz-worker", "kviz")
+
+
+def test_the_analysis_worker_has_no_cluster_identity():
+    # It never calls the API: only capture-queue workers clean up pods (tasks.runs_captures),
+    # which the web's identity could not have done anyway (no delete).
+    [deployment] = [doc for _name, doc in resources() if doc["kind"] == "Deployment"
+                    and doc["metadata"]["name"] == "kviz-analysis-worker"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
+    assert ("pods", "delete") not in _granted("kviz-web", "kviz")

@@ -11,7 +11,7 @@ finished document (tests, other tools).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..identity import Identity
@@ -29,7 +29,7 @@ class CaptureView:
     files: list[dict]
     participants: list[dict]
     connections: list[dict]
-    dns: list[dict]
+    dns: Sequence[Mapping]
     annotations: list[dict]
     http: list[dict] = field(default_factory=list)
     duration: float | None = None  # seconds from the first packet to the last

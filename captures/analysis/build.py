@@ -1,0 +1,85 @@
+"""Which build of the analysis runs: compiled or interpreted, with the same output.
+
+scripts/compile_analysis.py compiles the modules of the per-packet path (MODULES) with mypyc
+into build/analysis/ and writes a manifest of the sources it compiled. `activate` puts that
+build in front of this package's own modules only while every compiled module's source is
+byte for byte the one on disk, for this Python: an edited file, a checkout of another commit
+or another interpreter falls back to the interpreted source, which gives the same output (the
+test suite runs against both). KVIZ_ANALYSIS_BUILD chooses: `auto` (the default), `compiled`
+(fail unless the compiled build can run) or `interpreted`.
+
+This module is never compiled itself, and imports nothing of the analysis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+BUILD_DIR = PACKAGE.parent.parent / "build" / "analysis"
+MANIFEST = "kviz-analysis-manifest.json"
+# The per-packet path. Not compiled: what tests replace parts of at run time (http's HTTP/2
+# decoder), the diagnosis and what runs once per capture rather than per packet.
+MODULES = ("records", "pcapfile", "packets", "hops", "model", "dns", "reassembly", "tls",
+           "icmp", "mesh", "identity", "pathorder", "tcp", "engine")
+CHOICES = ("auto", "compiled", "interpreted")
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def source_of(module: str) -> Path:
+    return PACKAGE / f"{module}.py"
+
+
+def _digests() -> dict[str, str]:
+    return {name: hashlib.sha256(source_of(name).read_bytes()).hexdigest() for name in MODULES}
+
+
+def _interpreter() -> str:
+    return f"{sys.implementation.cache_tag}-{sys.platform}-{os.uname().machine}"
+
+
+def write_manifest(directory: Path) -> None:
+    (directory / MANIFEST).write_text(json.dumps(
+        {"interpreter": _interpreter(), "sources": _digests()}, indent=1))
+
+
+def stale_reason() -> str | None:
+    """Why the compiled build cannot run here, or None when it can."""
+    try:
+        manifest = json.loads((BUILD_DIR / MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"no compiled analysis in {BUILD_DIR} (scripts/compile_analysis.py builds it)"
+    except (OSError, ValueError) as exc:
+        return f"unreadable manifest in {BUILD_DIR}: {exc}"
+    if manifest.get("interpreter") != _interpreter():
+        return f"compiled for {manifest.get('interpreter')}, this is {_interpreter()}"
+    changed = sorted(name for name, digest in _digests().items()
+                     if manifest.get("sources", {}).get(name) != digest)
+    if changed:
+        return f"compiled from other sources than {', '.join(f'{n}.py' for n in changed)}"
+    return None
+
+
+def activate(package_path: list[str]) -> str:
+    """Put the compiled build first on the package's path when it may run; say which runs."""
+    choice = os.environ.get("KVIZ_ANALYSIS_BUILD", "auto") or "auto"
+    if choice not in CHOICES:
+        raise BuildError(f"KVIZ_ANALYSIS_BUILD must be one of {', '.join(CHOICES)}, not {choice!r}")
+    if choice == "interpreted":
+        return "interpreted"
+    reason = stale_reason()
+    if reason is not None:
+        if choice == "compiled":
+            raise BuildError(f"KVIZ_ANALYSIS_BUILD=compiled, but {reason}")
+        return "interpreted"
+    package_path.insert(0, str(BUILD_DIR / "captures" / "analysis"))
+    if str(BUILD_DIR) not in sys.path:
+        sys.path.append(str(BUILD_DIR))  # mypyc's shared library of the compiled modules
+    return "compiled"
