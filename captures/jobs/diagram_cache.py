@@ -7,8 +7,9 @@ opened, which phases a reader closed) and written as
 - `head.json`: everything but the rows, plus `ys` (every row's y, null when hidden) so the
   browser can find the rows inside the scrolled window by binary search, and
 - `rows-<k>.json`: rows k*CHUNK_ROWS .. (k+1)*CHUNK_ROWS-1, fetched as they scroll into view;
-- `head-lean.json` and `connections.json`: the head without its connections and annotations,
-  and the connections (what the page asks for first, and after its first paint);
+- `head-lean.json` and `connections.json`: the head without its connections and annotations
+  and with its phases as columns, and the connections (what the page asks for first, and
+  after its first paint);
 - `index.bin`: every row's place in the layout in ~40 bytes (captures/render/rowindex.py), from
   which the browser folds, unfolds, closes phases and filters on its own: a variant the browser
   asks the server for is only ever the first one it shows.
@@ -417,7 +418,7 @@ def _write_columns(directory: Path, laid: ColumnLayout, expand: list[int],
     _dump(directory / "head.json", {**doc, "connections": connections,
                                     "annotations": annotations})
     _dump(directory / "connections.json", {"connections": connections})
-    _dump(directory / "head-lean.json", {**doc, "lean": True})
+    _dump(directory / "head-lean.json", _lean(doc))
     del doc, connections, annotations
     for start in range(0, n, CHUNK_ROWS):
         with open(directory / f"rows-{start // CHUNK_ROWS}.json", "w", encoding="utf-8") as fp:
@@ -469,7 +470,7 @@ def _write_layout(directory: Path, head: dict, messages: Iterator[dict], fold: b
     # list, fetched after the first paint) and the annotations (read from the rows' badges);
     # at 1M arrows that is 15 MB less to parse first.
     _dump(directory / "connections.json", {"connections": connections})
-    _dump(directory / "head-lean.json", {**doc, "lean": True})
+    _dump(directory / "head-lean.json", _lean(doc))
     del doc, connections, annotations
     for start in range(0, len(rows), CHUNK_ROWS):
         chunk = []
@@ -519,6 +520,21 @@ class _Details:
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+PHASE_KEYS = ("id", "connection", "phase", "title", "lanes", "first_row", "last_row", "rows",
+              "y_top", "y_bottom")  # captures.render.layout.PhaseGroup.to_dict
+
+
+def _lean(doc: dict) -> dict:
+    """The head the page's first screen waits for, with its phases as columns (`phase_columns`:
+    key -> one value per phase, frontend/static/diagram/api.js makes the objects again): at 1M
+    arrows 150,000 phase objects, each spelling out its keys, were 33 of the head's 40 MB."""
+    phases = doc["phases"]
+    lean = {key: value for key, value in doc.items() if key != "phases"}
+    lean["phase_columns"] = {key: [phase[key] for phase in phases] for key in PHASE_KEYS}
+    lean["lean"] = True
+    return lean
 
 
 def _dump(path: Path, doc: dict) -> None:

@@ -62,6 +62,14 @@ def test_an_upload_has_its_first_layout_before_it_is_completed(worker, alice_cli
     assert answer.status_code == 200
     lean = json.loads(_body(answer))
     assert lean["lean"] is True and lean["row_count"] > 0
+    # Its phases come as columns (what frontend/static/diagram/api.js makes objects of again):
+    # the same phases as the whole head's.
+    whole = json.loads(_body(alice_client.get(f"/api/captures/{capture_id}/layout/?fold=1")))
+    columns = lean.pop("phase_columns")
+    assert "phases" not in lean and whole["phases"]
+    phases = [dict(zip(columns, values, strict=True))
+              for values in zip(*columns.values(), strict=True)]
+    assert phases == whole["phases"]
     rows = alice_client.get(f"/api/captures/{capture_id}/layout/rows/0/?fold=1")
     index = alice_client.get(f"/api/captures/{capture_id}/layout/?fold=1&part=index")
     assert rows.status_code == index.status_code == 200

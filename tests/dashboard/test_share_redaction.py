@@ -93,6 +93,7 @@ ANSWERS = [
     ("analysis", "analysis", redaction.SEQUENCE, 200),
     ("layout head", "layout/", redaction.LAYOUT, 200),
     ("layout head, unfolded", "layout/?fold=0", redaction.LAYOUT, 200),
+    ("layout head, lean", "layout/?fold=1&part=lean", redaction.LAYOUT, 200),
     ("layout rows", "layout/rows/0/", redaction.LAYOUT, 200),
     ("layout rows, unfolded", "layout/rows/0/?fold=0", redaction.LAYOUT, 200),
     ("notes", "notes/", NOTES, 200),
@@ -103,7 +104,8 @@ ANSWERS = [
       for fmt in ("svg", "mermaid", "plantuml", "markdown")],
 ]
 # The owner reads the same paths under /api/captures/<id>/; a full link must show all of it.
-SAME_AS_OWNER = {"analysis", "layout head", "layout head, unfolded", "layout rows",
+SAME_AS_OWNER = {"analysis", "layout head", "layout head, unfolded", "layout head, lean",
+                 "layout rows",
                  "layout rows, unfolded", "notes", "export layout"}
 
 

@@ -39,6 +39,23 @@ export class Api {
 
 function shown(y) { return y !== null && y !== undefined && y === y; } // y === y: not NaN
 
+// The lean head spells its phases as columns (key -> a value per phase; diagram_cache._lean):
+// at 1M arrows the objects' repeated keys were most of what the first screen waited for.
+export function phasesFromColumns(head) {
+  const columns = head.phase_columns;
+  if (!columns) return head;
+  const keys = Object.keys(columns);
+  const count = keys.length ? columns[keys[0]].length : 0;
+  const phases = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const phase = {};
+    for (const key of keys) phase[key] = columns[key][i];
+    phases[i] = phase;
+  }
+  const { phase_columns: _columns, ...rest } = head;
+  return { ...rest, phases };
+}
+
 // One layout variant (fold / expanded folds / closed phases): its head at once, its rows in
 // chunks as they scroll into view. Rows are never re-derived here; only fetched and cached.
 export class LayoutSource {
@@ -65,7 +82,8 @@ export class LayoutSource {
     const query = LayoutSource.query(fold, expanded, collapsed);
     // The lean head: no connections (fetched for the filters after the first paint, main.js)
     // and no annotations (the rows' badges carry their words).
-    const source = new LayoutSource(api, await api.json("layout/" + query + "&part=lean"), query);
+    const lean = phasesFromColumns(await api.json("layout/" + query + "&part=lean"));
+    const source = new LayoutSource(api, lean, query);
     source.indexPath = "layout/" + query + "&part=index";
     return source;
   }
