@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent
 BUILD_DIR = PACKAGE.parent.parent / "build" / "analysis"
@@ -78,6 +81,9 @@ def activate(package_path: list[str]) -> str:
     if reason is not None:
         if choice == "compiled":
             raise BuildError(f"KVIZ_ANALYSIS_BUILD=compiled, but {reason}")
+        if (BUILD_DIR / MANIFEST).exists():  # built once, and out of date since: worth a word
+            log.warning("the compiled analysis is not used: %s; the interpreted source runs "
+                        "(scripts/compile_analysis.py builds it again)", reason)
         return "interpreted"
     package_path.insert(0, str(BUILD_DIR / "captures" / "analysis"))
     if str(BUILD_DIR) not in sys.path:

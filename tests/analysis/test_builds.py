@@ -28,13 +28,16 @@ def analyze(paths: Path | list[Path], which: str, *extra: str) -> subprocess.Com
         capture_output=True, env=env, timeout=300, check=False)
 
 
-def which_runs(which: str, cwd: Path = ROOT) -> str:
-    """`BUILD` and where the engine came from, in a new process started in `cwd`."""
+def which_runs(which: str, cwd: Path = ROOT, said: list[str] | None = None) -> str:
+    """`BUILD` and where the engine came from, in a new process started in `cwd`; what it
+    wrote to standard error goes to `said`."""
     code = ("import captures.analysis as a, captures.analysis.engine as e; "
             "print(a.BUILD, e.__file__)")
     env = {**os.environ, "KVIZ_ANALYSIS_BUILD": which}
     done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=60, check=False)
+    if said is not None:
+        said.append(done.stderr)
     return done.stdout.strip() or done.stderr.strip().splitlines()[-1]
 
 
@@ -85,10 +88,15 @@ def test_the_compiled_build_runs_only_from_the_sources_it_was_built_from(tmp_pat
     shutil.copytree(ROOT / "captures", copy / "captures",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(build.BUILD_DIR, copy / "build" / "analysis")
-    assert which_runs("auto", cwd=copy).startswith("compiled ")
+    said: list[str] = []
+    assert which_runs("auto", cwd=copy, said=said).startswith("compiled ")
+    assert said == [""]
     engine = copy / "captures" / "analysis" / "engine.py"
     engine.write_text(engine.read_text() + "\n# edited after the build\n")
-    assert which_runs("auto", cwd=copy) == f"interpreted {engine}"
+    assert which_runs("auto", cwd=copy, said=said) == f"interpreted {engine}"
+    # Said once, where the process logs (here: standard error, no logging set up).
+    assert "the compiled analysis is not used: compiled from other sources than engine.py" \
+        in said[-1]
     refused = which_runs("compiled", cwd=copy)
     assert "compiled from other sources than engine.py" in refused
 
