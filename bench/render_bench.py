@@ -264,6 +264,16 @@ def hwm():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
 """
+# The children below that need Django (the diagram cache): its set-up, then their own lines.
+DJANGO_CHILD = HWM + """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
+import django
+django.setup()
+from pathlib import Path
+from captures.jobs import diagram_cache
+"""
 SVG_OLD = HWM + """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -274,14 +284,7 @@ with open(sys.argv[2], encoding="utf-8") as fp:
 size = len(render("svg", model, title="bench"))
 print(json.dumps({"bytes": size, "s": time.perf_counter() - t, "hwm_kb": hwm()}))
 """
-SVG_CACHE = HWM + """
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
-import django
-django.setup()
-from pathlib import Path
-from captures.jobs import diagram_cache
+SVG_CACHE = DJANGO_CHILD + """
 t = time.perf_counter()
 target = Path(sys.argv[3])
 target.mkdir(parents=True, exist_ok=True)
@@ -293,14 +296,7 @@ print(json.dumps({"s": time.perf_counter() - t, "hwm_kb": hwm()}))
 # The first layout of a stored analysis: as the worker builds it now (a message at a time,
 # captures.jobs.diagram_cache.ensure_first), and as the web built it on the first page view
 # before (the whole document loaded, its paths cut, laid out): the baseline.
-LAYOUT_STORED = HWM + """
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
-import django
-django.setup()
-from pathlib import Path
-from captures.jobs import diagram_cache
+LAYOUT_STORED = DJANGO_CHILD + """
 t = time.perf_counter()
 target = Path(sys.argv[3])
 target.mkdir(parents=True, exist_ok=True)
@@ -312,14 +308,7 @@ with getattr(diagram_cache, "_no_collection", contextlib.nullcontext)():
 rows = json.loads((target / "head-lean.json").read_text())["row_count"]
 print(json.dumps({"s": time.perf_counter() - t, "hwm_kb": hwm(), "rows": rows}))
 """
-LAYOUT_WHOLE = HWM + """
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
-import django
-django.setup()
-from pathlib import Path
-from captures.jobs import diagram_cache
+LAYOUT_WHOLE = DJANGO_CHILD + """
 from captures.jobs.owner_view import unpath
 t = time.perf_counter()
 target = Path(sys.argv[3])
@@ -329,14 +318,7 @@ with open(sys.argv[2], encoding="utf-8") as fp:
 diagram_cache._write_variant(target, model, True, [], [])
 print(json.dumps({"s": time.perf_counter() - t, "hwm_kb": hwm()}))
 """
-SVG_STREAM = HWM + """
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kviz.settings")
-import django
-django.setup()
-from pathlib import Path
-from captures.jobs import diagram_cache
+SVG_STREAM = DJANGO_CHILD + """
 t = time.perf_counter()
 arrows, pieces = diagram_cache.svg_pieces(Path(sys.argv[2]), title="bench")
 size = 0

@@ -29,7 +29,6 @@ from captures.analysis.records import split_endpoint
 from .badges import ConnectionIndex, annotation_badge, badge, hop_chain, lost_here, request_badge
 from .folds import VARYING_BADGES, FoldGroup, fold_groups
 from .layout import (
-    AXIS_WIDTH,
     BADGE_LINE,
     CHAR_WIDTH,
     FOLD_BAND,
@@ -40,20 +39,18 @@ from .layout import (
     PHASE_HEADER,
     PHASE_KIND,
     PHASE_TITLE,
-    RIGHT_MARGIN,
     ROW_PITCH,
     Gap,
     Lane,
     LaneTable,
     Layout,
     PhaseGroup,
-    _fold_right,
     _lost_copy,
     _mark_sidecar_lanes,
     _redirected,
-    fold_band,
     place_lanes,
     regroup_lanes,
+    width_and_bands,
 )
 from .rowindex import CONDITIONAL, fold_forms, pack_index
 
@@ -645,11 +642,7 @@ def lay_out_columns(head: dict, messages: Iterable[dict], *, fold: bool = True,
     # 5. Vertical positions (layout._place_rows, _choose_shown).
     gaps, height = _place_rows(out, phases, folds, gap_seconds, frozenset(collapse),
                                head_height)
-    width = max((lanes[-1].x if lanes else AXIS_WIDTH) + RIGHT_MARGIN,
-                _content_right(out, lanes) + 20,
-                *(_fold_right(lanes, found) for found in folds if found.collapsed))
-    for found in folds:
-        found.band = fold_band(lanes, found)
+    width = width_and_bands(lanes, folds, _content_right(out, lanes))
     out.capture, out.participants, out.connections = capture, participants, connections
     out.annotations, out.lanes, out.nodes, out.phases = annotations, lanes, nodes, phases
     out.folds, out.gaps, out.folded, out.width, out.height = folds, gaps, fold, width, height

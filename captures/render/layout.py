@@ -303,6 +303,15 @@ class LaneTable:
         return found
 
 
+def width_and_bands(lanes: list[Lane], folds: list, rows_right: float) -> float:
+    """The drawing's width: past the last lane, the rows' content (`rows_right`) and the
+    collapsed folds' words; each fold gets its band (a collapsed one as wide as its words)."""
+    for group in folds:
+        group.band = fold_band(lanes, group)
+    return max((lanes[-1].x if lanes else AXIS_WIDTH) + RIGHT_MARGIN, rows_right + 20,
+               *(_fold_right(lanes, group) for group in folds if group.collapsed))
+
+
 def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_period: int = 16,
                  min_repeats: int = 3, expand=(), collapse=()) -> Layout:
     """Lay out a `kviz.sequence/1` model (a SequenceModel or its dict); see the module doc.
@@ -370,11 +379,7 @@ def build_layout(model, *, fold: bool = True, gap_seconds: float = 1.0, max_peri
     _place_lanes(lanes, rows, nodes)
     gaps, height = _place_rows(rows, phases, folds, gap_seconds, frozenset(collapse),
                                head_height)
-    width = max((lanes[-1].x if lanes else AXIS_WIDTH) + RIGHT_MARGIN,
-                content_right(lanes, rows) + 20,
-                *(_fold_right(lanes, group) for group in folds if group.collapsed))
-    for group in folds:  # a collapsed fold's band is as wide as its words
-        group.band = fold_band(lanes, group)
+    width = width_and_bands(lanes, folds, content_right(lanes, rows))
     options = {"fold": fold, "gap_seconds": gap_seconds, "max_period": max_period,
                "min_repeats": min_repeats}
     return Layout(capture, lanes, rows, phases, folds, gaps, fold, width, height, participants,
