@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from captures.jobs import derived
 from captures.jobs.owner_view import OWNER, may_name_paths, unpath
 from captures.models import Capture
 from captures.render import build_layout
@@ -100,13 +101,10 @@ def variant_dir(capture: Capture, fold: bool, expand: list[int], collapse: list[
 
 
 def is_fresh(variant: Path, analysis: Path) -> bool:
-    """Whether `variant` was built whole from this analysis (not an older one)."""
-    head = variant / "head.json"
-    try:
-        return (head.stat().st_mtime >= analysis.stat().st_mtime
-                and (variant / "index.bin").exists())  # a variant of before the row index
-    except FileNotFoundError:
-        return False
+    """Whether `variant` was built whole from this analysis (not an older one): its head
+    carries the analysis' time (captures.jobs.derived)."""
+    return (derived.is_current(variant / "head.json", analysis)
+            and (variant / "index.bin").exists())  # a variant of before the row index
 
 
 def ensure_first(capture: Capture) -> Path:
@@ -134,7 +132,9 @@ def ensure(capture: Capture, fold: bool, expand: list[int], collapse: list[int],
     building = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
         with _no_collection():
+            made_from = derived.version(analysis)
             _write_variant(building, StoredModel(analysis, prepare), fold, expand, collapse)
+            derived.stamp(building / "head.json", made_from)
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         # Readers see a whole variant or none. Should another request have built it at the

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from captures.access.auth import api_view
 from captures.adapters import storage
 from captures.analysis import CaptureError, pcapmerge
-from captures.jobs import actions, findings, keylogs, local_copy, retention
+from captures.jobs import actions, derived, findings, keylogs, local_copy, retention
 from captures.models import Capture
 from captures.sources import base as sources
 from captures.web import common, download, listing, redaction
@@ -143,16 +143,18 @@ def _analysis_response(capture: Capture, view: str = redaction.OWNER):
 
 def _shown_analysis(capture: Capture, view: str) -> Path:
     """The analysis as `view` may read it, kept beside the stored one (which names the server's
-    paths, so it is never sent as it is) and made again when the analysis is newer."""
+    paths, so it is never sent as it is) and made again when the analysis changes."""
     stored = capture.analysis_file
     shown = capture.directory / f"analysis.{view}.json"
-    if not shown.exists() or shown.stat().st_mtime < stored.stat().st_mtime:
+    if not derived.is_current(shown, stored):
+        made_from = derived.version(stored)
         with open(stored, encoding="utf-8") as fp:
             doc = redaction.sequence(json.load(fp), view)
         capture.directory.mkdir(parents=True, exist_ok=True)  # a remote storage's web
         fd, temporary = tempfile.mkstemp(prefix=".analysis-", dir=capture.directory)
         with os.fdopen(fd, "w", encoding="utf-8") as fp:
             fp.write(json_text(doc))
+        derived.stamp(Path(temporary), made_from)
         os.replace(temporary, shown)  # readers see a whole document or none
     return shown
 
