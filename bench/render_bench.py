@@ -27,15 +27,17 @@ Then, with `--svg-capture FILE` (default bench/.cache/mixed-200000.pcapng when p
    (what opening the page does first).
 With `--upload-capture FILE` (default bench/.cache/mixed-534000.pcapng, ~100 MiB, made from the
 recorded 200k capture when missing):
-6. an upload's wait after its analysis: the first layout as the worker builds it before the
-   capture is announced completed (from the stored analysis a message at a time) plus the
-   page's first paint on it, against the target (1 s); and, as the baseline in the same run,
-   the first layout as the web built it on the first page view before (the whole document
-   loaded), each build in a child (wall seconds, peak RSS as its VmHWM). The worker's build is
-   also printed per row and as a ratio to the analysis of the same capture in this run
-   (`upload_layout_vs_analysis`); `--before-root DIR` (a checkout of the previous code, e.g.
-   `git worktree add /tmp/layout-old HEAD`) times that code's worker build on the same
-   analysis too (`upload_layout_speedup`).
+6. an upload's wait after its analysis: the first screen as the worker builds it before the
+   capture is announced completed (the first KVIZ_FIRST_SCREEN_MESSAGES messages of the
+   stored analysis) plus the page's first paint on it, against the target (1 s), also as a
+   ratio to the analysis (`upload_wait_vs_analysis`); then the whole first variant, which the
+   worker builds after the announcement and the page swaps in, and, as the baseline in the
+   same run, that variant as the web built it on the first page view before the worker laid
+   anything out (the whole document loaded), each build in a child (wall seconds, peak RSS as
+   its VmHWM). The whole build is also printed per row and as a ratio to the analysis of the
+   same capture in this run (`upload_layout_vs_analysis`); `--before-root DIR` (a checkout of
+   the previous code, e.g. `git worktree add /tmp/layout-old HEAD`) times that code's worker
+   build on the same analysis too (`upload_layout_speedup`).
 And with `--page-capture FILE` (default bench/.cache/mixed-1000000.pcapng when present):
 7. the capture page of a big capture: the cache built as the worker does (folded), then first
    paint in Chromium, against the smallest size's first paint in the same run.
@@ -308,6 +310,23 @@ with getattr(diagram_cache, "_no_collection", contextlib.nullcontext)():
 rows = json.loads((target / "head-lean.json").read_text())["row_count"]
 print(json.dumps({"s": time.perf_counter() - t, "hwm_kb": hwm(), "rows": rows}))
 """
+LAYOUT_FIRST = DJANGO_CHILD + """
+from django.conf import settings
+from captures.analysis import CaptureFile, analyze_files
+# As begin_first writes it, from the model the worker has just stored (only the first screen
+# is timed): argv 2 is the capture, 3 the stored analysis (its time stamps the variant).
+model = analyze_files([CaptureFile(Path(sys.argv[2]), None, {})], None)
+target = Path(sys.argv[4])
+target.parent.mkdir(parents=True, exist_ok=True)
+t = time.perf_counter()
+diagram_cache._build(target, Path(sys.argv[3]), lambda: diagram_cache.first_screen_model(
+    model, settings.KVIZ_FIRST_SCREEN_MESSAGES), True, [], [],
+    extra={"first_screen": {"messages": len(model.messages)}})
+s = time.perf_counter() - t
+model.close()
+rows = json.loads((target / "head-lean.json").read_text())["row_count"]
+print(json.dumps({"s": s, "hwm_kb": hwm(), "rows": rows}))
+"""
 LAYOUT_WHOLE = DJANGO_CHILD + """
 from captures.jobs.owner_view import unpath
 t = time.perf_counter()
@@ -531,34 +550,46 @@ def upload_capture(path: Path) -> Path:
 def upload_section(capture: Path, tmp: Path, browser, serve, before_root: Path | None,
                    ratios: dict) -> str:
     """An upload of ~100 MiB: from "analysis done" (analysis.json stored) to "the page shows
-    the diagram". The worker lays the page's first variant out before it announces the
-    capture completed (captures.jobs.runner.lay_out), so that wait is its build plus the
-    page's first paint on a warm cache; before, the page's first request had the web build it
-    from the whole document, in this run the baseline (time and peak RSS, each in a child).
-    The worker's build is also given as a ratio to the analysis of the same capture in this
-    run, per row (µs) and, with `before_root`, against the previous code's worker build."""
+    the diagram". The worker lays out the page's first screen (the first
+    KVIZ_FIRST_SCREEN_MESSAGES messages), announces the capture completed, then lays out the
+    whole first variant (captures.jobs.diagram_cache.begin_first), so that wait is the first
+    screen's build plus the page's first paint on it. Also timed: the whole variant as the
+    worker builds it after the announcement (the page swaps it in), and as the web built it
+    from the whole document on the first page view before the worker laid anything out, in
+    this run the baseline (time and peak RSS, each in a child). The whole build is also given
+    as a ratio to the analysis of the same capture in this run, per row (µs) and, with
+    `before_root`, against the previous code's worker build."""
     analysis = tmp / "upload-analysis.json"
     analyse_s = analysis_json(capture, analysis)
     before = child(LAYOUT_WHOLE, str(analysis), str(tmp / "upload-before"))
+    first = child(LAYOUT_FIRST, str(capture), str(analysis), str(tmp / "upload-layout" / "first"))
     worker = child(LAYOUT_STORED, str(analysis), str(tmp / "upload-variant"))
     previous = None
     if before_root is not None:
         previous = child(LAYOUT_STORED, str(analysis), str(tmp / "upload-previous"),
                          root=before_root)
-    server, url = serve(tmp / "upload-variant")
-    try:
-        paint = statistics.median(measure_browser(browser, url)[0] for _ in range(3))
-    finally:
-        server.shutdown()
-    wait = worker["s"] + paint / 1000
+    paints = {}
+    for name, variant in (("first", tmp / "upload-layout" / "first"),
+                          ("whole", tmp / "upload-variant")):
+        server, url = serve(variant)
+        try:
+            paints[name] = statistics.median(measure_browser(browser, url)[0] for _ in range(3))
+        finally:
+            server.shutdown()
+    wait = first["s"] + paints["first"] / 1000
+    whole_wait = worker["s"] + paints["whole"] / 1000
     rows = worker["rows"]
     print(f"upload {capture.name} ({capture.stat().st_size / 2**20:.0f} MiB): analysis "
-          f"{analyse_s:.1f} s; first layout by the worker {worker['s']:.1f} s "
+          f"{analyse_s:.1f} s; the worker's first screen ({first['rows']} rows) "
+          f"{first['s']:.2f} s (peak RSS with the analysis {first['rss_mb']:.0f} MB), first "
+          f"paint on it "
+          f"{paints['first']:.0f} ms; analysis done -> diagram shown {wait:.2f} s "
+          f"(target: 1 s); the whole layout after the announcement {worker['s']:.1f} s "
           f"{worker['rss_mb']:.0f} MB, {worker['s'] / rows * 1e6:.1f} µs a row for {rows} "
-          f"rows, {worker['s'] / analyse_s:.2f}× the analysis (before, by the web from the "
-          f"whole document: {before['s']:.1f} s {before['rss_mb']:.0f} MB); first paint "
-          f"{paint:.0f} ms; analysis done -> diagram shown {wait:.1f} s (target: 1 s)",
-          flush=True)
+          f"rows, {worker['s'] / analyse_s:.2f}× the analysis, first paint on it "
+          f"{paints['whole']:.0f} ms (analysis done -> whole diagram {whole_wait:.1f} s; "
+          f"before, by the web from the whole document: {before['s']:.1f} s "
+          f"{before['rss_mb']:.0f} MB)", flush=True)
     if previous is not None:
         print(f"upload: the previous code's worker layout ({before_root}) {previous['s']:.1f} s "
               f"{previous['rss_mb']:.0f} MB, {previous['s'] / rows * 1e6:.1f} µs a row, "
@@ -568,7 +599,9 @@ def upload_section(capture: Path, tmp: Path, browser, serve, before_root: Path |
     ratios["upload_layout_time_ratio"] = before["s"] / worker["s"]
     ratios["upload_layout_rss_ratio"] = before["rss_mb"] / worker["rss_mb"]
     ratios["upload_layout_vs_analysis"] = worker["s"] / analyse_s
-    return (f"upload_analysis_s={analyse_s:.1f} upload_wait_after_analysis_s={wait:.1f} "
+    ratios["upload_wait_vs_analysis"] = wait / analyse_s
+    return (f"upload_analysis_s={analyse_s:.1f} upload_wait_after_analysis_s={wait:.2f} "
+            f"upload_whole_layout_after_analysis_s={whole_wait:.1f} "
             f"upload_layout_rss_mb={worker['rss_mb']:.0f} "
             f"upload_layout_us_per_row={worker['s'] / rows * 1e6:.1f}")
 

@@ -315,6 +315,9 @@ STORAGES = {
 # Analysis limits: a capture beyond these is analysed as far as the limits allow and flagged
 # partial, so a hostile or huge file cannot exhaust the worker.
 KVIZ_MAX_FLOWS = envint("KVIZ_MAX_FLOWS", 200_000)
+# An analysis of more messages than this is announced completed with its diagram's first screen
+# (the layout of its first messages) and laid out whole after that (captures.jobs.diagram_cache).
+KVIZ_FIRST_SCREEN_MESSAGES = envint("KVIZ_FIRST_SCREEN_MESSAGES", 2000)
 KVIZ_LAB_PREFIX = env("KVIZ_LAB_PREFIX", "kviz")
 
 # Capture limits: what a user may ask for at most, and what a capture gets when it asks nothing.

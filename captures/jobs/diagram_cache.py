@@ -14,11 +14,20 @@ opened, which phases a reader closed) and written as
   which the browser folds, unfolds, closes phases and filters on its own: a variant the browser
   asks the server for is only ever the first one it shows.
 Variants live in `<capture dir>/layout/<view>-<key>/`; the oldest beyond KEEP_VARIANTS are
-removed, and a variant older than analysis.json is rebuilt.
+removed, and a variant older than analysis.json is rebuilt. One process builds a variant at a
+time: the others wait for it (an flock on `layout/.<variant>.lock`) and read what it wrote.
 
-The variant the owner's page asks for first is built by the worker once the analysis is stored,
-before the capture is announced completed (`ensure_first`, captures.jobs.runner); the others
-by the web on their first request. Building one reads the stored analysis a message at a time
+The variant the owner's page asks for first is built by the worker once the analysis is stored
+(`ensure_first`, captures.jobs.runner); the others by the web on their first request. Laying
+out a big capture takes about as long as analysing it, so for one of more than
+KVIZ_FIRST_SCREEN_MESSAGES messages the worker first writes that variant's first screen (the
+variant of its first messages, `<variant>-first/`, its head saying `first_screen`), announces
+the capture completed, and builds the whole variant while holding its lock (`begin_first`).
+A page that asks meanwhile gets the first screen (`ensure(first_screen=True)`), reads its rows
+and index with `first=1`, and asks again until the whole variant answers; everything else that
+needs the variant waits for the worker's build instead of making one of its own.
+
+Building one reads the stored analysis a message at a time
 into the layout's columns (captures.render.columns: typed arrays and interned strings, ~150
 bytes a row) and writes the rows' JSON from them directly; memory is those columns, not the
 model's document nor a Row object per message.
@@ -27,7 +36,9 @@ model's document nor a Row object per message.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
+import itertools
 import json
 import os
 import re
@@ -37,6 +48,8 @@ from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
+
+from django.conf import settings
 
 from captures.jobs import derived
 from captures.jobs.owner_view import OWNER, may_name_paths, unpath
@@ -109,31 +122,137 @@ def is_fresh(variant: Path, analysis: Path) -> bool:
 
 def ensure_first(capture: Capture) -> Path:
     """The variant the owner's page asks for first (folded, no fold opened, no phase closed:
-    frontend/static/diagram/main.js), built now if it is not there. The worker calls this once
-    an analysis is stored and before it announces the capture completed, so that opening the
-    page finds its layout instead of waiting for it (issue 14)."""
+    frontend/static/diagram/main.js), built now if it is not there."""
     return ensure(capture, True, [], [], view=OWNER, prepare=OWNER_PREPARE)
 
 
-def ensure(capture: Capture, fold: bool, expand: list[int], collapse: list[int],
-           view: str = "all", prepare: Prepare | None = None) -> Path:
-    """The directory of this layout variant, built if missing or older than the analysis.
+def first_screen_dir(variant: Path) -> Path:
+    """Where the first screen of `variant` (its first messages' layout) is kept."""
+    return variant.with_name(variant.name + "-first")
 
-    `prepare` turns the stored model into what `view` may read (OWNER_PREPARE, or
-    captures.web.redaction's for a redacted link); each view keeps its own variants."""
+
+class PendingLayout:
+    """The owner's first variant while the worker builds it: its lock is held until `finish`
+    (or `release`, or the process' end) lets it go."""
+
+    def __init__(self, capture: Capture, target: Path, lock) -> None:
+        self.capture, self.target, self._lock = capture, target, lock
+
+    def finish(self) -> Path:
+        try:
+            analysis = self.capture.analysis_file
+            if analysis is None or not analysis.exists():
+                raise NoAnalysis
+            if not is_fresh(self.target, analysis):
+                _build(self.target, analysis, lambda: StoredModel(analysis, OWNER_PREPARE),
+                       True, [], [])
+            return self.target
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file lets the flock go
+            self._lock = None
+
+
+def begin_first(capture: Capture, model) -> PendingLayout | None:
+    """The worker's layout of the analysis it has just stored (`model`, still open: a
+    captures.analysis.model.SequenceModel). A small one is laid out whole now (None). A big one
+    gets its first screen now, from `model` (the stored document's head is tens of MB to read
+    at 1M packets), and a PendingLayout whose `finish` builds the whole variant: the capture
+    can be announced completed in between, and its page opens on the first screen instead of
+    waiting a layout's time (issue 14)."""
+    if len(model.messages) <= settings.KVIZ_FIRST_SCREEN_MESSAGES:
+        ensure_first(capture)
+        return None
     analysis = capture.analysis_file
     if analysis is None or not analysis.exists():
         raise NoAnalysis
-    root = capture.directory / "layout"
+    target = variant_dir(capture, True, [], [], OWNER)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock_file(target)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not is_fresh(target, analysis):
+            _build(first_screen_dir(target), analysis,
+                   lambda: first_screen_model(model, settings.KVIZ_FIRST_SCREEN_MESSAGES),
+                   True, [], [], extra={"first_screen": {"messages": len(model.messages)}})
+    except BaseException:
+        lock.close()
+        raise
+    return PendingLayout(capture, target, lock)
+
+
+def first_screen_model(model, limit: int) -> dict:
+    """The owner's model of `model`'s first `limit` messages: with the connections and HTTP
+    requests those name, not all of them (what the first screen's layout reads of them, and
+    what its filter lists). The annotations stay whole: messages name them by position."""
+    messages = [unpath(message) for message in itertools.islice(model.messages, limit)]
+    named = {message.get("connection") for message in messages}
+    return {**unpath({
+        "capture": model.capture, "participants": model.participants,
+        "connections": [c for c in model.connections if c.get("id") in named],
+        "http": [request for request in model.http if request.get("connection") in named],
+        "annotations": model.annotations,
+    }), "messages": messages}
+
+
+def ensure(capture: Capture, fold: bool, expand: list[int], collapse: list[int],
+           view: str = "all", prepare: Prepare | None = None,
+           first_screen: bool = False) -> Path:
+    """The directory of this layout variant, built if missing or older than the analysis.
+
+    `prepare` turns the stored model into what `view` may read (OWNER_PREPARE, or
+    captures.web.redaction's for a redacted link); each view keeps its own variants. Another
+    process building the same variant is waited for; with `first_screen`, its first screen is
+    the answer instead when there is one (the page's first request, see the module doc)."""
+    analysis = capture.analysis_file
+    if analysis is None or not analysis.exists():
+        raise NoAnalysis
     target = variant_dir(capture, fold, expand, collapse, view)
     if is_fresh(target, analysis):
         return target
-    root.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _lock_file(target) as lock:
+        if first_screen:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # the worker is laying it out: its first screen, if any
+                partial = first_screen_dir(target)
+                if is_fresh(partial, analysis):
+                    return partial
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits while another process builds it
+        if not is_fresh(target, analysis):
+            _build(target, analysis, lambda: StoredModel(analysis, prepare), fold, expand,
+                   collapse)
+    return target
+
+
+def first_screen(capture: Capture, view: str = OWNER) -> Path | None:
+    """The first screen a page was given (`ensure(first_screen=True)`), while it is current."""
+    analysis = capture.analysis_file
+    partial = first_screen_dir(variant_dir(capture, True, [], [], view))
+    if analysis is None or not analysis.exists() or not is_fresh(partial, analysis):
+        return None
+    return partial
+
+
+def _lock_file(variant: Path):
+    return open(variant.with_name(f".{variant.name}.lock"), "a")  # the caller closes it
+
+
+def _build(target: Path, analysis: Path, model_of: Callable[[], object], fold: bool,
+           expand: list[int], collapse: list[int], extra: dict | None = None) -> None:
+    """Write the variant of `model_of()` (a StoredModel of `analysis`, or a model document
+    made from it) into `target`, stamped with the analysis' time; readers see a whole variant
+    or none. `extra` joins its head."""
+    root = target.parent
     building = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
         with _no_collection():
             made_from = derived.version(analysis)
-            _write_variant(building, StoredModel(analysis, prepare), fold, expand, collapse)
+            _write_variant(building, model_of(), fold, expand, collapse, extra=extra)
             derived.stamp(building / "head.json", made_from)
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
@@ -144,7 +263,6 @@ def ensure(capture: Capture, fold: bool, expand: list[int], collapse: list[int],
     finally:
         shutil.rmtree(building, ignore_errors=True)
     _forget_old(root)
-    return target
 
 
 class StoredModel:
@@ -359,7 +477,7 @@ def chunk_file(variant: Path, chunk: int) -> Path | None:
 
 
 def _write_variant(directory: Path, model, fold: bool, expand: list[int],
-                   collapse: list[int], columns: bool = True) -> str:
+                   collapse: list[int], columns: bool = True, extra: dict | None = None) -> str:
     """Lay out `model` (a StoredModel, or a model document) and write the variant's files;
     returns which way ("columns" or "layout").
 
@@ -367,7 +485,7 @@ def _write_variant(directory: Path, model, fold: bool, expand: list[int],
     strings, their JSON written directly, a few µs and ~150 bytes a row. A model they do not
     expect (`Unusual`), or `columns=False`, takes build_layout's Layout and its dicts instead
     (`_write_layout`), the path the exports take; both write the same bytes
-    (tests/render/test_columns.py)."""
+    (tests/render/test_columns.py). `extra` joins the head's keys."""
     if isinstance(model, dict):
         head = {key: value for key, value in model.items() if key != "messages"}
 
@@ -383,9 +501,9 @@ def _write_variant(directory: Path, model, fold: bool, expand: list[int],
         except Unusual:
             laid = None
         if laid is not None:
-            _write_columns(directory, laid, expand, collapse)
+            _write_columns(directory, laid, expand, collapse, extra or {})
             return "columns"
-    _write_layout(directory, head, messages(), fold, expand, collapse)
+    _write_layout(directory, head, messages(), fold, expand, collapse, extra or {})
     return "layout"
 
 
@@ -403,7 +521,7 @@ def _no_collection():
 
 
 def _write_columns(directory: Path, laid: ColumnLayout, expand: list[int],
-                   collapse: list[int]) -> None:
+                   collapse: list[int], extra: dict) -> None:
     (directory / "index.bin").write_bytes(laid.index_bytes())
     n = laid.n
     doc = laid.as_layout().head_dict()
@@ -413,7 +531,7 @@ def _write_columns(directory: Path, laid: ColumnLayout, expand: list[int],
         "row_count": n, "chunk_rows": CHUNK_ROWS,
         "ys": _Slices(n, laid.ys),
         "message_rows": None if ids is None else _Slices(n, lambda a, b: ids[a:b].tolist()),
-        "expanded": sorted(expand), "collapsed_phases": sorted(collapse),
+        "expanded": sorted(expand), "collapsed_phases": sorted(collapse), **extra,
     })
     _dump(directory / "head.json", {**doc, "connections": connections,
                                     "annotations": annotations})
@@ -441,7 +559,7 @@ class _Slices:
 
 
 def _write_layout(directory: Path, head: dict, messages: Iterator[dict], fold: bool,
-                  expand: list[int], collapse: list[int]) -> None:
+                  expand: list[int], collapse: list[int], extra: dict) -> None:
     """The variant's files from build_layout's Layout (see `_write_variant`).
 
     Memory is the layout's rows and little else: the messages are read one at a time, the
@@ -461,7 +579,7 @@ def _write_layout(directory: Path, head: dict, messages: Iterator[dict], fold: b
         "ys": [row.y for row in rows],
         # Deep links name a message id; the browser needs its row. Usually they are equal.
         "message_rows": None if ids == list(range(len(ids))) else ids,
-        "expanded": sorted(expand), "collapsed_phases": sorted(collapse),
+        "expanded": sorted(expand), "collapsed_phases": sorted(collapse), **extra,
     })
     del ids
     _dump(directory / "head.json", {**doc, "connections": connections,
@@ -561,3 +679,4 @@ def _forget_old(root: Path) -> None:
                       key=lambda p: p.stat().st_mtime, reverse=True)
     for old in variants[KEEP_VARIANTS:]:
         shutil.rmtree(old, ignore_errors=True)
+        old.with_name(f".{old.name}.lock").unlink(missing_ok=True)

@@ -208,6 +208,15 @@ def run(capture_id, worker_id: str) -> str | None:
     if not claimed:
         return None
     capture = Capture.objects.get(id=capture_id)
+    layout: list = []  # the diagram's whole layout, when it is built after the announcement
+    try:
+        return _run(capture, worker_id, layout)
+    finally:
+        for pending in layout:  # announced: the page has the first screen meanwhile
+            lay_out(capture, pending.finish)
+
+
+def _run(capture: Capture, worker_id: str, layout: list) -> str | None:
     publisher = LivePublisher(capture.id)
     heartbeat = Heartbeat(capture.id, worker_id)
     heartbeat.start()
@@ -219,7 +228,7 @@ def run(capture_id, worker_id: str) -> str | None:
             failure = _record(capture, worker_id, publisher)
             if failure:
                 status, error = Status.FAILED, failure
-        _analyse(capture, worker_id)
+        _analyse(capture, worker_id, layout)
     except Lost:
         return None
     except DiskFull as exc:
@@ -564,14 +573,16 @@ def _limit_reached(capture: Capture) -> str:
 
 
 @observe.timed_analysis  # its duration and failures, for /metrics
-def analyse(capture: Capture) -> dict:
+def analyse(capture: Capture, on_stored=None) -> dict:
     """Analyse the stored files together; write analysis.json beside them; return the row's
-    summary. Each file's packet count is kept on its row (frames beyond it are 404)."""
+    summary. Each file's packet count is kept on its row (frames beyond it are 404).
+    `on_stored(name, model)`, when given, is called once the document is stored, with the
+    model still open."""
     with capture_storage.analysis_inputs(capture) as inputs:  # local files, or copies
-        return _analyse_files(capture, inputs)
+        return _analyse_files(capture, inputs, on_stored)
 
 
-def _analyse_files(capture: Capture, inputs: list) -> dict:
+def _analyse_files(capture: Capture, inputs: list, on_stored=None) -> dict:
     stored = [row for row, _path in inputs]
     if not stored:
         raise CaptureError("no capture file was stored")
@@ -592,6 +603,8 @@ def _analyse_files(capture: Capture, inputs: list) -> dict:
             if is_disk_full(exc):
                 raise CaptureError("disk full: no room left for the analysis") from None
             raise
+        if on_stored is not None:
+            on_stored(stored_name, model)
         facts = model.capture
         return {
             "analysis_path": stored_name,
@@ -609,9 +622,23 @@ def _analyse_files(capture: Capture, inputs: list) -> dict:
         model.close()
 
 
-def _analyse(capture: Capture, worker_id: str) -> None:
+def _analyse(capture: Capture, worker_id: str, layout: list) -> None:
+    """Analyse what was stored and lay out the diagram (a big capture's first screen; its whole
+    layout goes into `layout`, built once the capture is announced completed)."""
+
+    # Before run() announces the capture completed, so that the page opens on it; from the
+    # model while it is open (the stored document's head alone is slow to read again).
+    def first_layout(name, model):
+        capture.analysis_path = name
+
+        def begin():
+            pending = diagram_cache.begin_first(capture, model)
+            if pending is not None:
+                layout.append(pending)
+        lay_out(capture, begin)
+
     try:
-        result = analyse(capture)
+        result = analyse(capture, first_layout)
     except CaptureError as exc:
         if capture.target_kind == TargetKind.UPLOAD:
             raise
@@ -624,17 +651,16 @@ def _analyse(capture: Capture, worker_id: str) -> None:
     _persist(capture, lambda: _owned(capture, worker_id).update(**update))
     capture.packets = update.get("packets", capture.packets)
     capture.analysis_path = result["analysis_path"]
-    lay_out(capture)  # before run() announces the capture completed
 
 
-def lay_out(capture: Capture) -> None:
+def lay_out(capture: Capture, build=None) -> None:
     """The diagram layout the owner's page asks for first, built from the stored analysis
-    (captures.jobs.diagram_cache.ensure_first) so that opening the page finds it. Without it
-    the page still works (the web builds it on the first request), so a failure here is
-    logged, never the capture's."""
+    (captures.jobs.diagram_cache.ensure_first, or `build`: a big capture's PendingLayout.finish)
+    so that opening the page finds it. Without it the page still works (the web builds it on
+    the first request), so a failure here is logged, never the capture's."""
     started = time.monotonic()
     try:
-        diagram_cache.ensure_first(capture)
+        (build or (lambda: diagram_cache.ensure_first(capture)))()
     except Exception:
         log.warning("capture %s: the diagram layout was left to the web", capture.id,
                     exc_info=True)

@@ -40,17 +40,27 @@ def _ids(request, name: str) -> list[int]:
     return ids
 
 
-def _variant(request, capture, view: str):
+def _variant(request, capture, view: str, first_screen: bool = False):
+    """The layout variant the request names. `first_screen`: the page's first request, which
+    a big capture's first screen answers while the worker lays the rest out; the first screen's
+    own rows and index are asked for with `first=1` (diagram_cache's module doc)."""
     fold = request.GET.get("fold", "1") != "0"
     # The owner's and a full link's layouts are drawn from the same model; a redacted link's
     # from its own, whitelisted one.
-    # The owner's first variant is usually there already: the worker built it
-    # (diagram_cache.ensure_first).
     model_view = redaction.REDACTED if view == redaction.REDACTED else redaction.OWNER
+    expand, collapse = _ids(request, "expand"), _ids(request, "collapse")
     try:
-        return diagram_cache.ensure(capture, fold, _ids(request, "expand"),
-                                    _ids(request, "collapse"), view=model_view,
-                                    prepare=redaction.sequence_parts(model_view))
+        if request.GET.get("first") == "1":
+            partial = diagram_cache.first_screen(capture, model_view)
+            if partial is None:
+                raise ActionError("the diagram's first screen is gone: the whole diagram "
+                                  "is laid out (reload the page)", 404)
+            return partial
+        # The owner's first variant is usually there already: the worker built it.
+        return diagram_cache.ensure(capture, fold, expand, collapse, view=model_view,
+                                    prepare=redaction.sequence_parts(model_view),
+                                    first_screen=first_screen and fold
+                                    and not expand and not collapse)
     except diagram_cache.NoAnalysis:
         if capture.is_terminal:
             raise ActionError("no analysis for this capture", 404) from None
@@ -75,14 +85,14 @@ def _json_file(path, view: str):
 
 
 def _layout_head(request, capture, view: str):
-    variant = _variant(request, capture, view)
-    if request.GET.get("part") == "index":
+    part = request.GET.get("part", "")
+    variant = _variant(request, capture, view, first_screen=part == "lean")
+    if part == "index":
         # Numbers only (positions, ids, lengths), computed from the model `view` may read.
         path = diagram_cache.index_file(variant)
         if path is None:
             return error(404, "no row index for this layout")
         return _file(path, "application/octet-stream")
-    part = request.GET.get("part", "")
     if part in ("lean", "connections"):  # the page's first screen, then its filter list
         path = variant / ("head-lean.json" if part == "lean" else "connections.json")
         return _json_file(path if path.exists() else variant / "head.json", view)

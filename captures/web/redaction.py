@@ -290,6 +290,8 @@ LAYOUT = {  # kviz.layout/1: the layout head, its row chunks, and the `layout` e
     "gaps": [{key: SHOWN for key in ("before_row", "seconds", "text", "y", "height")}],
     # the lean head's phases, and its mark (captures.jobs.diagram_cache._lean)
     "phase_columns": SHOWN, "lean": SHOWN,
+    # a big capture's first screen, while the rest is laid out: of how many messages
+    "first_screen": {"messages": SHOWN},
     "connections": [_CONNECTION], "annotations": [_ANNOTATION],
     # the head's index of the rows (captures.jobs.diagram_cache), and a chunk's first row
     "row_count": SHOWN, "chunk_rows": SHOWN, "ys": SHOWN, "message_rows": SHOWN,

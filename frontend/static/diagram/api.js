@@ -83,8 +83,11 @@ export class LayoutSource {
     // The lean head: no connections (fetched for the filters after the first paint, main.js)
     // and no annotations (the rows' badges carry their words).
     const lean = phasesFromColumns(await api.json("layout/" + query + "&part=lean"));
-    const source = new LayoutSource(api, lean, query);
-    source.indexPath = "layout/" + query + "&part=index";
+    // A big capture's first screen while the server lays out the rest (docs/api.md): its own
+    // rows and index are asked for by name, whatever the server has built meanwhile.
+    const own = lean.first_screen ? query + "&first=1" : query;
+    const source = new LayoutSource(api, lean, own);
+    source.indexPath = "layout/" + own + "&part=index";
     return source;
   }
 

@@ -10,7 +10,7 @@ export const LONG_ARROWS = 2000;
 const MERMAID_ARROWS = 400;
 
 // 12345 -> "12,345" (toLocaleString loads the locale data: ~100 ms on a page's first call)
-function thousands(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ","); }
+export function thousands(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ","); }
 
 export function exportButtons(container, api, name) {
   let svgQuery = "";
@@ -56,7 +56,11 @@ export function exportButtons(container, api, name) {
           words.push(`<a href="${api.url("export/svg?fold=1")}" download>Export the folded one</a> ` +
             `(${thousands(view.foldedArrows)} arrows)` + (view.filtered ? "" : ","));
         }
-        if (!view.filtered) words.push("or choose a connection, participant or phase above: the SVG then draws only those arrows.");
+        if (!view.filtered) {
+          const offered = !view.fold && view.foldedArrows < view.arrows; // the folded export, above
+          words.push(`${offered ? "or choose" : "Choose"} a connection, participant or phase above: ` +
+            "the SVG then draws only those arrows.");
+        }
       }
       if (parts > 1) {
         const links = [];

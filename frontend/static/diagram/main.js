@@ -4,12 +4,13 @@
 
 import { Api, LayoutSource } from "./api.js";
 import { loadFrame, renderNotes, renderPhaseDetails, renderRowDetails } from "./details.js";
-import { exportButtons } from "./export.js";
+import { exportButtons, thousands } from "./export.js";
 import { LiveSource, follow } from "./live.js";
 import { DiagramView } from "./view.js";
 
 const RUNNING = new Set(["queued", "running", "stopping"]);
 const LAYOUT_POLL_MS = 1000;
+const WHOLE_POLLS = 900; // a first screen waits at most this many polls for the whole layout
 
 class Diagram {
   constructor(root) {
@@ -87,6 +88,7 @@ class Diagram {
         throw error;
       }
       this.first = source;
+      if (source.head.first_screen) this.awaitWhole();
     }
     this.base = source;
     this.root.dataset.rows = source.rowCount;
@@ -158,6 +160,40 @@ class Diagram {
     }
   }
 
+  // A big capture's first screen, while the server lays out the rest (docs/api.md): asked for
+  // again every second until the whole layout answers, which then takes its place at the same
+  // row, with the folds and filters chosen meanwhile.
+  async awaitWhole() {
+    if (this.awaiting) return;
+    this.awaiting = true;
+    try {
+      for (let poll = 0; poll < WHOLE_POLLS; poll++) {
+        await new Promise((resolve) => setTimeout(resolve, LAYOUT_POLL_MS));
+        let whole;
+        try {
+          whole = await LayoutSource.load(this.api, true, [], []);
+        } catch {
+          continue;
+        }
+        if (whole.head.first_screen) continue;
+        this.first = whole;
+        this.origin = null;
+        await this.reload();
+        return;
+      }
+      this.say("the rest of the diagram is still being laid out: reload the page to see it");
+    } finally {
+      this.awaiting = false;
+    }
+  }
+
+  // "N arrows", or of a first screen: "the first N of M arrows (the rest is being laid out…)".
+  arrows(count) {
+    const first = this.first?.head.first_screen;
+    return first ? `the first ${thousands(count)} of ${thousands(first.messages)} arrows ` +
+      "(the rest is being laid out…)" : `${thousands(count)} arrows`;
+  }
+
   drawn(pending) {
     // The first screen counts as drawn once no row in it waits for its chunk.
     if (this.firstPaint === null && pending === 0 && this.source && this.source.rowCount > 0 &&
@@ -200,11 +236,11 @@ class Diagram {
     const source = this.source;
     this.updateExports();
     if (source.matching !== undefined) {
-      this.say(`${source.matching} of ${source.rowCount} arrows` +
-        (source.folded ? ` (${source.folded} of them inside folded repeats)` : ""));
+      this.say(`${thousands(source.matching)} of ${this.arrows(source.rowCount)}` +
+        (source.folded ? ` (${thousands(source.folded)} of them inside folded repeats)` : ""));
     } else {
       const folds = source.head.folds.filter((f) => f.collapsed).length;
-      this.say(`${source.rowCount} arrows` + (folds ? `, ${folds} repeated patterns folded` : ""));
+      this.say(this.arrows(source.rowCount) + (folds ? `, ${folds} repeated patterns folded` : ""));
     }
     this.root.dataset.matching = source.matching ?? source.rowCount;
   }
