@@ -9,6 +9,7 @@ stored the new one (a page read while the worker re-analysed: the old document f
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -26,3 +27,17 @@ def is_current(path: Path, source: Path) -> bool:
         return path.stat().st_mtime_ns == source.stat().st_mtime_ns
     except FileNotFoundError:
         return False
+
+
+def write_text(path: Path, made_from: int, text: str) -> None:
+    """`text` as `path`, stamped `made_from`; readers see a whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # a remote storage's web has no directory yet
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fp:
+            fp.write(text)
+        stamp(Path(temporary), made_from)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -319,6 +319,19 @@ class StoredModel:
                 yield found if clean or not changes(reader.text, start, end) else message(found)
 
 
+def read_head(path: Path) -> dict:
+    """A stored analysis without its messages, which are never read (the rest is before them
+    in what the analysis writes; a document written otherwise is read whole)."""
+    with open(path, encoding="utf-8") as fp:
+        reader = _Reader(fp)
+        head = reader.head()
+        if reader.at_messages and not head.keys() >= HEAD_KEYS | SKIPPED_KEYS:
+            fp.seek(0)
+            head = json.load(fp)
+            head.pop("messages", None)
+    return head
+
+
 def _same(value):
     return value
 

@@ -50,7 +50,7 @@ from django.utils import timezone
 
 from captures.adapters.decode import LiveDecoder
 from captures.analysis import CaptureError, CaptureFile, analyze_files
-from captures.jobs import diagram_cache, findings, keylogs, observe
+from captures.jobs import described, diagram_cache, findings, keylogs, observe
 from captures.jobs import storage as capture_storage
 from captures.jobs.live import LivePublisher, announce_final, thin
 from captures.models import ACTIVE, Capture, Status, StoredFile, TargetKind, append_log
@@ -626,10 +626,11 @@ def _analyse(capture: Capture, worker_id: str, layout: list) -> None:
     """Analyse what was stored and lay out the diagram (a big capture's first screen; its whole
     layout goes into `layout`, built once the capture is announced completed)."""
 
-    # Before run() announces the capture completed, so that the page opens on it; from the
-    # model while it is open (the stored document's head alone is slow to read again).
-    def first_layout(name, model):
-        capture.analysis_path = name
+    # What the page shows first, before run() announces the capture completed, so that the
+    # page opens on it: from the model while it is open (the stored document's head alone is
+    # slow to read again). Without it the page still works: the web makes it.
+    def prepare_page(name, model):
+        _describe(capture, name, model)
 
         def begin():
             pending = diagram_cache.begin_first(capture, model)
@@ -638,7 +639,7 @@ def _analyse(capture: Capture, worker_id: str, layout: list) -> None:
         lay_out(capture, begin)
 
     try:
-        result = analyse(capture, first_layout)
+        result = analyse(capture, prepare_page)
     except CaptureError as exc:
         if capture.target_kind == TargetKind.UPLOAD:
             raise
@@ -651,6 +652,17 @@ def _analyse(capture: Capture, worker_id: str, layout: list) -> None:
     _persist(capture, lambda: _owned(capture, worker_id).update(**update))
     capture.packets = update.get("packets", capture.packets)
     capture.analysis_path = result["analysis_path"]
+
+
+def _describe(capture: Capture, name: str, model) -> None:
+    """The owner's description of the analysis just stored as `name` (captures.jobs.described);
+    a failure leaves it to the web."""
+    capture.analysis_path = name
+    try:
+        described.write_owner(capture, model)
+    except Exception:
+        log.warning("capture %s: its description was left to the web", capture.id,
+                    exc_info=True)
 
 
 def lay_out(capture: Capture, build=None) -> None:
@@ -700,7 +712,7 @@ def analyse_interrupted(capture_id) -> bool:
 def _analysis_or_log(capture: Capture) -> dict | None:
     """analyse(capture), or None with the reason in the capture's log."""
     try:
-        return analyse(capture)
+        return analyse(capture, lambda name, model: _describe(capture, name, model))
     except CaptureError as exc:
         Capture.objects.filter(id=capture.id).update(
             log=append_log(capture.log, f"analysis failed: {exc}"))

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -150,12 +148,7 @@ def _shown_analysis(capture: Capture, view: str) -> Path:
         made_from = derived.version(stored)
         with open(stored, encoding="utf-8") as fp:
             doc = redaction.sequence(json.load(fp), view)
-        capture.directory.mkdir(parents=True, exist_ok=True)  # a remote storage's web
-        fd, temporary = tempfile.mkstemp(prefix=".analysis-", dir=capture.directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
-            fp.write(json_text(doc))
-        derived.stamp(Path(temporary), made_from)
-        os.replace(temporary, shown)  # readers see a whole document or none
+        derived.write_text(shown, made_from, json_text(doc))
     return shown
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from captures.jobs import diagram_cache
+from captures.jobs import described, diagram_cache
 from captures.jobs.owner_view import OWNER, unpath
 from captures.web import present
 
@@ -440,10 +440,11 @@ def live_event(event: dict, view: str) -> dict:
 
 
 def describe(row, view: str) -> dict | None:
-    """The analysis in sentences (captures.web.present) as `view` may read it."""
-    # The sentences need no messages; left out, they cost nothing to pass through.
-    return present.describe_file(row.analysis_file, prepare=lambda doc: sequence(
-        {key: value for key, value in doc.items() if key != "messages"}, view))
+    """The analysis in sentences (captures.render.describe) as `view` may read it, made once
+    per analysis (captures.jobs.described); it needs no messages and reads none."""
+    if view == OWNER:
+        return described.read(row)
+    return described.read(row, view, prepare=lambda head: sequence(head, view))
 
 
 def page(row, link, context: dict) -> dict:

@@ -344,7 +344,7 @@ def test_each_fault_gives_only_its_own_causes(recorded, name):
 
 
 def test_the_same_cause_on_several_connections_is_said_once_with_the_list(lab, tmp_path):
-    from captures.web import present
+    from captures.render.describe import describe
 
     stem = "closed-port-x3"
     faults.run_together(lab, ["fault-closed-port"] * 3, tmp_path, stem)
@@ -369,7 +369,7 @@ def test_the_same_cause_on_several_connections_is_said_once_with_the_list(lab, t
         markdown = render("markdown", model)
         part = markdown.split("## What happened", 1)[1].split("\n## ", 1)[0]
         assert part.count("3 connections:") == 1 and part.count("**Error**") == 1
-        page = present.describe(doc)
+        page = describe(doc)
         assert [c["text"] for c in page["causes"]] == [item["text"]]
     both = causes(analyse(tmp_path, stem, pod_only=False), "refused")
     assert "were refused by nginx-a" in both[0]["group"]

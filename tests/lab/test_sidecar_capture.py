@@ -130,7 +130,7 @@ def test_it_says_nothing_of_a_pod_without_a_sidecar(plain):
 
 
 def test_it_is_said_under_what_happened_in_text_markdown_and_the_page(meshed):
-    from captures.web import present
+    from captures.render.describe import describe
 
     model = meshed.model("eth0.pcapng")
     doc = model.to_dict()
@@ -141,7 +141,7 @@ def test_it_is_said_under_what_happened_in_text_markdown_and_the_page(meshed):
     markdown = render("markdown", model)
     happened_part = markdown.split("## What happened", 1)[1].split("\n## ", 1)[0]
     assert "**Note**" in happened_part and "no lo" in happened_part
-    page = present.describe(doc)
+    page = describe(doc)
     assert [c["kind"] for c in page["causes"] if c["kind"] == KIND] == [KIND]
     # The sidecar's own findings are still listed, not explained away by the note.
     assert any("mutual TLS" in line for line in page["also_seen"])
