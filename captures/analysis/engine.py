@@ -68,6 +68,7 @@ VANTAGES_KEPT = 4096  # encoded vantage points cached (interfaces × directions)
 EVIDENCE_PER_CONNECTION = 64  # messages kept per connection for the diagnosis
 RETRANSMISSIONS_KEPT = 16  # of which this many are kept for retransmissions only
 KEY_FLAGS = SYN | RST | FIN
+CLOSE_FLAGS = RST | FIN
 KEY_PHASES = ("request", "response")
 TUNNELS_KEPT = 4096  # encoded tunnels cached (a capture has a few: one per pair of nodes)
 FLAG_LETTERS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"))
@@ -316,6 +317,10 @@ class _Analysis:
                     hop_count = len(message.hops)
                     if length > sizes.get(hop_count, 0):
                         sizes[hop_count] = length
+                if record.tcp_flags & CLOSE_FLAGS:
+                    if conn.closers is None:
+                        conn.closers = set()
+                    conn.closers.add(src)
                 kept = len(conn.evidence)
                 if kept < EVIDENCE_PER_CONNECTION and (
                     label[-16:] == "(retransmission)"
@@ -746,6 +751,7 @@ class _Analysis:
                 for conn in connections
                 if conn.retransmissions
             },
+            closers={conn.id: conn.closers or set() for conn in connections},
             fetch=self.messages.fetch,
             describe=self.identity.describe,
         )

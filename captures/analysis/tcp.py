@@ -125,6 +125,7 @@ class Connection:
         "answered",
         "app",
         "client",
+        "closers",
         "decrypt",
         "end",
         "evidence",
@@ -223,6 +224,9 @@ class Connection:
         self.unseen = [0, 0]
         self.unseen_to = [0, 0]  # relative offset up to which they are counted
         self.segment_sizes: tuple[dict[int, int], dict[int, int]] | None = None
+        # The source endpoints (as messages name them) of its FIN and RST segments: a rule
+        # that needs a close from one side skips the connection without reading its messages.
+        self.closers: set[str] | None = None
 
     def endpoint(self, side: int) -> str:
         ip, port = self.client if side == 0 else self.server

@@ -33,8 +33,10 @@ def _server_side(view: CaptureView, conn: dict) -> set[str]:
 
 def tls13_refusal(view: CaptureView, conn: dict) -> list[dict] | None:
     """The messages that show a TLS 1.3 refusal after the client's Finished, else None."""
-    messages = view.of_connection(conn["id"])
     server = _server_side(view, conn)
+    if not view.closed_by(conn["id"], server):
+        return None  # a refusal ends with the server's close
+    messages = view.of_connection(conn["id"])
     hello = next((m for m in messages if "ServerHello" in m["label"]), None)
     if hello is None:
         return None

@@ -208,12 +208,20 @@ def idle_resets(view: CaptureView, places: Places) -> list[dict]:
     findings = []
     for conn in view.connections:
         if (conn.get("handshake") not in ("complete", "midstream") or conn.get("keepalives")
-                or not (conn.get("retransmissions") or conn.get("closed") == "rst")):
+                or not (conn.get("retransmissions") or conn.get("closed") == "rst")
+                or not _long_enough(conn)):
             continue
         found = _idle(view, places, conn, view.of_connection(conn["id"]))
         if found is not None:
             findings.append(found)
     return findings
+
+
+def _long_enough(conn: dict) -> bool:
+    """Whether the connection lasted long enough to hold an idle gap: no gap between two of
+    its messages exceeds its first packet to its last (message times are rounded to 1 us)."""
+    total_ms = (conn.get("timing") or {}).get("total_ms")
+    return total_ms is None or total_ms + 0.01 >= IDLE_MIN_S * 1000
 
 
 def _idle(view, places, conn, messages) -> dict | None:

@@ -41,6 +41,9 @@ class CaptureView:
     # connection id -> {"client"|"server": {hops seen: largest payload seen at that many}}: a
     # segment seen at fewer places than others of its direction did not get as far
     segment_sizes: dict[int, dict[str, dict[int, int]]] = field(default_factory=dict)
+    # connection id -> the source endpoints of its FIN and RST segments (every one, not only
+    # those among its kept messages); a connection missing here is not known, not unclosed
+    closers: dict[int, set[str]] = field(default_factory=dict)
     # ids -> message dicts (docs/model.md), for the ids asked
     fetch: Callable[[Iterable[int]], dict[int, dict]] = lambda ids: {}
     # ip -> a participant-like description, for addresses that are not participants (a pod
@@ -83,6 +86,12 @@ class CaptureView:
     def of_exchange(self, exchange: dict) -> list[dict]:
         return self.messages(exchange.get("messages", ()))
 
+    def closed_by(self, conn_id: int, endpoints: set[str]) -> bool:
+        """Whether any of these endpoints sent a FIN or RST on the connection; True when not
+        known, so a rule that asks only to skip reading messages never skips wrongly."""
+        closers = self.closers.get(conn_id)
+        return closers is None or not closers.isdisjoint(endpoints)
+
     def answered(self, conn_id: int) -> bool:
         """Whether an HTTP request of this connection got a response."""
         if self._answered is None:
@@ -118,6 +127,7 @@ class CaptureView:
         by_connection: dict[int, list[int]] = {}
         by_annotation: dict[int, list[int]] = {}
         sizes: dict[int, dict[str, dict[int, int]]] = {}
+        closers: dict[int, set[str]] = {}
         clients = {c["id"]: c["client"] for c in doc["connections"]}
         for message in doc["messages"]:
             for index in message["annotations"]:
@@ -127,6 +137,11 @@ class CaptureView:
                 continue
             if is_key_tcp_message(message):
                 by_connection.setdefault(conn, []).append(message["id"])
+            flags = message.get("flags") or ""
+            if message["proto"] == "tcp":
+                found = closers.setdefault(conn, set())
+                if "F" in flags or "R" in flags:
+                    found.add(message["src"])
             if message["len"]:
                 side = "client" if message["src"] == clients.get(conn) else "server"
                 record_size(sizes, conn, side, len(message["hops"]), message["len"])
@@ -135,7 +150,7 @@ class CaptureView:
             connections=doc["connections"], dns=doc["dns"], annotations=doc["annotations"],
             http=doc.get("http", []), duration=doc["capture"].get("duration"),
             connection_messages=by_connection,
-            annotation_messages=by_annotation, segment_sizes=sizes,
+            annotation_messages=by_annotation, segment_sizes=sizes, closers=closers,
             fetch=lambda ids: {i: messages[i] for i in ids if i in messages},
             describe=Identity(inventory).describe if inventory else None)
 
