@@ -19,6 +19,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from . import hops as copies
+from . import readahead
 from .diagnosis import CaptureView, Diagnosis, diagnose
 from .dns import DNS_PORTS, DnsTracker, ExchangeFields, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, LogicalMessage, rewrites
@@ -171,7 +172,20 @@ class _Analysis:
     # -- reading ---------------------------------------------------------------------------
 
     def run(self) -> SequenceModel:
-        file_facts = []
+        file_facts: list[dict] = []
+        process = self._process
+        if readahead.wanted(self.files):
+            messages = readahead.messages(self, file_facts)
+        else:
+            messages = self.logical_messages(file_facts)
+        with contextlib.closing(messages):  # files closed, a reading process ended, at once
+            for message in messages:
+                process(message)
+        return self._finish(file_facts)
+
+    def logical_messages(self, file_facts: list[dict]):
+        """Every file's frames, decoded, merged by time and folded into logical messages, in
+        the order they are to be processed (readahead.py may run this in a second process)."""
         with contextlib.ExitStack() as stack:
             streams = []
             for index, capture_file in enumerate(self.files):
@@ -199,19 +213,15 @@ class _Analysis:
             records = (
                 streams[0] if len(streams) == 1 else heapq.merge(*streams, key=attrgetter("time"))
             )
-            process = self._process
             push = self.folder.push
             ready = self.folder.ready
             labels = self._labels()
             for record in records:
                 push(record, labels(record))
                 if ready:
-                    for message in ready:
-                        process(message)
+                    yield from ready
                     ready.clear()
-            for message in self.folder.flush():
-                process(message)
-        return self._finish(file_facts)
+            yield from self.folder.flush()
 
     def _decoded(self, frames, capture_file, facts):
         names = capture_file.interfaces or self._node_interfaces(capture_file.vantage)

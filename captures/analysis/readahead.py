@@ -1,0 +1,259 @@
+"""Reading ahead in a second process: decode and fold on one core, analyse on the other.
+
+Theory of operation. An analysis is a pipeline: read frames, decode them to PacketRecords, fold
+copies into logical messages (engine.logical_messages), then process each message in order
+(TCP, DNS, labels, the message's JSON). The first half needs nothing from the second, so on a
+machine with more than one core a large capture is split there: the process forks, the child
+runs the first half and writes the logical messages down a pipe in batches, the parent reads
+them and runs the second half. Both run at once; the output is the same as in one process,
+byte for byte (tests/analysis/test_readahead.py), because the parent sees the same messages in
+the same order, and everything else the first half produces is sent too:
+
+- t0 (the first frame's time), with every batch: it is final before the first message;
+- the warnings the reading adds, in the stream before the first message after them, so that
+  they interleave with the parent's own warnings exactly as they would in one process;
+- at the end, the files' facts and what the copy folder's bounds did.
+
+A CaptureError in the child (a file that is not a capture, a link type not supported) is
+raised in the parent with the same words, after the messages before it, as in one process.
+Any other failure of the child, or its death, is an error in the parent naming it; the parent
+that stops early (an error of its own, an interrupt) closes the pipe and kills the child, so a
+child never outlives its analysis.
+
+Messages cross the pipe as marshal'd tuples of plain values (marshal is several times faster
+than pickle for them, and both processes run the same Python): a record's fields in their
+declared order, its tunnel and DNS answers as tuples, each hop as a tuple.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import signal
+import struct
+import sys
+import traceback
+from dataclasses import fields
+from operator import attrgetter
+from pathlib import Path
+
+from .hops import Hop, LogicalMessage
+from .records import CaptureError, DnsInfo, PacketRecord, Tunnel
+
+# Captures smaller than this are analysed in one process: forking and the pipe cost a few
+# milliseconds, and the tests' many small captures would pay that for nothing.
+MIN_BYTES = 4 * 1024 * 1024
+# KVIZ_ANALYSIS_READAHEAD: "auto" (the default: large captures, more than one core, fork
+# available), "always" or "never". The test suite runs both ways.
+CHOICES = ("auto", "always", "never")
+BATCH = 1024  # messages per write; large enough to amortise the pipe, small enough to overlap
+_LENGTH = struct.Struct("<I")
+_MESSAGE, _WARNING, _PARTIAL = 0, 1, 2
+_RECORD_FIELDS = tuple(f.name for f in fields(PacketRecord))
+_record_values = attrgetter(*_RECORD_FIELDS)
+_DNS_FIELDS = tuple(f.name for f in fields(DnsInfo))
+_dns_values = attrgetter(*_DNS_FIELDS)
+_UNDERLAY = _RECORD_FIELDS.index("underlay")
+_DNS = _RECORD_FIELDS.index("dns")
+_HOP_TUNNEL = Hop._fields.index("tunnel")
+_new_tuple = tuple.__new__
+
+
+class ReadaheadError(CaptureError):
+    """The reading process failed other than with a CaptureError, or died: said where a
+    capture's errors are (the CLI, the capture's page), with what happened to it."""
+
+
+def choice() -> str:
+    value = os.environ.get("KVIZ_ANALYSIS_READAHEAD", "auto") or "auto"
+    if value not in CHOICES:
+        raise CaptureError(f"KVIZ_ANALYSIS_READAHEAD must be one of {', '.join(CHOICES)}, "
+                           f"not {value!r}")
+    return value
+
+
+def wanted(files) -> bool:
+    """Whether to read ahead in a second process for these capture files."""
+    how = choice()
+    if how == "never" or not hasattr(os, "fork"):
+        return False
+    if how == "always":
+        return True
+    if (os.cpu_count() or 1) < 2:
+        return False
+    size = 0
+    for capture_file in files:
+        try:
+            size += Path(capture_file.path).stat().st_size
+        except OSError:
+            return False  # said as the capture's own error, by the reading in one process
+    return size >= MIN_BYTES
+
+
+# -- the child: read, decode, fold, send ----------------------------------------------------------
+
+
+def _encode(message: LogicalMessage) -> tuple:
+    values = _record_values(message.record)
+    if values[_UNDERLAY] is not None or values[_DNS] is not None:
+        values = list(values)
+        if values[_UNDERLAY] is not None:
+            values[_UNDERLAY] = tuple(values[_UNDERLAY])
+        if values[_DNS] is not None:
+            values[_DNS] = [_dns_values(d) for d in values[_DNS]]
+    hops = message.hops
+    if len(hops) == 1 and hops[0][_HOP_TUNNEL] is None:
+        encoded_hops = (tuple(hops[0]),)
+    else:
+        encoded_hops = tuple(
+            tuple(h) if h[_HOP_TUNNEL] is None
+            else (*h[:_HOP_TUNNEL], tuple(h[_HOP_TUNNEL]), *h[_HOP_TUNNEL + 1:])
+            for h in hops
+        )
+    return (_MESSAGE, tuple(values), encoded_hops)
+
+
+def _send(fd: int, item) -> None:
+    data = marshal.dumps(item)
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _WarningsSent:
+    """What the child's Warnings (the parent's, as it was at the fork) gained since last
+    asked, as items for the pipe. The parent's add() keeps its own bound and drops repeats,
+    as the child's did: whatever the child kept, the parent keeps too."""
+
+    def __init__(self, warnings) -> None:
+        self.warnings = warnings
+        self.sent = len(warnings.messages)
+        self.partial = warnings.partial
+
+    def new_items(self, outbox: list) -> None:
+        kept = self.warnings.messages
+        if len(kept) != self.sent:
+            outbox.extend((_WARNING, text) for text in kept[self.sent:])
+            self.sent = len(kept)
+        if self.warnings.partial != self.partial:
+            self.partial = True
+            outbox.append((_PARTIAL,))
+
+
+def _child(analysis, fd: int) -> None:
+    outbox: list = []
+    warnings = _WarningsSent(analysis.warnings)
+    file_facts: list[dict] = []
+    try:
+        for message in analysis.logical_messages(file_facts):
+            # Warnings added while reading up to this message, before it, as in one process.
+            warnings.new_items(outbox)
+            outbox.append(_encode(message))
+            if len(outbox) >= BATCH:
+                _send(fd, ("batch", analysis.t0, outbox))
+                outbox.clear()
+        warnings.new_items(outbox)
+        folder = analysis.folder
+        _send(fd, ("end", analysis.t0, outbox, file_facts, folder.released_early,
+                   folder.unfolded))
+    except CaptureError as exc:
+        warnings.new_items(outbox)
+        _send(fd, ("capture_error", analysis.t0, outbox, str(exc)))
+    except BrokenPipeError:
+        pass  # the parent stopped reading: it has its answer, or an error of its own
+    except BaseException:  # said to the parent, whatever it was
+        _send(fd, ("failed", analysis.t0, outbox, traceback.format_exc(limit=20)))
+
+
+# -- the parent: receive, and hand the messages over in order ----------------------------------
+
+
+def _decode_message(record_values: tuple, hops: tuple) -> LogicalMessage:
+    if record_values[_UNDERLAY] is not None or record_values[_DNS] is not None:
+        values = list(record_values)
+        if values[_UNDERLAY] is not None:
+            values[_UNDERLAY] = Tunnel(*values[_UNDERLAY])
+        if values[_DNS] is not None:
+            values[_DNS] = [DnsInfo(*d) for d in values[_DNS]]
+        record = PacketRecord(*values)
+    else:
+        record = PacketRecord(*record_values)
+    decoded_hops = [
+        _new_tuple(Hop, h) if h[_HOP_TUNNEL] is None
+        else _new_tuple(Hop, (*h[:_HOP_TUNNEL], Tunnel(*h[_HOP_TUNNEL]), *h[_HOP_TUNNEL + 1:]))
+        for h in hops
+    ]
+    # No key: it is the folder's, and the folding happened in the child.
+    message = LogicalMessage(record, (), decoded_hops[0])
+    message.hops = decoded_hops
+    return message
+
+
+def _read_exactly(stream, size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def messages(analysis, file_facts: list[dict]):
+    """analysis.logical_messages(file_facts), read ahead in a forked child process."""
+    read_fd, write_fd = os.pipe()
+    # Whatever the parent has buffered for its own output must not be written twice.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the parent's stack
+        status = 1
+        try:
+            os.close(read_fd)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _child(analysis, write_fd)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    ended = False
+    try:
+        with os.fdopen(read_fd, "rb", buffering=1 << 20) as stream:
+            while True:
+                head = _read_exactly(stream, _LENGTH.size)
+                body = head and _read_exactly(stream, _LENGTH.unpack(head)[0])
+                if body is None:
+                    raise ReadaheadError(
+                        f"the process reading the capture (pid {pid}) ended without "
+                        f"finishing ({_exit_words(pid)})")
+                kind, analysis.t0, items, *rest = marshal.loads(body)
+                for item in items:
+                    if item[0] == _MESSAGE:
+                        yield _decode_message(item[1], item[2])
+                    elif item[0] == _WARNING:
+                        analysis.warnings.add(item[1], partial=False)
+                    else:
+                        analysis.warnings.partial = True
+                if kind == "batch":
+                    continue
+                ended = True
+                if kind == "end":
+                    facts, folder = rest[0], analysis.folder
+                    file_facts.extend(facts)
+                    folder.released_early, folder.unfolded = rest[1], rest[2]
+                    return
+                if kind == "capture_error":
+                    raise CaptureError(rest[0])
+                raise ReadaheadError(f"the process reading the capture failed:\n{rest[0]}")
+    finally:
+        if not ended:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):  # already waited for by _exit_words
+            os.waitpid(pid, 0)
+
+
+def _exit_words(pid: int) -> str:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "its exit status is unknown"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"

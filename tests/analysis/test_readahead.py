@@ -1,0 +1,155 @@
+"""Reading ahead in a second process (captures/analysis/readahead.py): the same bytes as one
+process on every capture, the same errors, and no process left behind when either side fails.
+
+The suite runs once against each build (compiled and interpreted), so both are checked here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from captures.analysis import CaptureError, CaptureFile, analyze_files, readahead
+from captures.analysis import engine as engine_module
+from tests.support.corpus import corpus_files
+from tests.support.dnat import record_dnat
+
+
+def _document(files, how: str, monkeypatch, **options) -> str:
+    monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", how)
+    out = io.StringIO()
+    analyze_files(files, **options).write_json(out)
+    return out.getvalue()
+
+
+def _both(files, monkeypatch, **options) -> tuple[str, str]:
+    return (_document(files, "never", monkeypatch, **options),
+            _document(files, "always", monkeypatch, **options))
+
+
+@pytest.fixture
+def forks(monkeypatch):
+    """The pids of the reading processes this test forks."""
+    pids = []
+    real_fork = os.fork
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(readahead.os, "fork", fork)
+    return pids
+
+
+def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
+
+
+def test_every_corpus_capture_gives_the_same_bytes_read_ahead(monkeypatch, forks):
+    captures = corpus_files()
+    assert captures
+    for path in captures:
+        alone, ahead = _both([path], monkeypatch)
+        assert ahead == alone, path.name
+    assert len(forks) == len(captures)  # each was read in a second process
+    assert all(_gone(pid) for pid in forks)
+
+
+def test_several_files_merge_and_fold_the_same_read_ahead(tmp_path, monkeypatch, forks):
+    recorded = record_dnat(tmp_path, "kra")
+    files = [CaptureFile(recorded.client, "client"), recorded.router_file(),
+             CaptureFile(recorded.server, "server")]
+    alone, ahead = _both(files, monkeypatch)
+    assert '"hops":[{' in ahead and ahead.count('"interface":"router:') > 0
+    assert ahead == alone
+    assert len(forks) == 1
+
+
+def test_reading_warnings_land_where_one_process_puts_them(tmp_path, monkeypatch):
+    """A capture cut off in the middle of a packet, next to one whole: the cut file's warning
+    comes from the reading process, the analysis adds its own, and the order is kept."""
+    source = max(corpus_files(), key=lambda p: p.stat().st_size)
+    data = source.read_bytes()
+    cut = tmp_path / f"cut{source.suffix}"
+    cut.write_bytes(data[: len(data) * 2 // 3 + 3])
+    alone, ahead = _both([cut, source], monkeypatch)
+    assert '"partial":true' in ahead
+    assert ahead == alone
+
+
+def test_a_file_that_is_no_capture_fails_with_the_same_words(tmp_path, monkeypatch, forks):
+    good = corpus_files()[0]
+    bad = tmp_path / "notes.pcap"
+    bad.write_text("not a capture at all\n")
+    said = []
+    for how in ("never", "always"):
+        monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", how)
+        with pytest.raises(CaptureError) as raised:
+            analyze_files([good, bad])
+        said.append(str(raised.value))
+    assert said[0] == said[1]
+    assert "not a pcap or pcapng capture" in said[1]
+    assert forks and all(_gone(pid) for pid in forks)
+
+
+def test_a_reading_process_that_dies_is_an_error_naming_it(monkeypatch, forks):
+    path = max(corpus_files(), key=lambda p: p.stat().st_size)
+    real_encode = readahead._encode
+    encoded = []
+
+    def encode_then_die(message):
+        encoded.append(1)
+        if len(encoded) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # runs in the child only
+        return real_encode(message)
+
+    monkeypatch.setattr(readahead, "_encode", encode_then_die)
+    monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "always")
+    with pytest.raises(readahead.ReadaheadError) as raised:
+        analyze_files([path])
+    assert f"pid {forks[0]}" in str(raised.value)
+    assert f"killed by signal {int(signal.SIGKILL)}" in str(raised.value)
+    assert not encoded  # the parent encoded nothing: the counting happened in the child
+    assert _gone(forks[0])
+
+
+def test_an_analysis_that_fails_ends_its_reading_process(monkeypatch, forks):
+    path = max(corpus_files(), key=lambda p: p.stat().st_size)
+    real_process = engine_module._Analysis._process
+    processed = []
+
+    def process_then_fail(self, message):
+        processed.append(1)
+        if len(processed) == 2:
+            assert not _gone(forks[0])  # the reader was still there to be ended
+            raise RuntimeError("the analysis itself failed")
+        return real_process(self, message)
+
+    monkeypatch.setattr(engine_module._Analysis, "_process", process_then_fail)
+    monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "always")
+    with pytest.raises(RuntimeError, match="the analysis itself failed"):
+        analyze_files([path])
+    assert len(processed) == 2
+    assert _gone(forks[0])
+
+
+def test_auto_reads_ahead_only_large_captures_on_several_cores(tmp_path, monkeypatch):
+    monkeypatch.delenv("KVIZ_ANALYSIS_READAHEAD", raising=False)
+    small, large = tmp_path / "small.pcap", tmp_path / "large.pcap"
+    small.write_bytes(b"\0" * 1000)
+    large.write_bytes(b"\0" * readahead.MIN_BYTES)
+    monkeypatch.setattr(readahead.os, "cpu_count", lambda: 2)
+    assert not readahead.wanted([CaptureFile(small)])
+    assert readahead.wanted([CaptureFile(large)])
+    assert readahead.wanted([CaptureFile(small), CaptureFile(large)])
+    monkeypatch.setattr(readahead.os, "cpu_count", lambda: 1)
+    assert not readahead.wanted([CaptureFile(large)])
+    monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "sometimes")
+    with pytest.raises(CaptureError, match="KVIZ_ANALYSIS_READAHEAD must be one of"):
+        readahead.wanted([CaptureFile(large)])
