@@ -345,22 +345,63 @@ def ensure_slice(capture: Path, packets: int, size: int, regenerate: bool) -> tu
 # --------------------------------------------------------------------------------------------
 
 
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _high_water_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def timed_child(cmd: list[str], timeout: float, **kwargs) -> tuple[float, int, int, str]:
-    """Run one child; (wall seconds, exit code, its peak RSS in KB via wait4, stderr tail)."""
+    """Run one child; (wall seconds, exit code, peak RSS in KB, stderr tail). The peak RSS is
+    the child's (ru_maxrss via wait4) plus the peak of each process it starts (kviz reads a
+    large capture ahead in a second process, captures/analysis/readahead.py), sampled from
+    /proc every 20 ms: the sum of each one's own peak, so never less than they held at once."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, **kwargs)
         watchdog = threading.Timer(timeout, proc.kill)
         watchdog.start()
+        helpers: dict[int, int] = {}  # pid -> its VmHWM when last seen
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.02):
+                for pid in _descendants(proc.pid):
+                    high = _high_water_kb(pid)
+                    if high is not None:
+                        helpers[pid] = max(helpers.get(pid, 0), high)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
+            done.set()
+            sampler.join()
             watchdog.cancel()
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         tail = err.read()[-2000:].decode("utf-8", "replace")
-    return seconds, proc.returncode, usage.ru_maxrss, tail  # ru_maxrss: KB on Linux
+    return seconds, proc.returncode, usage.ru_maxrss + sum(helpers.values()), tail
 
 
 def time_kviz(capture: Path, repeat: int, build: str) -> dict:
@@ -549,7 +590,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  pyshark was time-boxed at {args.pyshark_timeout:.0f} s after {pyshark['packets']} "
             f"of {slice_packets} packets: its packets/s is extrapolated from those"
         )
-    log("  peak RSS: ru_maxrss from os.wait4 of that child alone (max over --repeat runs)")
+    log("  peak RSS: ru_maxrss from os.wait4 of that child, plus the peak of each process it")
+    log("  started (kviz's read-ahead process), sampled from /proc (max over --repeat runs)")
+    readahead = os.environ.get("KVIZ_ANALYSIS_READAHEAD") or "auto"
+    log(f"  kviz: KVIZ_ANALYSIS_READAHEAD={readahead} (captures/analysis/readahead.py)")
     log(
         f"  targets for 1M packets (not asserted): ratio_vs_tshark >= 5, ratio_vs_pyshark >= 30, "
         f"peak RSS <= 300 MB; this run: {packets} packets"

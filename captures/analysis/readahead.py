@@ -14,6 +14,9 @@ the same order, and everything else the first half produces is sent too:
   they interleave with the parent's own warnings exactly as they would in one process;
 - at the end, the files' facts and what the copy folder's bounds did.
 
+The child keeps no file descriptor of the parent's but its end of the pipe (a capture worker
+analyses in one of many threads, whose sockets and pipes must close when they close them).
+
 A CaptureError in the child (a file that is not a capture, a link type not supported) is
 raised in the parent with the same words, after the messages before it, as in one process.
 Any other failure of the child, or its death, is an error in the parent naming it; the parent
@@ -95,23 +98,22 @@ def wanted(files) -> bool:
 
 
 def _encode(message: LogicalMessage) -> tuple:
-    values = _record_values(message.record)
+    values: tuple = _record_values(message.record)
     if values[_UNDERLAY] is not None or values[_DNS] is not None:
-        values = list(values)
-        if values[_UNDERLAY] is not None:
-            values[_UNDERLAY] = tuple(values[_UNDERLAY])
-        if values[_DNS] is not None:
-            values[_DNS] = [_dns_values(d) for d in values[_DNS]]
-    hops = message.hops
-    if len(hops) == 1 and hops[0][_HOP_TUNNEL] is None:
-        encoded_hops = (tuple(hops[0]),)
-    else:
-        encoded_hops = tuple(
-            tuple(h) if h[_HOP_TUNNEL] is None
-            else (*h[:_HOP_TUNNEL], tuple(h[_HOP_TUNNEL]), *h[_HOP_TUNNEL + 1:])
-            for h in hops
-        )
-    return (_MESSAGE, tuple(values), encoded_hops)
+        changed = list(values)
+        if changed[_UNDERLAY] is not None:
+            changed[_UNDERLAY] = tuple(changed[_UNDERLAY])
+        if changed[_DNS] is not None:
+            changed[_DNS] = [_dns_values(d) for d in changed[_DNS]]
+        values = tuple(changed)
+    encoded_hops: list[tuple] = []
+    for hop in message.hops:
+        tunnel = hop.tunnel
+        if tunnel is None:
+            encoded_hops.append(tuple(hop))
+        else:
+            encoded_hops.append((*hop[:_HOP_TUNNEL], tuple(tunnel), *hop[_HOP_TUNNEL + 1:]))
+    return (_MESSAGE, values, encoded_hops)
 
 
 def _send(fd: int, item) -> None:
@@ -169,7 +171,7 @@ def _child(analysis, fd: int) -> None:
 # -- the parent: receive, and hand the messages over in order ----------------------------------
 
 
-def _decode_message(record_values: tuple, hops: tuple) -> LogicalMessage:
+def _decode_message(record_values: tuple, hops: list) -> LogicalMessage:
     if record_values[_UNDERLAY] is not None or record_values[_DNS] is not None:
         values = list(record_values)
         if values[_UNDERLAY] is not None:
@@ -205,7 +207,11 @@ def messages(analysis, file_facts: list[dict]):
     if pid == 0:  # the child: never returns into the parent's stack
         status = 1
         try:
-            os.close(read_fd)
+            # Only the pipe stays open: a copy of the parent's sockets and pipes (another
+            # capture's stream, a database connection, a worker thread's subprocess) held
+            # here would keep each open after the parent closed it, until this child ends.
+            os.closerange(3, write_fd)
+            os.closerange(write_fd + 1, _max_fd())
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             _child(analysis, write_fd)
             status = 0
@@ -247,6 +253,13 @@ def messages(analysis, file_facts: list[dict]):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):  # already waited for by _exit_words
             os.waitpid(pid, 0)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 1 << 20
 
 
 def _exit_words(pid: int) -> str:

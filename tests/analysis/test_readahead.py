@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,42 @@ def test_auto_reads_ahead_only_large_captures_on_several_cores(tmp_path, monkeyp
     monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "sometimes")
     with pytest.raises(CaptureError, match="KVIZ_ANALYSIS_READAHEAD must be one of"):
         readahead.wanted([CaptureFile(large)])
+
+
+def test_what_the_parent_closes_is_closed_while_it_reads_ahead(monkeypatch, forks):
+    """A capture worker analyses in one of many threads: another thread's pipe or socket that
+    it closes mid-analysis must close then, not when the reading process ends."""
+    path = max(corpus_files(), key=lambda p: p.stat().st_size)
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    real_encode = readahead._encode
+    encoded = []
+
+    def encode_slowly(message):  # in the child: hold it alive after its first batch
+        encoded.append(1)
+        if len(encoded) == readahead.BATCH + 1:
+            time.sleep(3)
+        return real_encode(message)
+
+    real_process = engine_module._Analysis._process
+    seen = []
+
+    def process_and_close(self, message):
+        if not seen:
+            state = Path(f"/proc/{forks[0]}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            assert state in "RSD"  # the reader runs (not a zombie), forked with the pipe
+            os.close(write_end)
+            try:
+                seen.append(os.read(read_end, 1))  # EOF at once: no copy of the write end
+            except BlockingIOError:
+                seen.append("a copy of the write end is still open")
+        return real_process(self, message)
+
+    monkeypatch.setattr(readahead, "_encode", encode_slowly)
+    monkeypatch.setattr(engine_module._Analysis, "_process", process_and_close)
+    monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "always")
+    try:
+        analyze_files([path])
+    finally:
+        os.close(read_end)
+    assert seen == [b""]
