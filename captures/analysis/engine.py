@@ -133,6 +133,15 @@ FLAG_STRINGS = [
 ]
 
 
+def _by_side(sizes: dict[int, int]) -> dict[str, dict[int, int]]:
+    """A connection's largest payloads by (hops seen << 1 | direction), as the diagnosis
+    reads them: {"client": {hops: bytes}, "server": {hops: bytes}}."""
+    sides: dict[str, dict[int, int]] = {"client": {}, "server": {}}
+    for seen_at, length in sizes.items():
+        sides["server" if seen_at & 1 else "client"][seen_at >> 1] = length
+    return sides
+
+
 class _Analysis:
     def __init__(self, files, inventory, window, max_flows, keylog=None):
         self.files = files
@@ -221,7 +230,11 @@ class _Analysis:
                 if ready:
                     yield from ready
                     ready.clear()
-            yield from self.folder.flush()
+            # The last window's messages, let go as they go: flush() returns the folder's
+            # own list, which would otherwise keep them (and their records) to the end.
+            ready = self.folder.flush()
+            yield from ready
+            ready.clear()
 
     def _decoded(self, frames, capture_file, facts):
         names = capture_file.interfaces or self._node_interfaces(capture_file.vantage)
@@ -320,17 +333,14 @@ class _Analysis:
                 # this runs for every TCP packet.
                 length = record.payload_len
                 if length:
-                    both = conn.segment_sizes
-                    if both is None:
-                        both = conn.segment_sizes = ({}, {})
-                    sizes = both[direction]
-                    hop_count = len(message.hops)
-                    if length > sizes.get(hop_count, 0):
-                        sizes[hop_count] = length
-                if record.tcp_flags & CLOSE_FLAGS:
-                    if conn.closers is None:
-                        conn.closers = set()
-                    conn.closers.add(src)
+                    sizes = conn.segment_sizes
+                    if sizes is None:
+                        sizes = conn.segment_sizes = {}
+                    seen_at = len(message.hops) << 1 | direction
+                    if length > sizes.get(seen_at, 0):
+                        sizes[seen_at] = length
+                if record.tcp_flags & CLOSE_FLAGS and src not in conn.closers:
+                    conn.closers += (src,)
                 kept = len(conn.evidence)
                 if kept < EVIDENCE_PER_CONNECTION and (
                     label[-16:] == "(retransmission)"
@@ -756,12 +766,11 @@ class _Analysis:
             connection_messages={conn.id: conn.evidence for conn in connections},
             annotation_messages=self.annotation_messages,
             segment_sizes={
-                conn.id: dict(zip(("client", "server"), conn.segment_sizes or ({}, {}),
-                                  strict=True))
+                conn.id: _by_side(conn.segment_sizes or {})
                 for conn in connections
                 if conn.retransmissions
             },
-            closers={conn.id: conn.closers or set() for conn in connections},
+            closers={conn.id: set(conn.closers) for conn in connections},
             fetch=self.messages.fetch,
             describe=self.identity.describe,
         )

@@ -223,10 +223,12 @@ class Connection:
         # "ACKed segment that wasn't captured"): lost by the capture, not the network.
         self.unseen = [0, 0]
         self.unseen_to = [0, 0]  # relative offset up to which they are counted
-        self.segment_sizes: tuple[dict[int, int], dict[int, int]] | None = None
+        # One dict, keyed by hops seen << 1 | direction: two (one per direction) cost twice.
+        self.segment_sizes: dict[int, int] | None = None
         # The source endpoints (as messages name them) of its FIN and RST segments: a rule
         # that needs a close from one side skips the connection without reading its messages.
-        self.closers: set[str] | None = None
+        # A tuple: one or two endpoints, where a set would cost 216 bytes a connection.
+        self.closers: tuple[str, ...] = ()
 
     def endpoint(self, side: int) -> str:
         ip, port = self.client if side == 0 else self.server
