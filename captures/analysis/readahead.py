@@ -38,7 +38,7 @@ import struct
 import sys
 import traceback
 from dataclasses import fields
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 from .hops import Hop, LogicalMessage
@@ -60,6 +60,10 @@ _dns_values = attrgetter(*_DNS_FIELDS)
 _UNDERLAY = _RECORD_FIELDS.index("underlay")
 _DNS = _RECORD_FIELDS.index("dns")
 _HOP_TUNNEL = Hop._fields.index("tunnel")
+# A record's own hop but for its label: the hop's fields after `interface`, from the record's.
+_HOP_FROM_RECORD = {"tunnel": "underlay", "file": "file_index"}  # else the same name
+_hop_of = itemgetter(*(_RECORD_FIELDS.index(_HOP_FROM_RECORD.get(name, name))
+                       for name in Hop._fields[1:]))
 _new_tuple = tuple.__new__
 
 
@@ -106,14 +110,17 @@ def _encode(message: LogicalMessage) -> tuple:
         if changed[_DNS] is not None:
             changed[_DNS] = [_dns_values(d) for d in changed[_DNS]]
         values = tuple(changed)
-    encoded_hops: list[tuple] = []
-    for hop in message.hops:
+    # The first hop is the record's own (CopyFolder.push makes it from the record and its
+    # interface label): only the label crosses; the copies folded into it cross whole.
+    hops = message.hops
+    copies: list[tuple] = []
+    for hop in hops[1:] if len(hops) > 1 else ():
         tunnel = hop.tunnel
         if tunnel is None:
-            encoded_hops.append(tuple(hop))
+            copies.append(tuple(hop))
         else:
-            encoded_hops.append((*hop[:_HOP_TUNNEL], tuple(tunnel), *hop[_HOP_TUNNEL + 1:]))
-    return (_MESSAGE, values, encoded_hops)
+            copies.append((*hop[:_HOP_TUNNEL], tuple(tunnel), *hop[_HOP_TUNNEL + 1:]))
+    return (_MESSAGE, values, hops[0].interface, copies)
 
 
 def _send(fd: int, item) -> None:
@@ -171,24 +178,20 @@ def _child(analysis, fd: int) -> None:
 # -- the parent: receive, and hand the messages over in order ----------------------------------
 
 
-def _decode_message(record_values: tuple, hops: list) -> LogicalMessage:
-    if record_values[_UNDERLAY] is not None or record_values[_DNS] is not None:
-        values = list(record_values)
-        if values[_UNDERLAY] is not None:
-            values[_UNDERLAY] = Tunnel(*values[_UNDERLAY])
-        if values[_DNS] is not None:
-            values[_DNS] = [DnsInfo(*d) for d in values[_DNS]]
-        record = PacketRecord(*values)
-    else:
-        record = PacketRecord(*record_values)
-    decoded_hops = [
-        _new_tuple(Hop, h) if h[_HOP_TUNNEL] is None
-        else _new_tuple(Hop, (*h[:_HOP_TUNNEL], Tunnel(*h[_HOP_TUNNEL]), *h[_HOP_TUNNEL + 1:]))
-        for h in hops
-    ]
+def _decode_message(values: tuple, label: str | None, copies: list) -> LogicalMessage:
+    if values[_UNDERLAY] is not None or values[_DNS] is not None:
+        changed = list(values)
+        if changed[_UNDERLAY] is not None:
+            changed[_UNDERLAY] = Tunnel(*changed[_UNDERLAY])
+        if changed[_DNS] is not None:
+            changed[_DNS] = [DnsInfo(*d) for d in changed[_DNS]]
+        values = tuple(changed)
     # No key: it is the folder's, and the folding happened in the child.
-    message = LogicalMessage(record, (), decoded_hops[0])
-    message.hops = decoded_hops
+    message = LogicalMessage(PacketRecord(*values), (), _new_tuple(Hop, (label, *_hop_of(values))))
+    for hop in copies:
+        tunnel = hop[_HOP_TUNNEL]
+        message.hops.append(_new_tuple(Hop, hop) if tunnel is None else _new_tuple(
+            Hop, (*hop[:_HOP_TUNNEL], Tunnel(*tunnel), *hop[_HOP_TUNNEL + 1:])))
     return message
 
 
@@ -231,7 +234,7 @@ def messages(analysis, file_facts: list[dict]):
                 kind, analysis.t0, items, *rest = marshal.loads(body)
                 for item in items:
                     if item[0] == _MESSAGE:
-                        yield _decode_message(item[1], item[2])
+                        yield _decode_message(item[1], item[2], item[3])
                     elif item[0] == _WARNING:
                         analysis.warnings.add(item[1], partial=False)
                     else:
