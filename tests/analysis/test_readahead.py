@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -193,3 +194,16 @@ def test_what_the_parent_closes_is_closed_while_it_reads_ahead(monkeypatch, fork
     finally:
         os.close(read_end)
     assert seen == [b""]
+
+
+def test_it_reads_ahead_from_a_worker_thread_as_from_the_main_one(monkeypatch, forks):
+    """The capture worker analyses a capture that ended in the thread that recorded it."""
+    path = max(corpus_files(), key=lambda p: p.stat().st_size)
+    alone = _document([path], "never", monkeypatch)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(
+        _document([path], "always", monkeypatch)))
+    worker.start()
+    worker.join(timeout=120)
+    assert results == [alone]
+    assert len(forks) == 1 and _gone(forks[0])
