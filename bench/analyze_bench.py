@@ -359,35 +359,37 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _high_water_kb(pid: int) -> int | None:
+def _pss_kb(pid: int) -> int:
+    """The process's proportional set size: its own pages, and its share of pages it shares
+    (a forked child shares its parent's until either writes them)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1])
     except OSError:
         pass
-    return None
+    return 0
 
 
 def timed_child(cmd: list[str], timeout: float, **kwargs) -> tuple[float, int, int, str]:
-    """Run one child; (wall seconds, exit code, peak RSS in KB, stderr tail). The peak RSS is
-    the child's (ru_maxrss via wait4) plus the peak of each process it starts (kviz reads a
-    large capture ahead in a second process, captures/analysis/readahead.py), sampled from
-    /proc every 20 ms: the sum of each one's own peak, so never less than they held at once."""
+    """Run one child; (wall seconds, exit code, peak RSS in KB, stderr tail). The peak is the
+    child's own (ru_maxrss via wait4) or, if larger, the most that it and the processes it
+    started held at once (kviz reads a large capture ahead in a second process,
+    captures/analysis/readahead.py): the sum of their proportional set sizes, so that pages a
+    fork shares count once, sampled from /proc every 20 ms."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, **kwargs)
         watchdog = threading.Timer(timeout, proc.kill)
         watchdog.start()
-        helpers: dict[int, int] = {}  # pid -> its VmHWM when last seen
+        together = [0]  # KB: the largest sum of one sample
         done = threading.Event()
 
         def sample() -> None:
             while not done.wait(0.02):
-                for pid in _descendants(proc.pid):
-                    high = _high_water_kb(pid)
-                    if high is not None:
-                        helpers[pid] = max(helpers.get(pid, 0), high)
+                tree = [proc.pid, *_descendants(proc.pid)]
+                if len(tree) > 1:
+                    together[0] = max(together[0], sum(_pss_kb(pid) for pid in tree))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -401,7 +403,7 @@ def timed_child(cmd: list[str], timeout: float, **kwargs) -> tuple[float, int, i
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         tail = err.read()[-2000:].decode("utf-8", "replace")
-    return seconds, proc.returncode, usage.ru_maxrss + sum(helpers.values()), tail
+    return seconds, proc.returncode, max(usage.ru_maxrss, together[0]), tail
 
 
 def time_kviz(capture: Path, repeat: int, build: str) -> dict:
@@ -590,8 +592,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  pyshark was time-boxed at {args.pyshark_timeout:.0f} s after {pyshark['packets']} "
             f"of {slice_packets} packets: its packets/s is extrapolated from those"
         )
-    log("  peak RSS: ru_maxrss from os.wait4 of that child, plus the peak of each process it")
-    log("  started (kviz's read-ahead process), sampled from /proc (max over --repeat runs)")
+    log("  peak RSS: ru_maxrss from os.wait4 of that child or, if larger, the most it and the")
+    log("  processes it started (kviz's read-ahead process) held at once: their summed PSS,")
+    log("  sampled from /proc every 20 ms (max over --repeat runs)")
     readahead = os.environ.get("KVIZ_ANALYSIS_READAHEAD") or "auto"
     log(f"  kviz: KVIZ_ANALYSIS_READAHEAD={readahead} (captures/analysis/readahead.py)")
     log(
