@@ -25,7 +25,8 @@ child never outlives its analysis.
 
 Messages cross the pipe as marshal'd tuples of plain values (marshal is several times faster
 than pickle for them, and both processes run the same Python): a record's fields in their
-declared order, its tunnel and DNS answers as tuples, each hop as a tuple.
+declared order, its tunnel and DNS answers as tuples; of its hops, the first as its interface
+label only (CopyFolder.push makes it of the record), each further one as a tuple.
 """
 
 from __future__ import annotations
@@ -203,9 +204,11 @@ def _read_exactly(stream, size: int) -> bytes | None:
 def messages(analysis, file_facts: list[dict]):
     """analysis.logical_messages(file_facts), read ahead in a forked child process."""
     read_fd, write_fd = os.pipe()
-    # Whatever the parent has buffered for its own output must not be written twice.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    # Whatever the parent has buffered for its own output must not be written twice (the
+    # child never flushes: it ends with os._exit); an output already closed has nothing.
+    for output in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            output.flush()
     pid = os.fork()
     if pid == 0:  # the child: never returns into the parent's stack
         status = 1
