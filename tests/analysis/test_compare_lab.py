@@ -91,7 +91,11 @@ def test_a_syn_dropped_after_the_dnat_shows_where_the_failing_run_stopped(runs, 
     assert {f["kind"] for f in doc["findings"]["only_b"]} >= {"lost", "retransmission"}
     assert doc["findings"]["only_a"] == []
     # The lab changed nothing about the lookups: they read the same.
-    assert {item["status"] for item in doc["dns"]} == {"same"}
+    # (How long each took is the lab's timing: a millisecond against a tenth of one, on a
+    # loaded machine, reads as a difference, and says nothing about the lab.)
+    assert doc["dns"] and all(item["a"] and item["b"] for item in doc["dns"])
+    assert [(item["title"], row["aspect"], row["a"], row["b"]) for item in doc["dns"]
+            for row in item["rows"] if row["differs"] and row["aspect"] != "time"] == []
 
 
 def test_a_lost_dns_query_is_a_second_ask_and_five_seconds_on_one_side(runs, models):
