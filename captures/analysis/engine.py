@@ -770,7 +770,7 @@ class _Analysis:
                 for conn in connections
                 if conn.retransmissions
             },
-            closers={conn.id: set(conn.closers) for conn in connections},
+            closers={conn.id: conn.closers for conn in connections},
             fetch=self.messages.fetch,
             describe=self.identity.describe,
         )

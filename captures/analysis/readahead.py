@@ -115,7 +115,7 @@ def _encode(message: LogicalMessage) -> tuple:
     # interface label): only the label crosses; the copies folded into it cross whole.
     hops = message.hops
     copies: list[tuple] = []
-    for hop in hops[1:] if len(hops) > 1 else ():
+    for hop in hops[1:]:
         tunnel = hop.tunnel
         if tunnel is None:
             copies.append(tuple(hop))

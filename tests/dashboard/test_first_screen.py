@@ -109,8 +109,8 @@ def test_the_capture_is_announced_on_its_first_screen_and_laid_out_whole_after(
 def test_the_page_gets_the_first_screen_while_the_worker_lays_out_the_rest(
         analysed, alice_client):
     capture = analysed
-    base, whole, pending = f"/api/captures/{capture.id}/", _whole(capture), hold_first_screen(
-        capture)
+    base = f"/api/captures/{capture.id}/"
+    whole, pending = _whole(capture), hold_first_screen(capture)
     assert not diagram_cache.is_fresh(whole, capture.analysis_file)
     try:
         lean = _json(alice_client.get(base + LEAN))
@@ -144,8 +144,8 @@ def test_the_page_gets_the_first_screen_while_the_worker_lays_out_the_rest(
 def test_a_worker_that_dies_while_laying_out_leaves_the_layout_to_the_web(
         analysed, alice_client):
     capture = analysed
-    base, whole, pending = f"/api/captures/{capture.id}/", _whole(capture), hold_first_screen(
-        capture)
+    base = f"/api/captures/{capture.id}/"
+    whole, pending = _whole(capture), hold_first_screen(capture)
     assert _json(alice_client.get(base + LEAN))["first_screen"]
     pending.release()  # what the kernel does with the lock of a process that ended
     lean = _json(alice_client.get(base + LEAN))

@@ -11,7 +11,7 @@ finished document (tests, other tools).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..identity import Identity
@@ -43,7 +43,7 @@ class CaptureView:
     segment_sizes: dict[int, dict[str, dict[int, int]]] = field(default_factory=dict)
     # connection id -> the source endpoints of its FIN and RST segments (every one, not only
     # those among its kept messages); a connection missing here is not known, not unclosed
-    closers: dict[int, set[str]] = field(default_factory=dict)
+    closers: dict[int, Collection[str]] = field(default_factory=dict)
     # ids -> message dicts (docs/model.md), for the ids asked
     fetch: Callable[[Iterable[int]], dict[int, dict]] = lambda ids: {}
     # ip -> a participant-like description, for addresses that are not participants (a pod
@@ -90,7 +90,7 @@ class CaptureView:
         """Whether any of these endpoints sent a FIN or RST on the connection; True when not
         known, so a rule that asks only to skip reading messages never skips wrongly."""
         closers = self.closers.get(conn_id)
-        return closers is None or not closers.isdisjoint(endpoints)
+        return closers is None or any(closer in endpoints for closer in closers)
 
     def answered(self, conn_id: int) -> bool:
         """Whether an HTTP request of this connection got a response."""
@@ -127,7 +127,7 @@ class CaptureView:
         by_connection: dict[int, list[int]] = {}
         by_annotation: dict[int, list[int]] = {}
         sizes: dict[int, dict[str, dict[int, int]]] = {}
-        closers: dict[int, set[str]] = {}
+        closers: dict[int, set[str]] = {}  # as the engine's, but sets (a message each here)
         clients = {c["id"]: c["client"] for c in doc["connections"]}
         for message in doc["messages"]:
             for index in message["annotations"]:
@@ -137,9 +137,9 @@ class CaptureView:
                 continue
             if is_key_tcp_message(message):
                 by_connection.setdefault(conn, []).append(message["id"])
-            flags = message.get("flags") or ""
             if message["proto"] == "tcp":
                 found = closers.setdefault(conn, set())
+                flags = message.get("flags") or ""
                 if "F" in flags or "R" in flags:
                     found.add(message["src"])
             if message["len"]:
