@@ -771,6 +771,7 @@ class _Analysis:
                 if conn.retransmissions
             },
             closers={conn.id: conn.closers for conn in connections},
+            synacks={conn.id: conn.synacks for conn in connections if conn.retransmissions},
             fetch=self.messages.fetch,
             describe=self.identity.describe,
         )

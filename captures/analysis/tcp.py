@@ -159,6 +159,7 @@ class Connection:
         "state",
         "syn_t",
         "synack_t",
+        "synacks",
         "tls",
         "tls_dirs",
         "tls_events",
@@ -178,6 +179,7 @@ class Connection:
         self.state = SYN_SENT
         self.midstream = midstream
         self.syn_t = self.synack_t = self.handshake_ack = None
+        self.synacks = 0  # SYN-ACK segments, resent ones too (a rule reads only if two or more)
         self.isn = [None, None]  # first sequence number per direction (0: client → server)
         self.max_end = [0, 0]  # relative end of the highest byte seen per direction
         # Containers that most connections never fill stay None until needed: a scan or a
@@ -491,6 +493,7 @@ class TcpTracker(Reassembly):
                 conn.syn_t = now
             return label or "SYN", "handshake"
         if flags & SYN:
+            conn.synacks += 1
             if conn.synack_t is None:
                 conn.synack_t = now
                 self.awaiting_synack.pop(conn.client, None)

@@ -79,6 +79,8 @@ def reached_server(view: CaptureView, places: Places, message: dict, server: str
 def listen_overflow(view: CaptureView, conn: dict, places: Places) -> list[dict]:
     if conn.get("handshake") != "complete" or not conn.get("retransmissions"):
         return []  # a resent SYN-ACK counts as a retransmission
+    if not view.resent_synack(conn["id"]):
+        return []  # one SYN-ACK in all: nothing to read
     messages = view.of_connection(conn["id"])
     synacks = [m for m in messages if "S" in _flags(m) and "A" in _flags(m)
                and not from_client(m, conn)]
@@ -162,7 +164,10 @@ def server_first_stalls(view: CaptureView) -> list[dict]:
     if not candidates:
         return []
     unknown = {split_endpoint(server_of(c))[1] for c in candidates} - SERVER_FIRST_PORTS.keys()
-    shown = _server_first_ports(view, unknown) if unknown else {}
+    # Read other connections for an example only when a stall on an unlisted port needs one:
+    # up to EXAMPLES_READ connections, where most captures' candidates are a connection or
+    # two that the capture's end cut short.
+    shown: dict[int, int] | None = None
     findings = []
     for conn in candidates:
         messages = view.of_connection(conn["id"])
@@ -171,16 +176,20 @@ def server_first_stalls(view: CaptureView) -> list[dict]:
         synack = next((m for m in messages if "S" in _flags(m) and "A" in _flags(m)), None)
         if synack is None:
             continue
-        port = split_endpoint(conn["server"])[1]
-        inner = split_endpoint(server_of(conn))[1]
-        protocol = SERVER_FIRST_PORTS.get(port) or SERVER_FIRST_PORTS.get(inner)
-        example = shown.get(inner)
-        if protocol is None and example is None:
-            continue
         closes = [m for m in messages if set(_flags(m)) & {"F", "R"}]
         end = closes[0]["t"] if closes else view.duration
         if end is None or end - synack["t"] < STALL_MIN_S:
             continue
+        port = split_endpoint(conn["server"])[1]
+        inner = split_endpoint(server_of(conn))[1]
+        protocol = SERVER_FIRST_PORTS.get(port) or SERVER_FIRST_PORTS.get(inner)
+        example = None
+        if protocol is None:
+            if shown is None:
+                shown = _server_first_ports(view, unknown)
+            example = shown.get(inner)
+            if example is None:
+                continue
         findings.append(_stall(view, conn, port, protocol, example, synack, closes,
                                end - synack["t"]))
     return findings

@@ -44,6 +44,9 @@ class CaptureView:
     # connection id -> the source endpoints of its FIN and RST segments (every one, not only
     # those among its kept messages); a connection missing here is not known, not unclosed
     closers: dict[int, Collection[str]] = field(default_factory=dict)
+    # connection id -> how many SYN-ACK segments it carried (resent ones too); a connection
+    # missing here is not known
+    synacks: dict[int, int] = field(default_factory=dict)
     # ids -> message dicts (docs/model.md), for the ids asked
     fetch: Callable[[Iterable[int]], dict[int, dict]] = lambda ids: {}
     # ip -> a participant-like description, for addresses that are not participants (a pod
@@ -91,6 +94,11 @@ class CaptureView:
         known, so a rule that asks only to skip reading messages never skips wrongly."""
         closers = self.closers.get(conn_id)
         return closers is None or any(closer in endpoints for closer in closers)
+
+    def resent_synack(self, conn_id: int) -> bool:
+        """Whether the connection may have carried a SYN-ACK more than once; True when not
+        known, as closed_by."""
+        return self.synacks.get(conn_id, 2) > 1
 
     def answered(self, conn_id: int) -> bool:
         """Whether an HTTP request of this connection got a response."""
