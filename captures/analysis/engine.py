@@ -143,7 +143,14 @@ def _by_side(sizes: dict[int, int]) -> dict[str, dict[int, int]]:
 
 
 class _Analysis:
-    def __init__(self, files, inventory, window, max_flows, keylog=None):
+    def __init__(
+        self,
+        files: list[CaptureFile],
+        inventory: dict | None,
+        window: float,
+        max_flows: int,
+        keylog: KeyLog | None = None,
+    ) -> None:
         self.files = files
         self.warnings = Warnings()
         self.identity = Identity(inventory, self.warnings)
@@ -172,7 +179,7 @@ class _Analysis:
         self.icmp_errors = 0  # icmp_error findings made (MAX_ICMP_ERRORS)
         self.vantage_json: dict[tuple, str] = {}  # (interface label, direction) → hop_vantage
         self.tunnel_json: dict[tuple, str] = {}  # Tunnel → encode_tunnel
-        self.t0 = None
+        self.t0: float | None = None
         self.multi = len(files) > 1
         self.vantages = [f.vantage or Path(f.path).stem for f in files]
         self.places = vantage_places(self.vantages, inventory)
@@ -380,16 +387,16 @@ class _Analysis:
             self._participant(record.src)
         if record.dst not in participants:
             self._participant(record.dst)
-        t0 = self.t0
+        t0 = self.t0 or 0.0  # set by then: the first frame's time
         t = seconds_text(record.time - t0)
         vantages = self.vantage_json
         first = hops[0]
-        seen_at = (first.interface, first.direction)
-        vantage = vantages.get(seen_at)
+        place = (first.interface, first.direction)
+        vantage = vantages.get(place)
         if vantage is None:
-            vantage = hop_vantage(*seen_at)
+            vantage = hop_vantage(*place)
             if len(vantages) < VANTAGES_KEPT:
-                vantages[seen_at] = vantage
+                vantages[place] = vantage
         hops_json = encode_hop(
             vantage,
             src,
@@ -494,7 +501,7 @@ class _Analysis:
         flows[key] = flow_id << 1
         return ("udp", flow_id), 0
 
-    def _icmp(self, record) -> tuple[str, int | None]:
+    def _icmp(self, record: PacketRecord) -> tuple[str, int | None]:
         """The message's label and, for an error, the icmp_error finding it counts towards
         (one per sender, error and quoted packet)."""
         info = parse_icmp(4 if record.proto == 1 else 6, record.payload)
@@ -519,7 +526,7 @@ class _Analysis:
                 "error": info.error,
                 "about": info.about,
                 "count": 0,
-                "t": round(record.time - self.t0, 6),
+                "t": round(record.time - (self.t0 or 0.0), 6),
             }
             if info.mtu:
                 note["mtu"] = info.mtu
@@ -537,9 +544,9 @@ class _Analysis:
         self.annotations[index]["count"] += 1
         return info.label, index
 
-    def _dns(self, record, src, dst, transport):
+    def _dns(self, record: PacketRecord, src: str, dst: str, transport: str) -> None:
         self.dns.observe(record, src, dst, transport, len(self.messages))
-        for info in record.dns:
+        for info in record.dns or ():
             if info.is_response and not info.rcode:
                 for _name, rtype, value in info.answers:
                     if rtype in (1, 28):

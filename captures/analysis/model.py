@@ -11,7 +11,7 @@ import codecs
 import json
 import tempfile
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TextIO
 
 SCHEMA = "kviz.sequence/1"
@@ -79,33 +79,44 @@ def encode_tunnel(tunnel, src_name: str | None, dst_name: str | None) -> str:
 
 
 def encode_message(
-    ident,
-    t,
-    src,
-    dst,
-    proto,
-    label,
-    flags,
-    length,
-    connection,
-    phase,
-    hops,
-    frame_file,
-    frame_number,
-    annotations,
+    ident: int,
+    t: str,
+    src: str,
+    dst: str,
+    proto: str,
+    label: str,
+    flags: str | None,
+    length: int,
+    connection: int | None,
+    phase: str,
+    hops: str,
+    frame_file: int,
+    frame_number: int,
+    annotations: Sequence[int],
 ) -> str:
     """One message as JSON text: written by hand because json.dumps of a dict per packet
     (and the garbage those dicts make) was most of the analysis time at a million packets.
     `t` is seconds_text(); `hops` is their JSON text, comma-separated; src, dst, proto and
     phase need no escaping (endpoints the decoder wrote, fixed words)."""
     flags_json = "null" if flags is None else '"' + flags + '"'  # letters only
+    label_json = _LABEL_JSON.get(label)
+    if label_json is None:
+        label_json = _string(label)
+        if len(_LABEL_JSON) < LABELS_KEPT:
+            _LABEL_JSON[label] = label_json
     return (
         f'{{"id":{ident},"t":{t},"src":"{src}","dst":"{dst}",'
-        f'"proto":"{proto}","label":{_string(label)},"flags":{flags_json},'
+        f'"proto":"{proto}","label":{label_json},"flags":{flags_json},'
         f'"len":{length},"connection":{"null" if connection is None else connection},'
         f'"phase":"{phase}","hops":[{hops}],"frame":[{frame_file},{frame_number}],'
         f'"annotations":[{",".join(map(str, annotations)) if annotations else ""}]}}'
     )
+
+
+# Labels repeat ("ACK", "TLS application data", "data 1448 B"): their JSON text is kept for
+# the first LABELS_KEPT of them rather than escaped again for every message.
+LABELS_KEPT = 4096
+_LABEL_JSON: dict[str, str] = {}
 
 
 class MessageSpool:

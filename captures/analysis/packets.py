@@ -41,7 +41,8 @@ GRE_IN_UDP_PORT = 4754
 # Checked before any tunnel parsing, so the other UDP packets (DNS, QUIC, ...) cost one set test.
 TUNNEL_UDP_PORTS = VXLAN_PORTS | {GENEVE_PORT, GRE_IN_UDP_PORT}
 SLL_OUTGOING = 4
-NFLOG_HOOKS = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
+NFLOG_HOOKS: dict[int | None, str] = {
+    0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 MAX_TUNNEL_DEPTH = 4
 
 _unpack = struct.unpack_from
@@ -108,14 +109,29 @@ def decode_frame(
     return None
 
 
-def _ethernet(data, offset, frame, interface, direction, depth):
+def _ethernet(
+    data: bytes,
+    offset: int,
+    frame: RawFrame,
+    interface: str | None,
+    direction: str | None,
+    depth: int,
+) -> PacketRecord | None:
     if len(data) < offset + 14:
         return None
     ethertype = _unpack("!H", data, offset + 12)[0]
     return _ethertype(data, offset + 14, ethertype, frame, interface, direction, depth)
 
 
-def _ethertype(data, offset, ethertype, frame, interface, direction, depth):
+def _ethertype(
+    data: bytes,
+    offset: int,
+    ethertype: int,
+    frame: RawFrame,
+    interface: str | None,
+    direction: str | None,
+    depth: int,
+) -> PacketRecord | None:
     # VLAN tags (802.1Q, QinQ) stack in front of the real ethertype.
     for _ in range(4):
         if ethertype not in (ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD):
@@ -131,7 +147,14 @@ def _ethertype(data, offset, ethertype, frame, interface, direction, depth):
     return None
 
 
-def _ip_any(data, offset, frame, interface, direction, depth):
+def _ip_any(
+    data: bytes,
+    offset: int,
+    frame: RawFrame,
+    interface: str | None,
+    direction: str | None,
+    depth: int,
+) -> PacketRecord | None:
     if len(data) <= offset:
         return None
     version = data[offset] >> 4
@@ -142,7 +165,14 @@ def _ip_any(data, offset, frame, interface, direction, depth):
     return None
 
 
-def _ipv4(data, offset, frame, interface, direction, depth):
+def _ipv4(
+    data: bytes,
+    offset: int,
+    frame: RawFrame,
+    interface: str | None,
+    direction: str | None,
+    depth: int,
+) -> PacketRecord | None:
     if len(data) < offset + 20:
         return None
     first, total_len, ip_id, frag, _ttl, proto, src, dst = _ipv4_header(data, offset)
@@ -189,7 +219,14 @@ def _ipv4(data, offset, frame, interface, direction, depth):
 IPV6_EXTENSION_HEADERS = frozenset({0, 43, 60, 135, 139, 140})
 
 
-def _ipv6(data, offset, frame, interface, direction, depth):
+def _ipv6(
+    data: bytes,
+    offset: int,
+    frame: RawFrame,
+    interface: str | None,
+    direction: str | None,
+    depth: int,
+) -> PacketRecord | None:
     if len(data) < offset + 40:
         return None
     payload_len, next_header = _unpack("!HB", data, offset + 4)
@@ -248,20 +285,20 @@ def _ipv6(data, offset, frame, interface, direction, depth):
 
 
 def _transport(
-    data,
-    start,
-    end,
-    wire_payload,
-    proto,
-    version,
-    src,
-    dst,
-    ip_id,
-    frame,
-    interface,
-    direction,
-    depth,
-):
+    data: bytes,
+    start: int,
+    end: int,
+    wire_payload: int,
+    proto: int,
+    version: int,
+    src: str,
+    dst: str,
+    ip_id: int | None,
+    frame: RawFrame,
+    interface: str | None,
+    direction: str | None,
+    depth: int,
+) -> PacketRecord | None:
     if proto == 6 and end - start >= 20:
         sport, dport, seq, ack, off_flags, window = _tcp_header(data, start)
         header_len = (off_flags >> 12) * 4
@@ -344,16 +381,29 @@ def _transport(
     )
 
 
-def _encapsulated(inner, kind, src, dst, port, ident):
+def _encapsulated(
+    inner: PacketRecord, kind: str, src: str, dst: str, port: int | None, ident: int | None
+) -> PacketRecord:
     """Mark an inner packet with the tunnel that carried it. Nested tunnels keep the
     innermost one: the recursion marks it first, on the way back out."""
-    if inner is not None and inner.tunnel is None:
+    if inner.tunnel is None:
         inner.tunnel = kind
         inner.underlay = Tunnel(kind, src, dst, port, ident)
     return inner
 
 
-def _udp_tunnel(data, start, end, dport, src, dst, frame, interface, direction, depth):
+def _udp_tunnel(
+    data: bytes,
+    start: int,
+    end: int,
+    dport: int,
+    src: str,
+    dst: str,
+    frame: RawFrame,
+    interface: str | None,
+    direction: str | None,
+    depth: int,
+) -> PacketRecord | None:
     """VXLAN, Geneve or GRE-in-UDP after a UDP header at `start`; src/dst are the outer
     addresses. VXLAN and Geneve both carry the 24-bit VNI in bytes 4-6 of their header."""
     if dport in VXLAN_PORTS and end - start >= 8 and data[start] & 0x08:
@@ -379,7 +429,18 @@ def _udp_tunnel(data, start, end, dport, src, dst, frame, interface, direction, 
     return None
 
 
-def _gre(data, start, end, src, dst, port, frame, interface, direction, depth):
+def _gre(
+    data: bytes,
+    start: int,
+    end: int,
+    src: str,
+    dst: str,
+    port: int | None,
+    frame: RawFrame,
+    interface: str | None,
+    direction: str | None,
+    depth: int,
+) -> PacketRecord | None:
     if end - start < 4:
         return None
     flags, proto = _unpack("!HH", data, start)
@@ -403,7 +464,9 @@ def _gre(data, start, end, src, dst, port, frame, interface, direction, depth):
     return _encapsulated(inner, "gre", src, dst, port, key)
 
 
-def _nflog(data, frame, interface_names):
+def _nflog(
+    data: bytes, frame: RawFrame, interface_names: dict[int, str] | None
+) -> PacketRecord | None:
     """LINKTYPE_NFLOG: iptables' NFLOG target. The hook names the vantage point."""
     if len(data) < 4:
         return None

@@ -23,10 +23,7 @@ Any other failure of the child, or its death, is an error in the parent naming i
 that stops early (an error of its own, an interrupt) closes the pipe and kills the child, so a
 child never outlives its analysis.
 
-Messages cross the pipe as marshal'd tuples of plain values (marshal is several times faster
-than pickle for them, and both processes run the same Python): a record's fields in their
-declared order, its tunnel and DNS answers as tuples; of its hops, the first as its interface
-label only (CopyFolder.push makes it of the record), each further one as a tuple.
+Messages cross the pipe in batches, marshal'd, as wire.py makes them plain values.
 """
 
 from __future__ import annotations
@@ -38,12 +35,10 @@ import signal
 import struct
 import sys
 import traceback
-from dataclasses import fields
-from operator import attrgetter, itemgetter
 from pathlib import Path
 
-from .hops import Hop, LogicalMessage
-from .records import CaptureError, DnsInfo, PacketRecord, Tunnel
+from . import wire
+from .records import CaptureError
 
 # Captures smaller than this are analysed in one process: forking and the pipe cost a few
 # milliseconds, and the tests' many small captures would pay that for nothing.
@@ -53,19 +48,7 @@ MIN_BYTES = 4 * 1024 * 1024
 CHOICES = ("auto", "always", "never")
 BATCH = 1024  # messages per write; large enough to amortise the pipe, small enough to overlap
 _LENGTH = struct.Struct("<I")
-_MESSAGE, _WARNING, _PARTIAL = 0, 1, 2
-_RECORD_FIELDS = tuple(f.name for f in fields(PacketRecord))
-_record_values = attrgetter(*_RECORD_FIELDS)
-_DNS_FIELDS = tuple(f.name for f in fields(DnsInfo))
-_dns_values = attrgetter(*_DNS_FIELDS)
-_UNDERLAY = _RECORD_FIELDS.index("underlay")
-_DNS = _RECORD_FIELDS.index("dns")
-_HOP_TUNNEL = Hop._fields.index("tunnel")
-# A record's own hop but for its label: the hop's fields after `interface`, from the record's.
-_HOP_FROM_RECORD = {"tunnel": "underlay", "file": "file_index"}  # else the same name
-_hop_of = itemgetter(*(_RECORD_FIELDS.index(_HOP_FROM_RECORD.get(name, name))
-                       for name in Hop._fields[1:]))
-_new_tuple = tuple.__new__
+_encode = wire.encode  # a module global: the tests replace it to act inside the child
 
 
 class ReadaheadError(CaptureError):
@@ -102,28 +85,6 @@ def wanted(files) -> bool:
 # -- the child: read, decode, fold, send ----------------------------------------------------------
 
 
-def _encode(message: LogicalMessage) -> tuple:
-    values: tuple = _record_values(message.record)
-    if values[_UNDERLAY] is not None or values[_DNS] is not None:
-        changed = list(values)
-        if changed[_UNDERLAY] is not None:
-            changed[_UNDERLAY] = tuple(changed[_UNDERLAY])
-        if changed[_DNS] is not None:
-            changed[_DNS] = [_dns_values(d) for d in changed[_DNS]]
-        values = tuple(changed)
-    # The first hop is the record's own (CopyFolder.push makes it from the record and its
-    # interface label): only the label crosses; the copies folded into it cross whole.
-    hops = message.hops
-    copies: list[tuple] = []
-    for hop in hops[1:]:
-        tunnel = hop.tunnel
-        if tunnel is None:
-            copies.append(tuple(hop))
-        else:
-            copies.append((*hop[:_HOP_TUNNEL], tuple(tunnel), *hop[_HOP_TUNNEL + 1:]))
-    return (_MESSAGE, values, hops[0].interface, copies)
-
-
 def _send(fd: int, item) -> None:
     data = marshal.dumps(item)
     view = memoryview(_LENGTH.pack(len(data)) + data)
@@ -144,11 +105,11 @@ class _WarningsSent:
     def new_items(self, outbox: list) -> None:
         kept = self.warnings.messages
         if len(kept) != self.sent:
-            outbox.extend((_WARNING, text) for text in kept[self.sent:])
+            outbox.extend((wire.WARNING, text) for text in kept[self.sent:])
             self.sent = len(kept)
         if self.warnings.partial != self.partial:
             self.partial = True
-            outbox.append((_PARTIAL,))
+            outbox.append((wire.PARTIAL,))
 
 
 def _child(analysis, fd: int) -> None:
@@ -177,23 +138,6 @@ def _child(analysis, fd: int) -> None:
 
 
 # -- the parent: receive, and hand the messages over in order ----------------------------------
-
-
-def _decode_message(values: tuple, label: str | None, copies: list) -> LogicalMessage:
-    if values[_UNDERLAY] is not None or values[_DNS] is not None:
-        changed = list(values)
-        if changed[_UNDERLAY] is not None:
-            changed[_UNDERLAY] = Tunnel(*changed[_UNDERLAY])
-        if changed[_DNS] is not None:
-            changed[_DNS] = [DnsInfo(*d) for d in changed[_DNS]]
-        values = tuple(changed)
-    # No key: it is the folder's, and the folding happened in the child.
-    message = LogicalMessage(PacketRecord(*values), (), _new_tuple(Hop, (label, *_hop_of(values))))
-    for hop in copies:
-        tunnel = hop[_HOP_TUNNEL]
-        message.hops.append(_new_tuple(Hop, hop) if tunnel is None else _new_tuple(
-            Hop, (*hop[:_HOP_TUNNEL], Tunnel(*tunnel), *hop[_HOP_TUNNEL + 1:])))
-    return message
 
 
 def _read_exactly(stream, size: int) -> bytes | None:
@@ -235,13 +179,17 @@ def messages(analysis, file_facts: list[dict]):
                         f"the process reading the capture (pid {pid}) ended without "
                         f"finishing ({_exit_words(pid)})")
                 kind, analysis.t0, items, *rest = marshal.loads(body)
-                for item in items:
-                    if item[0] == _MESSAGE:
-                        yield _decode_message(item[1], item[2], item[3])
-                    elif item[0] == _WARNING:
-                        analysis.warnings.add(item[1], partial=False)
-                    else:
-                        analysis.warnings.partial = True
+                decoded, only_messages = wire.decode_batch(items)
+                if only_messages:
+                    yield from decoded
+                else:
+                    for item in decoded:
+                        if type(item) is not tuple:
+                            yield item
+                        elif item[0] == wire.WARNING:
+                            analysis.warnings.add(item[1], partial=False)
+                        else:
+                            analysis.warnings.partial = True
                 if kind == "batch":
                     continue
                 ended = True

@@ -6,7 +6,6 @@ except the TCP stream parsers that keep a bounded prefix of each direction (TLS,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 
@@ -14,17 +13,37 @@ class CaptureError(Exception):
     """The input cannot be read as a capture at all (the message says why)."""
 
 
-@dataclass(slots=True)
+# The records below are plain classes with their own __init__, not dataclasses: compiled,
+# a dataclass keeps the __init__ that the dataclasses module writes in Python, and building
+# one PacketRecord that way cost more than decoding its packet (callgrind, 20,000 packets).
+
+
 class RawFrame:
     """One frame as the file stores it, before any protocol decoding."""
 
-    file_index: int
-    frame_number: int  # 1-based within its file, as Wireshark counts
-    time: float  # epoch seconds
-    linktype: int
-    data: bytes
-    interface: str | None = None  # name when the file knows it (pcapng IDB)
-    direction: str | None = None  # "in" / "out" when the file knows it (pcapng epb_flags)
+    __slots__ = ("data", "direction", "file_index", "frame_number", "interface", "linktype",
+                 "time")
+
+    def __init__(
+        self,
+        file_index: int,
+        frame_number: int,  # 1-based within its file, as Wireshark counts
+        time: float,  # epoch seconds
+        linktype: int,
+        data: bytes,
+        interface: str | None = None,  # name when the file knows it (pcapng IDB)
+        direction: str | None = None,  # "in" / "out" when the file knows it (pcapng epb_flags)
+    ) -> None:
+        self.file_index = file_index
+        self.frame_number = frame_number
+        self.time = time
+        self.linktype = linktype
+        self.data = data
+        self.interface = interface
+        self.direction = direction
+
+    def __repr__(self) -> str:
+        return _repr(self)
 
 
 class Tunnel(NamedTuple):
@@ -38,41 +57,112 @@ class Tunnel(NamedTuple):
     ident: int | None  # the VNI (VXLAN, Geneve) or the GRE key, when the header has one
 
 
-@dataclass(slots=True)
 class DnsInfo:
-    id: int
-    is_response: bool
-    rcode: int
-    name: str
-    qtype: int
-    answers: list[tuple[str, int, str]] = field(default_factory=list)  # (name, type, value)
-    truncated: bool = False  # TC: the answer did not fit (UDP); the client should ask over TCP
-    answers_cut: int = 0  # records past dns.MAX_ANSWERS, not read
+    __slots__ = ("answers", "answers_cut", "id", "is_response", "name", "qtype", "rcode",
+                 "truncated")
+
+    def __init__(
+        self,
+        id: int,
+        is_response: bool,
+        rcode: int,
+        name: str,
+        qtype: int,
+        answers: list[tuple[str, int, str]] | None = None,  # (name, type, value)
+        truncated: bool = False,  # TC: the answer did not fit (UDP); ask over TCP
+        answers_cut: int = 0,  # records past dns.MAX_ANSWERS, not read
+    ) -> None:
+        self.id = id
+        self.is_response = is_response
+        self.rcode = rcode
+        self.name = name
+        self.qtype = qtype
+        self.answers: list[tuple[str, int, str]] = [] if answers is None else answers
+        self.truncated = truncated
+        self.answers_cut = answers_cut
+
+    def __repr__(self) -> str:
+        return _repr(self)
 
 
-@dataclass(slots=True)
 class PacketRecord:
-    file_index: int
-    frame_number: int
-    time: float
-    interface: str | None
-    direction: str | None
-    ip_version: int
-    src: str
-    dst: str
-    ip_id: int | None
-    proto: int  # IP protocol number: 6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6
-    sport: int = 0
-    dport: int = 0
-    tcp_flags: int = 0
-    seq: int = 0
-    ack: int = 0
-    payload: bytes = b""
-    payload_len: int = 0  # on the wire (may exceed len(payload) when the snaplen cut it)
-    tunnel: str | None = None  # "vxlan", "geneve", "gre", "ipip" when this is an inner packet
-    underlay: Tunnel | None = None  # that tunnel's outer header (innermost tunnel when nested)
-    dns: list[DnsInfo] | None = None  # several when one TCP segment carries several
-    window: int | None = None  # TCP: the receive window field, unscaled (0 is 0 at any scale)
+    __slots__ = (
+        "ack",
+        "direction",
+        "dns",
+        "dport",
+        "dst",
+        "file_index",
+        "frame_number",
+        "interface",
+        "ip_id",
+        "ip_version",
+        "payload",
+        "payload_len",
+        "proto",
+        "seq",
+        "sport",
+        "src",
+        "tcp_flags",
+        "time",
+        "tunnel",
+        "underlay",
+        "window",
+    )
+
+    def __init__(
+        self,
+        file_index: int,
+        frame_number: int,
+        time: float,
+        interface: str | None,
+        direction: str | None,
+        ip_version: int,
+        src: str,
+        dst: str,
+        ip_id: int | None,
+        proto: int,  # IP protocol number: 6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6
+        sport: int = 0,
+        dport: int = 0,
+        tcp_flags: int = 0,
+        seq: int = 0,
+        ack: int = 0,
+        payload: bytes = b"",
+        payload_len: int = 0,  # on the wire (may exceed len(payload) when the snaplen cut it)
+        tunnel: str | None = None,  # "vxlan", "geneve", "gre", "ipip": an inner packet's
+        underlay: Tunnel | None = None,  # that tunnel's outer header (innermost when nested)
+        dns: list[DnsInfo] | None = None,  # several when one TCP segment carries several
+        window: int | None = None,  # TCP: the receive window, unscaled (0 is 0 at any scale)
+    ) -> None:
+        self.file_index = file_index
+        self.frame_number = frame_number
+        self.time = time
+        self.interface = interface
+        self.direction = direction
+        self.ip_version = ip_version
+        self.src = src
+        self.dst = dst
+        self.ip_id = ip_id
+        self.proto = proto
+        self.sport = sport
+        self.dport = dport
+        self.tcp_flags = tcp_flags
+        self.seq = seq
+        self.ack = ack
+        self.payload = payload
+        self.payload_len = payload_len
+        self.tunnel = tunnel
+        self.underlay = underlay
+        self.dns = dns
+        self.window = window
+
+    def __repr__(self) -> str:
+        return _repr(self)
+
+
+def _repr(record: object) -> str:
+    names = getattr(type(record), "__slots__", ())
+    return f"{type(record).__name__}({', '.join(f'{n}={getattr(record, n)!r}' for n in names)})"
 
 
 # TCP flag bits
