@@ -8,7 +8,7 @@ Only input that is not a capture at all (wrong magic, empty) raises CaptureError
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from .records import CaptureError, RawFrame
@@ -65,7 +65,9 @@ def read_frames(
     raise CaptureError(f"{name}: not a pcap or pcapng capture (starts with bytes {head.hex()})")
 
 
-def _open_pcap(fp, magic, file_index, warnings, name):
+def _open_pcap(
+    fp: BinaryIO, magic: bytes, file_index: int, warnings: Warnings, name: str
+) -> tuple[list[int], Iterator[RawFrame]]:
     endian, unit = PCAP_MAGICS[magic]
     header = fp.read(20)
     if len(header) < 20:
@@ -81,6 +83,9 @@ def _open_pcap(fp, magic, file_index, warnings, name):
     record = struct.Struct(endian + "IIII")
 
     def frames() -> Iterator[RawFrame]:
+        sec: int
+        frac: int
+        caplen: int
         number = 0
         more = _refiller(fp)
         unpack = record.unpack_from
@@ -115,7 +120,9 @@ def _open_pcap(fp, magic, file_index, warnings, name):
     return [linktype], frames()
 
 
-def _open_pcapng(fp, file_index, warnings, name):
+def _open_pcapng(
+    fp: BinaryIO, file_index: int, warnings: Warnings, name: str
+) -> tuple[list[int], Iterator[RawFrame]]:
     # Read the first section header now: a broken one means this is no capture at all.
     probe = Warnings()
     endian = _read_shb(fp, PCAPNG_SHB + fp.read(4), name, probe)
@@ -135,13 +142,22 @@ def _options(body: bytes, offset: int, endian: str) -> Iterator[tuple[int, bytes
         offset += 4 + ((length + 3) & ~3)
 
 
-def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]:
+def _pcapng_frames(
+    fp: BinaryIO, file_index: int, warnings: Warnings, name: str, endian: str
+) -> Iterator[RawFrame]:
     # Per section: interfaces are (linktype, name, seconds-per-tick).
     interfaces: list[tuple[int, str | None, float]] = []
     described = 0  # interface blocks in this section, kept or not (MAX_INTERFACES)
     number = 0
     more = _refiller(fp)
     buf, pos = b"", 0
+    # Typed, so that the compiled build does their arithmetic on machine integers.
+    btype: int
+    total: int
+    iface: int
+    ts_high: int
+    ts_low: int
+    caplen: int
     if not endian:
         return
     block_head = struct.Struct(endian + "II").unpack_from
@@ -157,10 +173,11 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
         if btype == 0x0A0D0D0A:  # a new section: its own byte order, its own interfaces
             if len(buf) - pos < 12:
                 buf, pos = more(buf, pos, 12)
-            endian = _section_endian(buf[pos + 8 : pos + 12])
-            if endian is None:
+            section_endian = _section_endian(buf[pos + 8 : pos + 12])
+            if section_endian is None:
                 warnings.add(f"{name}: corrupt pcapng section header")
                 return
+            endian = section_endian
             block_head = struct.Struct(endian + "II").unpack_from
             epb_head = struct.Struct(endian + "IIIII").unpack_from
             btype, total = block_head(buf, pos)
@@ -268,7 +285,7 @@ def _pcapng_frames(fp, file_index, warnings, name, endian) -> Iterator[RawFrame]
 READ_BLOCK = 1 << 20
 
 
-def _refiller(fp):
+def _refiller(fp: BinaryIO) -> Callable[[bytes, int, int], tuple[bytes, int]]:
     """more(buf, pos, need) -> (buf, 0): the unread rest of buf with at least `need` bytes,
     read from fp in large blocks (fewer only at the end of the file). Framing then slices one
     buffer instead of making two read calls per frame. A file being written reads through
@@ -295,7 +312,7 @@ def _section_endian(magic: bytes) -> str | None:
     return None
 
 
-def _read_shb(fp, head, name, warnings):
+def _read_shb(fp: BinaryIO, head: bytes, name: str, warnings: Warnings) -> str | None:
     """The rest of a file's first section header, whose type and length are in `head`: its
     byte order."""
     rest = fp.read(4)
