@@ -189,14 +189,13 @@ class _Analysis:
 
     def run(self) -> SequenceModel:
         file_facts: list[dict] = []
-        process = self._process
         if readahead.wanted(self.files):
             messages = readahead.messages(self, file_facts)
         else:
             messages = self.logical_messages(file_facts)
         with contextlib.closing(messages):  # files closed, a reading process ended, at once
             for message in messages:
-                process(message)
+                self._process(message)
         return self._finish(file_facts)
 
     def logical_messages(self, file_facts: list[dict]):
