@@ -10,33 +10,45 @@ message was a fifth of the analysing process' time when interpreted.
 
 from __future__ import annotations
 
+import struct
+from typing import Final
+
 from .hops import Hop, LogicalMessage
 from .records import DnsInfo, PacketRecord, Tunnel
 
 MESSAGE, WARNING, PARTIAL = 0, 1, 2
+# A record's numbers, packed into one bytes object: marshal writes and reads one object
+# rather than thirteen (None, for an IP ID or a window, is -1).
+_NUMBERS: Final = struct.Struct("<qqdqqqqqqqqqq")
 # tuple.__new__ rather than Hop(...) or Tunnel(...): a NamedTuple's own __new__ is a Python
 # function, slower than the rest of the rebuilding (as in hops.py).
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__
 
 
 def encode(message: LogicalMessage) -> tuple:
     r = message.record
     underlay = r.underlay
     answers = r.dns
-    values = (
-        r.file_index, r.frame_number, r.time, r.interface, r.direction, r.ip_version, r.src,
-        r.dst, r.ip_id, r.proto, r.sport, r.dport, r.tcp_flags, r.seq, r.ack, r.payload,
-        r.payload_len, r.tunnel, None if underlay is None else tuple(underlay),
-        None if answers is None else [_dns_values(d) for d in answers], r.window,
+    ip_id = r.ip_id
+    window = r.window
+    numbers = _NUMBERS.pack(
+        r.file_index, r.frame_number, r.time, r.ip_version, -1 if ip_id is None else ip_id,
+        r.proto, r.sport, r.dport, r.tcp_flags, r.seq, r.ack, r.payload_len,
+        -1 if window is None else window,
     )
     hops = message.hops
-    copies: list[tuple] = []
-    for index in range(1, len(hops)):
-        hop = hops[index]
-        tunnel = hop.tunnel
-        copies.append((hop.interface, hop.direction, hop.src, hop.sport, hop.dst, hop.dport,
-                       hop.time, None if tunnel is None else tuple(tunnel), hop.file))
-    return (MESSAGE, values, hops[0].interface, copies)
+    copies: list[tuple] | None = None
+    if len(hops) > 1:
+        copies = []
+        for index in range(1, len(hops)):
+            hop = hops[index]
+            tunnel = hop.tunnel
+            copies.append((hop.interface, hop.direction, hop.src, hop.sport, hop.dst, hop.dport,
+                           hop.time, None if tunnel is None else tuple(tunnel), hop.file))
+    return (MESSAGE, numbers, r.interface, r.direction, r.src, r.dst, r.payload, r.tunnel,
+            None if underlay is None else tuple(underlay),
+            None if answers is None else [_dns_values(d) for d in answers],
+            hops[0].interface, copies)
 
 
 def _dns_values(d: DnsInfo) -> tuple:
@@ -44,33 +56,48 @@ def _dns_values(d: DnsInfo) -> tuple:
             d.answers_cut)
 
 
-def decode(values: tuple, label: str | None, copies: list) -> LogicalMessage:
-    underlay = values[18]
-    answers = values[19]
+def decode(item: tuple) -> LogicalMessage:
+    file_index: int
+    frame_number: int
+    time: float
+    ip_version: int
+    ip_id: int
+    proto: int
+    sport: int
+    dport: int
+    tcp_flags: int
+    seq: int
+    ack: int
+    payload_len: int
+    window: int
+    (file_index, frame_number, time, ip_version, ip_id, proto, sport, dport, tcp_flags, seq,
+     ack, payload_len, window) = _NUMBERS.unpack(item[1])
+    direction: str | None = item[3]
+    src: str = item[4]
+    dst: str = item[5]
+    underlay = item[8]
+    answers = item[9]
     tunnel = None if underlay is None else _new_tuple(Tunnel, underlay)
-    file_index: int = values[0]
-    time: float = values[2]
-    src: str = values[6]
-    dst: str = values[7]
-    sport: int = values[10]
-    dport: int = values[11]
     record = PacketRecord(
-        file_index, values[1], time, values[3], values[4], values[5], src, dst, values[8],
-        values[9], sport, dport, values[12], values[13], values[14], values[15], values[16],
-        values[17], tunnel, None if answers is None else [_dns_info(d) for d in answers],
-        values[20],
+        file_index, frame_number, time, item[2], direction, ip_version, src, dst,
+        None if ip_id < 0 else ip_id, proto, sport, dport, tcp_flags, seq, ack, item[6],
+        payload_len, item[7], tunnel, None if answers is None else [_dns_info(d) for d in answers],
+        None if window < 0 else window,
     )
     # No key: it is the folder's, and the folding happened before the pipe.
     message = LogicalMessage(record, (), _new_tuple(
-        Hop, (label, values[4], src, sport, dst, dport, time, tunnel, file_index)))
-    hops = message.hops
-    for copy in copies:
-        outer = copy[7]
-        if outer is None:
-            hops.append(_new_tuple(Hop, copy))
-        else:
-            hops.append(_new_tuple(Hop, (copy[0], copy[1], copy[2], copy[3], copy[4], copy[5],
-                                         copy[6], _new_tuple(Tunnel, outer), copy[8])))
+        Hop, (item[10], direction, src, sport, dst, dport, time, tunnel, file_index)))
+    copies = item[11]
+    if copies is not None:
+        hops = message.hops
+        for copy in copies:
+            outer = copy[7]
+            if outer is None:
+                hops.append(_new_tuple(Hop, copy))
+            else:
+                hops.append(_new_tuple(Hop, (copy[0], copy[1], copy[2], copy[3], copy[4],
+                                             copy[5], copy[6], _new_tuple(Tunnel, outer),
+                                             copy[8])))
     return message
 
 
@@ -85,7 +112,7 @@ def decode_batch(items: list) -> tuple[list, bool]:
     only_messages = True
     for item in items:
         if item[0] == MESSAGE:
-            decoded.append(decode(item[1], item[2], item[3]))
+            decoded.append(decode(item))
         else:
             decoded.append(item)
             only_messages = False

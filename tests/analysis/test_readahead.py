@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from captures.analysis import CaptureError, CaptureFile, analyze_files, readahead
-from captures.analysis import engine as engine_module
 from tests.support.corpus import corpus_files
 from tests.support.dnat import record_dnat
 
@@ -123,21 +122,21 @@ def test_a_reading_process_that_dies_is_an_error_naming_it(monkeypatch, forks):
 
 def test_an_analysis_that_fails_ends_its_reading_process(monkeypatch, forks):
     path = max(corpus_files(), key=lambda p: p.stat().st_size)
-    real_process = engine_module._Analysis._process
-    processed = []
+    real_decode = readahead.wire.decode_batch
+    batches = []
 
-    def process_then_fail(self, message):
-        processed.append(1)
-        if len(processed) == 2:
+    def decode_then_fail(items):  # in the analysing process, its second batch of messages
+        batches.append(1)
+        if len(batches) == 2:
             assert not _gone(forks[0])  # the reader was still there to be ended
             raise RuntimeError("the analysis itself failed")
-        return real_process(self, message)
+        return real_decode(items)
 
-    monkeypatch.setattr(engine_module._Analysis, "_process", process_then_fail)
+    monkeypatch.setattr(readahead.wire, "decode_batch", decode_then_fail)
     monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "always")
     with pytest.raises(RuntimeError, match="the analysis itself failed"):
         analyze_files([path])
-    assert len(processed) == 2
+    assert len(batches) == 2
     assert _gone(forks[0])
 
 
@@ -172,10 +171,10 @@ def test_what_the_parent_closes_is_closed_while_it_reads_ahead(monkeypatch, fork
             time.sleep(3)
         return real_encode(message)
 
-    real_process = engine_module._Analysis._process
+    real_decode = readahead.wire.decode_batch
     seen = []
 
-    def process_and_close(self, message):
+    def decode_and_close(items):  # in the analysing process, at its first batch
         if not seen:
             state = Path(f"/proc/{forks[0]}/stat").read_text().rsplit(")", 1)[1].split()[0]
             assert state in "RSD"  # the reader runs (not a zombie), forked with the pipe
@@ -184,10 +183,10 @@ def test_what_the_parent_closes_is_closed_while_it_reads_ahead(monkeypatch, fork
                 seen.append(os.read(read_end, 1))  # EOF at once: no copy of the write end
             except BlockingIOError:
                 seen.append("a copy of the write end is still open")
-        return real_process(self, message)
+        return real_decode(items)
 
     monkeypatch.setattr(readahead, "_encode", encode_slowly)
-    monkeypatch.setattr(engine_module._Analysis, "_process", process_and_close)
+    monkeypatch.setattr(readahead.wire, "decode_batch", decode_and_close)
     monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "always")
     try:
         analyze_files([path])
