@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
+from typing import Final
 
 from . import hops as copies
 from . import readahead
@@ -66,11 +67,11 @@ MAX_ICMP_ERRORS = 1000  # icmp_error findings (one per sender, error and quoted 
 MAX_NAME_FINDINGS = 1000  # names counted per kind of DNS finding (nxdomain, unanswered, ...)
 MAX_DIAGNOSED_LOOKUPS = 50_000  # DNS exchanges handed to the diagnosis
 VANTAGES_KEPT = 4096  # encoded vantage points cached (interfaces × directions)
-EVIDENCE_PER_CONNECTION = 64  # messages kept per connection for the diagnosis
-RETRANSMISSIONS_KEPT = 16  # of which this many are kept for retransmissions only
-KEY_FLAGS = SYN | RST | FIN
-CLOSE_FLAGS = RST | FIN
-KEY_PHASES = ("request", "response")
+EVIDENCE_PER_CONNECTION: Final = 64  # messages kept per connection for the diagnosis
+RETRANSMISSIONS_KEPT: Final = 16  # of which this many are kept for retransmissions only
+KEY_FLAGS: Final = SYN | RST | FIN
+CLOSE_FLAGS: Final = RST | FIN
+KEY_PHASES: Final = ("request", "response")
 TUNNELS_KEPT = 4096  # encoded tunnels cached (a capture has a few: one per pair of nodes)
 FLAG_LETTERS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"))
 

@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .records import PacketRecord
+
+if TYPE_CHECKING:
+    from .tcp import Connection
 
 MAX_HELD = 256 * 1024  # bytes held per direction while a lost segment is awaited
 MAX_HELD_IN_ALL = 32 * 1024 * 1024  # and in all connections together
@@ -74,7 +79,9 @@ class Reassembly:
     tls_buffered: int
     warnings: Any
 
-    def _payload(self, conn, direction, record, data, now):
+    def _payload(
+        self, conn: Connection, direction: int, record: PacketRecord, data: bytes, now: float
+    ) -> tuple[str, str]:
         raise NotImplementedError
 
     def _needs_order(self, conn, direction) -> bool:

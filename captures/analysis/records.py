@@ -6,7 +6,7 @@ except the TCP stream parsers that keep a bounded prefix of each direction (TLS,
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 
 class CaptureError(Exception):
@@ -166,7 +166,15 @@ def _repr(record: object) -> str:
 
 
 # TCP flag bits
-FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+# (Final: the compiled build uses them as constants rather than reading module globals.)
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+ECE: Final = 0x40
+CWR: Final = 0x80
 
 IPPROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp", 47: "gre"}
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
+from typing import Any, Final
 
 from .dns import dns_label
 from .http import (
@@ -70,8 +71,12 @@ from .tls import (
 )
 from .tlsdecrypt import WAITING, TlsSession
 
-SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = range(5)
-SEQ_MOD = 1 << 32
+SYN_SENT: Final = 0
+SYN_RECEIVED: Final = 1
+ESTABLISHED: Final = 2
+CLOSING: Final = 3
+CLOSED: Final = 4
+SEQ_MOD: Final = 1 << 32
 MAX_HTTP_REQUESTS = 100_000  # HTTP requests listed, in all connections
 ALERTS_KEPT = 16  # TLS alerts in the clear listed per connection
 # Bytes the TLS readers hold at once for records and handshake messages that span segments,
@@ -170,34 +175,46 @@ class Connection:
         "zero_windows",
     )
 
-    def __init__(self, ident, client, server, version, start, midstream):
+    def __init__(
+        self,
+        ident: int,
+        client: tuple[str, int],
+        server: tuple[str, int],
+        version: int,
+        start: float,
+        midstream: bool,
+    ) -> None:
         self.id = ident
         self.client = client  # (ip, port)
         self.server = server
         self.version = version
-        self.start = self.end = start
+        self.start = start
+        self.end = start
         self.state = SYN_SENT
         self.midstream = midstream
-        self.syn_t = self.synack_t = self.handshake_ack = None
+        self.syn_t: float | None = None
+        self.synack_t: float | None = None
+        self.handshake_ack: float | None = None
         self.synacks = 0  # SYN-ACK segments, resent ones too (a rule reads only if two or more)
-        self.isn = [None, None]  # first sequence number per direction (0: client → server)
+        # first sequence number per direction (0: client → server)
+        self.isn: list[int | None] = [None, None]
         self.max_end = [0, 0]  # relative end of the highest byte seen per direction
         # Containers that most connections never fill stay None until needed: a scan or a
         # SYN flood is hundreds of thousands of connections of one packet each.
         self.fin_by: list[int] | None = None
-        self.rst_by = None
+        self.rst_by: int | None = None
         self.retransmissions = 0
         self.keepalives = 0
         self.zero_windows: list[int] | None = None  # zero receive windows advertised, per side
         self.packets = 0
-        self.app = None  # "http/1.1", "h2", "tls", "dns"
+        self.app: str | None = None  # "http/1.1", "h2", "tls", "dns"
         self.sniff_left = [4, 4]  # payload segments per direction still looked at for the app
-        self.tls = None
-        self.tls_dirs = None
+        self.tls: dict[str, Any] | None = None
+        self.tls_dirs: list[TlsDirection] | None = None
         self.tls_events: dict[str, float] | None = None
-        self.decrypt = None  # a tlsdecrypt.TlsSession when a key log was given
-        self.inner = None  # what the decrypted records carry: "http/1.1" or "h2"
-        self.h2 = None
+        self.decrypt: TlsSession | None = None  # a tlsdecrypt.TlsSession when a key log was given
+        self.inner: str | None = None  # what the decrypted records carry: "http/1.1" or "h2"
+        self.h2: list[H2Direction] | None = None
         self.h2_streams: dict[int, dict] | None = None
         self.requests: list[dict] = []
         # Where each request ends in the client's bytes (relative sequence), to match a
@@ -206,12 +223,13 @@ class Connection:
         self.request_ends = array("q")
         self.answered = 0  # HTTP/1.x requests that have their response
         self.exchanges = 0  # encrypted request/response turns (see _payload)
-        self.last_sender = None
+        self.last_sender: int | None = None
         self.lost = [False, False]  # bytes went missing in this direction since last looked
         self.waiting: list | None = None  # a reassembly.Waiting per direction with a hole open
-        self.first_request_t = self.first_response_t = None
+        self.first_request_t: float | None = None
+        self.first_response_t: float | None = None
         self.phase = "handshake"
-        self.server_after_nat = None
+        self.server_after_nat: str | None = None
         # (ip, port) the client meant, when replies reveal a NAT
         self.original_server: tuple[str, int] | None = None
         self.annotations: list[int] = []
@@ -258,7 +276,7 @@ class Connection:
         if self.decrypt is None:
             return self.tls
         return {
-            **self.tls,
+            **(self.tls or {}),
             "decrypted": bool(self.decrypt.decrypted),
             "decryption": self.decrypt.status,
         }
@@ -420,9 +438,10 @@ class TcpTracker(Reassembly):
         notes = []
 
         seq_len = record.payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        if conn.isn[direction] is None:
-            conn.isn[direction] = record.seq
-        rel = (record.seq - conn.isn[direction]) % SEQ_MOD
+        isn = conn.isn[direction]
+        if isn is None:
+            isn = conn.isn[direction] = record.seq
+        rel = (record.seq - isn) % SEQ_MOD
         if rel > SEQ_MOD // 2:  # before the first byte we saw: an old retransmission
             rel_end = 0
             new_data = False
@@ -448,15 +467,17 @@ class TcpTracker(Reassembly):
             notes.append("zero window")
 
         other = 1 - direction
-        if flags & ACK and conn.waiting and conn.waiting[other] is not None:
-            acked = (record.ack - conn.isn[other]) % SEQ_MOD
+        other_isn = conn.isn[other]
+        if (flags & ACK and conn.waiting and conn.waiting[other] is not None
+                and other_isn is not None):
+            acked = (record.ack - other_isn) % SEQ_MOD
             if conn.waiting[other].fed < acked <= SEQ_MOD // 2:
                 # The receiver acknowledges bytes of the hole: they arrived, only the capture
                 # missed them, and no retransmission will bring them.
                 self.release(conn, other)
 
-        if flags & ACK and conn.isn[other] is not None and conn.max_end[other]:
-            acked = (record.ack - conn.isn[other]) % SEQ_MOD
+        if flags & ACK and other_isn is not None and conn.max_end[other]:
+            acked = (record.ack - other_isn) % SEQ_MOD
             counted = max(conn.max_end[other], conn.unseen_to[other])
             if counted < acked <= SEQ_MOD // 2:
                 conn.unseen[other] += acked - counted
@@ -486,7 +507,10 @@ class TcpTracker(Reassembly):
             label = f"{label} ({', '.join(notes)})"
         return label, phase
 
-    def _flags(self, conn, direction, record, label, phase, now):
+    def _flags(
+        self, conn: Connection, direction: int, record: PacketRecord, label: str | None,
+        phase: str | None, now: float,
+    ) -> tuple[str, str]:
         flags = record.tcp_flags
         if flags & SYN and not flags & ACK:
             if conn.syn_t is None:
@@ -522,21 +546,25 @@ class TcpTracker(Reassembly):
             return ("ACK" if record.payload_len == 0 else f"data {record.payload_len} B"), (
                 conn.phase if record.payload_len == 0 else ("request", "response")[direction]
             )
-        return label, phase
+        return label, str(phase)  # a label comes with its phase
 
     # -- application layer -----------------------------------------------------------------
 
-    def _payload(self, conn, direction, record, data, now):
+    def _payload(
+        self, conn: Connection, direction: int, record: PacketRecord, data: bytes, now: float
+    ) -> tuple[str, str]:
         if conn.app is None and conn.sniff_left[direction]:
             conn.sniff_left[direction] -= 1
             self._sniff(conn, direction, data, record)
         app = conn.app
-        label = phase = None
+        label: str | None = None
+        phase: str | None = None
         if app == "tls":
             label, phase = self._tls(conn, direction, data, now, record)
             # Encrypted requests cannot be read, but request/response protocols take turns:
             # each time the client speaks again after the server did, a new exchange begins.
-            if direction == 0 and conn.last_sender != 0 and conn.tls_dirs[0].done:
+            readers = conn.tls_dirs
+            if direction == 0 and conn.last_sender != 0 and readers and readers[0].done:
                 conn.exchanges += 1
         elif app == "http/1.1":
             label, phase = self._http1(conn, direction, data, now, record)
@@ -556,6 +584,7 @@ class TcpTracker(Reassembly):
         if label is None:
             label = f"data {record.payload_len} B"
             phase = ("request", "response")[direction]
+        phase = str(phase)  # a label comes with its phase
         conn.phase = phase
         conn.last_sender = direction
         return label, phase

@@ -35,7 +35,7 @@ class CaptureView:
     duration: float | None = None  # seconds from the first packet to the last
     # connection id -> ids of its messages worth proving with (SYN, SYN-ACK, RST, FIN, TLS
     # handshake records, retransmissions), in time order
-    connection_messages: dict[int, list[int]] = field(default_factory=dict)
+    connection_messages: dict[int, Sequence[int]] = field(default_factory=dict)
     # annotation index -> ids of the messages that carry it (an ICMP error's own message)
     annotation_messages: dict[int, list[int]] = field(default_factory=dict)
     # connection id -> {"client"|"server": {hops seen: largest payload seen at that many}}: a
