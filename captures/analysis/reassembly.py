@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .records import PacketRecord
-
-if TYPE_CHECKING:
-    from .tcp import Connection
 
 MAX_HELD = 256 * 1024  # bytes held per direction while a lost segment is awaited
 MAX_HELD_IN_ALL = 32 * 1024 * 1024  # and in all connections together
@@ -80,8 +77,8 @@ class Reassembly:
     warnings: Any
 
     def _payload(
-        self, conn: Connection, direction: int, record: PacketRecord, data: bytes, now: float
-    ) -> tuple[str, str]:
+        self, conn: Any, direction: int, record: PacketRecord, data: bytes, now: float
+    ) -> tuple[str, str]:  # conn: a tcp.Connection (tcp imports this module)
         raise NotImplementedError
 
     def _needs_order(self, conn, direction) -> bool:
