@@ -65,3 +65,6 @@ fi
 if ! .venv/bin/python scripts/compile_analysis.py --check >/dev/null; then
   .venv/bin/python scripts/compile_analysis.py 2>&1 | tail -n 1 || true
 fi
+# Byte-compiled as pip compiles what it installs: where PYTHONDONTWRITEBYTECODE is set, each
+# command would otherwise parse the project's sources again (a tenth of a second at start).
+.venv/bin/python -m compileall -q manage.py kviz captures >/dev/null || true

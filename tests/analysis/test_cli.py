@@ -131,3 +131,26 @@ def test_a_flow_limit_that_is_not_a_number_is_a_clear_error():
     )
     assert done.returncode == 2
     assert "KVIZ_MAX_FLOWS='lots' is not an integer" in done.stderr
+
+
+def test_a_document_larger_than_a_pipe_arrives_whole():
+    # The command ends its process without tearing the analysis down (exit_now): whatever it
+    # buffered must be out before it goes.
+    done = kviz(str(KEEPALIVE), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout) > 1 << 20
+    doc = json.loads(done.stdout)
+    assert len(doc["messages"]) == doc["capture"]["messages"] > 4000
+
+
+def test_a_reader_that_stops_early_gets_one_clear_error_and_a_failed_status():
+    with subprocess.Popen(
+        [sys.executable, "manage.py", "kviz", "analyze", str(KEEPALIVE), "--format", "json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout.read(100).startswith(b'{"schema":')
+        proc.stdout.close()  # as `| head -c 100` does
+        error = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 2
+    assert error.count("Broken pipe") == 1, error
+    assert error.startswith("kviz analyze: "), error

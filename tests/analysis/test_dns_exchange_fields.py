@@ -1,12 +1,20 @@
 """The diagnosis reads DNS exchanges through ExchangeFields (dns.py), which answers each key
-without building the exchange's dict: it must read exactly as that dict, key for key."""
+without building the exchange's dict, and the model writes each as to_json()'s text, written
+by hand: both must say exactly what the dict says, key for key and byte for byte."""
 
 from __future__ import annotations
 
-from captures.analysis.dns import ExchangeFields
+import json
+import math
+
+import pytest
+
+from captures.analysis.dns import ExchangeFields, _seconds_json
 from captures.analysis.engine import DEFAULT_MAX_FLOWS, CaptureFile, _Analysis
 from captures.analysis.hops import DEFAULT_WINDOW
 from tests.support.corpus import corpus_files
+
+DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # as model.py
 
 
 def test_an_exchange_reads_as_its_dict_on_every_corpus_capture():
@@ -19,5 +27,24 @@ def test_an_exchange_reads_as_its_dict_on_every_corpus_capture():
             fields, expected = ExchangeFields(exchange, t0), exchange.to_dict(t0)
             assert list(fields) == list(expected)
             assert {key: fields[key] for key in expected} == expected, path.name
+            assert exchange.to_json(t0) == DUMPS(expected), path.name
             rcodes.add(expected["rcode"])
     assert {"NOERROR", None} <= rcodes  # answered and unanswered lookups were read
+
+
+@pytest.mark.parametrize("seconds", [
+    0.0, -0.0, 5e-7, 4e-7, 0.000089, 0.0000999996, 0.0001, 0.00010000049, 0.5, 0.0000005,
+    1.0000005, 2.5e-6, 1234.5678915, 86399.9999995, 8e6, 8e6 + 0.25, 999999999.999999,
+    1e9, 1234567890.123456, 1e16 + 2.0, 3.1e20, -0.000089, -1.5, -1e9 - 0.3,
+])
+def test_an_exchange_time_is_written_as_json_writes_the_rounded_float(seconds):
+    assert _seconds_json(seconds) == DUMPS(round(seconds, 6))
+
+
+def test_exchange_times_agree_with_json_across_many_offsets():
+    # Offsets a capture's first minutes and days produce, near every rounding boundary.
+    for micros in range(0, 3_000_000, 997):
+        for nudge in (-0.5000001e-6, -1e-12, 0.0, 1e-12, 0.4999999e-6):
+            seconds = micros / 1e6 + nudge
+            if math.isfinite(seconds):
+                assert _seconds_json(seconds) == DUMPS(round(seconds, 6)), seconds
