@@ -21,7 +21,7 @@ from .records import DnsInfo, PacketRecord
 
 _string: Final = encode_basestring  # Final: compiled, a global is looked up at each call
 
-DNS_PORTS = frozenset({53, 5353, 5355})  # DNS, mDNS, LLMNR share the wire format
+DNS_PORTS: Final = frozenset({53, 5353, 5355})  # DNS, mDNS, LLMNR share the wire format
 
 QTYPE_NAMES = {
     1: "A",

@@ -67,6 +67,7 @@ MAX_ICMP_ERRORS = 1000  # icmp_error findings (one per sender, error and quoted 
 MAX_NAME_FINDINGS = 1000  # names counted per kind of DNS finding (nxdomain, unanswered, ...)
 MAX_DIAGNOSED_LOOKUPS = 50_000  # DNS exchanges handed to the diagnosis
 VANTAGES_KEPT = 4096  # encoded vantage points cached (interfaces × directions)
+ENDPOINTS_KEPT: Final = 20_000  # endpoint texts kept (about 2 MB)
 EVIDENCE_PER_CONNECTION: Final = 64  # messages kept per connection for the diagnosis
 RETRANSMISSIONS_KEPT: Final = 16  # of which this many are kept for retransmissions only
 KEY_FLAGS: Final = SYN | RST | FIN
@@ -129,7 +130,7 @@ def analyze_files(
             gc.enable()
 
 
-FLAG_STRINGS = [
+FLAG_STRINGS: Final = [
     "".join(letter for bit, letter in FLAG_LETTERS if flags & bit) for flags in range(256)
 ]
 
@@ -180,6 +181,9 @@ class _Analysis:
         self.icmp_errors = 0  # icmp_error findings made (MAX_ICMP_ERRORS)
         self.vantage_json: dict[tuple, str] = {}  # (interface label, direction) → hop_vantage
         self.tunnel_json: dict[tuple, str] = {}  # Tunnel → encode_tunnel
+        # ip → port → endpoint text: each message names two, and most were named before
+        self.endpoint_text: dict[str, dict[int, str]] = {}
+        self.endpoints_kept = 0
         self.t0: float | None = None
         self.multi = len(files) > 1
         self.vantages = [f.vantage or Path(f.path).stem for f in files]
@@ -313,6 +317,26 @@ class _Analysis:
 
     # -- one logical message ---------------------------------------------------------------
 
+    def _endpoint(self, ip: str, port: int, version: int) -> str:
+        """endpoint(), kept for the last ENDPOINTS_KEPT named (then forgotten at once: a
+        client's ports come and go, its recent ones are the ones asked again). An address's
+        text says its version, so the address alone keys it."""
+        ports = self.endpoint_text.get(ip)
+        if ports is not None:
+            text = ports.get(port)
+            if text is not None:
+                return text
+        text = endpoint(ip, port, version)
+        if self.endpoints_kept >= ENDPOINTS_KEPT:
+            self.endpoint_text.clear()
+            self.endpoints_kept = 0
+            ports = None
+        if ports is None:
+            ports = self.endpoint_text[ip] = {}
+        ports[port] = text
+        self.endpoints_kept += 1
+        return text
+
     def _process(self, message: LogicalMessage) -> None:
         if self.multi and len(message.hops) > 1:
             self._in_path_order(message)
@@ -321,8 +345,8 @@ class _Analysis:
         proto = record.proto
         has_ports = proto in (6, 17)
         if has_ports:
-            src = endpoint(record.src, record.sport, version)
-            dst = endpoint(record.dst, record.dport, version)
+            src = self._endpoint(record.src, record.sport, version)
+            dst = self._endpoint(record.dst, record.dport, version)
         else:
             src, dst = record.src, record.dst
         conn = None

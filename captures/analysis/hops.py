@@ -17,13 +17,13 @@ Messages leave the folder in first-seen order once the window has passed them.
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple
-from zlib import crc32
+from typing import Final, NamedTuple
+from zlib import crc32 as _zlib_crc32
 
 from .records import PacketRecord, Tunnel
 
 DEFAULT_WINDOW = 0.5  # seconds; copies on one host are microseconds apart
-SAME_PACKET_SECONDS = 0.001
+SAME_PACKET_SECONDS: Final = 0.001
 # What the window may hold: a flood (or a burst of 64 KB loopback segments) puts more than
 # this in half a second, and the oldest then leave early (a later copy of one of them becomes
 # a message of its own). About 50 MB at most.
@@ -67,7 +67,10 @@ class LogicalMessage:
 
 # tuple.__new__ rather than Hop(...): push() makes a hop of every packet, and a NamedTuple's
 # own __new__ is a Python function that would cost more than the rest of it.
-_new_tuple = tuple.__new__
+# Final: compiled, a module global is a dictionary lookup at each use (the bounds above stay
+# plain globals: the tests change them).
+_new_tuple: Final = tuple.__new__
+_crc32: Final = _zlib_crc32
 
 
 class CopyFolder:
@@ -98,10 +101,10 @@ class CopyFolder:
                 record.ack,
                 record.tcp_flags,
                 record.payload_len,
-                crc32(record.payload),
+                _crc32(record.payload),
             )
         else:
-            key = (record.proto, record.ip_id, record.payload_len, crc32(record.payload))
+            key = (record.proto, record.ip_id, record.payload_len, _crc32(record.payload))
         direction = record.direction
         hop = _new_tuple(
             Hop,

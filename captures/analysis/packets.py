@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import Final
 
 from .dns import DNS_PORTS, parse_dns, parse_dns_tcp
 from .records import PacketRecord, RawFrame, Tunnel
 
-# Link types (https://www.tcpdump.org/linktypes.html)
-LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
-LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG = 113, 276, 239
-LINKTYPE_IPV4, LINKTYPE_IPV6 = 228, 229
+# Link types (https://www.tcpdump.org/linktypes.html). The constants of the per-frame path are
+# Final: compiled, any other module global is a dictionary lookup at each use.
+LINKTYPE_NULL: Final = 0
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW: Final = 101
+LINKTYPE_LOOP: Final = 108
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_LINUX_SLL2: Final = 276
+LINKTYPE_NFLOG: Final = 239
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
 SUPPORTED_LINKTYPES = frozenset({0, 1, 12, 14, 101, 108, 113, 228, 229, 239, 276})
 LINKTYPE_NAMES = {
     0: "null",
@@ -32,24 +40,30 @@ LINKTYPE_NAMES = {
     276: "linux-sll2",
 }
 
-ETH_IPV4, ETH_IPV6, ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD = 0x0800, 0x86DD, 0x8100, 0x88A8, 0x9100
-ETH_TEB = 0x6558  # transparent Ethernet bridging: GRE/Geneve carrying Ethernet frames
-ETH_ERSPAN2 = 0x88BE
-VXLAN_PORTS = frozenset({4789, 8472})  # IANA, and the Linux/flannel default
-GENEVE_PORT = 6081
-GRE_IN_UDP_PORT = 4754
+ETH_IPV4: Final = 0x0800
+ETH_IPV6: Final = 0x86DD
+ETH_VLAN: Final = 0x8100
+ETH_QINQ: Final = 0x88A8
+ETH_QINQ_OLD: Final = 0x9100
+ETH_TEB: Final = 0x6558  # transparent Ethernet bridging: GRE/Geneve carrying Ethernet frames
+ETH_ERSPAN2: Final = 0x88BE
+VXLAN_PORTS: Final = frozenset({4789, 8472})  # IANA, and the Linux/flannel default
+GENEVE_PORT: Final = 6081
+GRE_IN_UDP_PORT: Final = 4754
 # Checked before any tunnel parsing, so the other UDP packets (DNS, QUIC, ...) cost one set test.
-TUNNEL_UDP_PORTS = VXLAN_PORTS | {GENEVE_PORT, GRE_IN_UDP_PORT}
-SLL_OUTGOING = 4
+TUNNEL_UDP_PORTS: Final = VXLAN_PORTS | {GENEVE_PORT, GRE_IN_UDP_PORT}
+SLL_OUTGOING: Final = 4
 NFLOG_HOOKS: dict[int | None, str] = {
     0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
-MAX_TUNNEL_DEPTH = 4
+MAX_TUNNEL_DEPTH: Final = 4
 
 _unpack = struct.unpack_from
-_ipv4_header = struct.Struct("!BxHHHBBxx4s4s").unpack_from
-_tcp_header = struct.Struct("!HHIIHH").unpack_from
-_ntoa = socket.inet_ntoa
-_addr_cache: dict[bytes, str] = {}
+_IPV4_HEADER: Final = struct.Struct("!BxHHHBBxx4s4s")
+_TCP_HEADER: Final = struct.Struct("!HHIIHH")
+_PORTS: Final = struct.Struct("!HH")
+_IPV6_LENGTH_NEXT: Final = struct.Struct("!HB")
+_ntoa: Final = socket.inet_ntoa
+_addr_cache: Final[dict[bytes, str]] = {}
 
 
 def _ip4(raw: bytes) -> str:
@@ -175,12 +189,21 @@ def _ipv4(
 ) -> PacketRecord | None:
     if len(data) < offset + 20:
         return None
-    first, total_len, ip_id, frag, _ttl, proto, src, dst = _ipv4_header(data, offset)
+    # Typed: compiled, what struct gives is an object, and arithmetic on it generic.
+    first: int
+    total_len: int
+    ip_id: int
+    frag: int
+    proto: int
+    raw_src: bytes
+    raw_dst: bytes
+    first, total_len, ip_id, frag, _ttl, proto, raw_src, raw_dst = _IPV4_HEADER.unpack_from(
+        data, offset)
     header_len = (first & 0x0F) * 4
     if first >> 4 != 4 or header_len < 20:
         return None
-    src = _addr_cache.get(src) or _ip4(src)
-    dst = _addr_cache.get(dst) or _ip4(dst)
+    src = _addr_cache.get(raw_src) or _ip4(raw_src)
+    dst = _addr_cache.get(raw_dst) or _ip4(raw_dst)
     # Ethernet pads short frames; the IP length says where the packet really ends. TSO
     # captures may record total_len 0: then the frame itself is the bound.
     end = offset + total_len if total_len >= header_len else len(data)
@@ -216,7 +239,7 @@ def _ipv4(
     )
 
 
-IPV6_EXTENSION_HEADERS = frozenset({0, 43, 60, 135, 139, 140})
+IPV6_EXTENSION_HEADERS: Final = frozenset({0, 43, 60, 135, 139, 140})
 
 
 def _ipv6(
@@ -229,7 +252,9 @@ def _ipv6(
 ) -> PacketRecord | None:
     if len(data) < offset + 40:
         return None
-    payload_len, next_header = _unpack("!HB", data, offset + 4)
+    payload_len: int
+    next_header: int
+    payload_len, next_header = _IPV6_LENGTH_NEXT.unpack_from(data, offset + 4)
     src = _ip6(data[offset + 8 : offset + 24])
     dst = _ip6(data[offset + 24 : offset + 40])
     start = offset + 40
@@ -299,10 +324,18 @@ def _transport(
     direction: str | None,
     depth: int,
 ) -> PacketRecord | None:
+    sport: int
+    dport: int
     if proto == 6 and end - start >= 20:
-        sport, dport, seq, ack, off_flags, window = _tcp_header(data, start)
+        seq: int
+        ack: int
+        off_flags: int
+        window: int
+        sport, dport, seq, ack, off_flags, window = _TCP_HEADER.unpack_from(data, start)
         header_len = (off_flags >> 12) * 4
-        payload = data[start + header_len : end]
+        # Never a slice that starts past its end: compiled (mypyc 1.x), bytes[a:b] with a > b
+        # asks for a negative length and fails, where Python gives b"".
+        payload = data[min(start + header_len, end) : end]
         record = PacketRecord(
             frame.file_index,
             frame.frame_number,
@@ -327,7 +360,7 @@ def _transport(
             record.dns = parse_dns_tcp(payload) or None
         return record
     if proto == 17 and end - start >= 8:
-        sport, dport = _unpack("!HH", data, start)
+        sport, dport = _PORTS.unpack_from(data, start)
         payload = data[start + 8 : end]
         if depth < MAX_TUNNEL_DEPTH and dport in TUNNEL_UDP_PORTS:
             inner = _udp_tunnel(
@@ -376,7 +409,7 @@ def _transport(
         dst,
         ip_id,
         proto,
-        payload=data[start:end],
+        payload=data[min(start, end) : end],  # see the TCP header's slice
         payload_len=max(wire_payload, 0),
     )
 

@@ -176,7 +176,7 @@ URG: Final = 0x20
 ECE: Final = 0x40
 CWR: Final = 0x80
 
-IPPROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp", 47: "gre"}
+IPPROTO_NAMES: Final = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp", 47: "gre"}
 
 
 def endpoint(ip: str, port: int, ip_version: int) -> str:

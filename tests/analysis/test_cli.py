@@ -152,5 +152,5 @@ def test_a_reader_that_stops_early_gets_one_clear_error_and_a_failed_status():
         proc.stdout.close()  # as `| head -c 100` does
         error = proc.stderr.read().decode()
         assert proc.wait(timeout=120) == 2
-    assert error.count("Broken pipe") == 1, error
-    assert error.startswith("kviz analyze: "), error
+    [said] = [line for line in error.splitlines() if "Broken pipe" in line]  # once
+    assert said.startswith("kviz analyze: "), error

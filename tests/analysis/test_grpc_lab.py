@@ -143,7 +143,10 @@ def test_the_arrows_name_the_calls_and_the_connection_frames(recording):
         assert words[name], (name, labels)
     assert any(f"gRPC s1 /{SERVICE}/Say" in label for label in labels)
     assert any("gRPC s7 → UNAVAILABLE: backend draining: try later" in label for label in labels)
-    assert not [label for label in labels if label.startswith("data ")]
+    # Every segment's bytes are read as frames; only a segment the lab's loopback sent again
+    # (under load it does) is the opaque retransmission its first copy was read from.
+    assert not [label for label in labels
+                if label.startswith("data ") and not label.endswith("(retransmission)")], labels
     assert any("GOAWAY NO_ERROR (last stream 9)" in label for label in labels), labels
 
 
