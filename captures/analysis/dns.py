@@ -23,7 +23,7 @@ _string: Final = encode_basestring  # Final: compiled, a global is looked up at 
 
 DNS_PORTS: Final = frozenset({53, 5353, 5355})  # DNS, mDNS, LLMNR share the wire format
 
-QTYPE_NAMES = {
+QTYPE_NAMES: Final = {
     1: "A",
     2: "NS",
     5: "CNAME",
@@ -43,7 +43,7 @@ QTYPE_NAMES = {
     65: "HTTPS",
     255: "ANY",
 }
-RCODE_NAMES = {
+RCODE_NAMES: Final = {
     0: "NOERROR",
     1: "FORMERR",
     2: "SERVFAIL",
@@ -54,11 +54,14 @@ RCODE_NAMES = {
 
 
 def qtype_name(qtype: int) -> str:
-    return QTYPE_NAMES.get(qtype, f"TYPE{qtype}")
+    # Not .get(qtype, f"TYPE{qtype}"): that writes the default at every call.
+    name = QTYPE_NAMES.get(qtype)
+    return f"TYPE{qtype}" if name is None else name
 
 
 def rcode_name(rcode: int) -> str:
-    return RCODE_NAMES.get(rcode, f"RCODE{rcode}")
+    name = RCODE_NAMES.get(rcode)
+    return f"RCODE{rcode}" if name is None else name
 
 
 _TYPE_JSON: Final = {qtype: _string(name) for qtype, name in QTYPE_NAMES.items()}

@@ -553,9 +553,10 @@ class TcpTracker(Reassembly):
     def _payload(
         self, conn: Connection, direction: int, record: PacketRecord, data: bytes, now: float
     ) -> tuple[str, str]:
+        sniffed: tuple[list, list | None] | None = None
         if conn.app is None and conn.sniff_left[direction]:
             conn.sniff_left[direction] -= 1
-            self._sniff(conn, direction, data, record)
+            sniffed = self._sniff(conn, direction, data, record)
         app = conn.app
         label: str | None = None
         phase: str | None = None
@@ -567,7 +568,7 @@ class TcpTracker(Reassembly):
             if direction == 0 and conn.last_sender != 0 and readers and readers[0].done:
                 conn.exchanges += 1
         elif app == "http/1.1":
-            label, phase = self._http1(conn, direction, data, now, record)
+            label, phase = self._http1(conn, direction, data, now, record, sniffed)
         elif app == "h2":
             label, phase = self._h2(conn, direction, data, now)
         elif app == "dns" and record.dns:
@@ -589,7 +590,10 @@ class TcpTracker(Reassembly):
         conn.last_sender = direction
         return label, phase
 
-    def _sniff(self, conn, direction, data, record):
+    def _sniff(self, conn, direction, data, record) -> tuple[list, list | None] | None:
+        """Tell the connection's application from this segment. Returns the HTTP/1.x request
+        and response lines parsed to tell (None: not parsed; responses not parsed when
+        requests were found), for _http1 to use rather than parse the segment again."""
         if record.dns:
             conn.app = "dns"
         elif data.startswith(H2_PREFACE):
@@ -611,18 +615,26 @@ class TcpTracker(Reassembly):
             conn.tls_dirs = [TlsDirection(True), TlsDirection(False)]
             if self.keylog is not None:
                 conn.decrypt = TlsSession(self.keylog)
-        elif http_requests(data) or http_responses(data):
-            conn.app = "http/1.1"
-        elif plausible_h2_frames(data):
-            # Frames before the client's preface: a server that speaks first (its SETTINGS
-            # as soon as it accepts), or a capture begun mid-connection, whose HPACK tables
-            # are then unknown.
-            conn.app = "h2"
-            conn.h2 = [
-                H2Direction(expect_preface=not conn.midstream, midstream=conn.midstream),
-                H2Direction(expect_preface=False, midstream=conn.midstream),
-            ]
-            conn.h2_streams = {}
+        else:
+            requests = http_requests(data)
+            if requests:
+                conn.app = "http/1.1"
+                return requests, None
+            responses = http_responses(data)
+            if responses:
+                conn.app = "http/1.1"
+                return requests, responses
+            if plausible_h2_frames(data):
+                # Frames before the client's preface: a server that speaks first (its SETTINGS
+                # as soon as it accepts), or a capture begun mid-connection, whose HPACK tables
+                # are then unknown.
+                conn.app = "h2"
+                conn.h2 = [
+                    H2Direction(expect_preface=not conn.midstream, midstream=conn.midstream),
+                    H2Direction(expect_preface=False, midstream=conn.midstream),
+                ]
+                conn.h2_streams = {}
+        return None
 
     def _tls(self, conn, direction, data, now, record):
         names = []
@@ -644,7 +656,8 @@ class TcpTracker(Reassembly):
         for kind, value in events:
             if kind == "hs":
                 hs_type, body = value
-                names.append(HANDSHAKE_NAMES.get(hs_type, f"handshake {hs_type}"))
+                name = HANDSHAKE_NAMES.get(hs_type)  # no default: it would be written each time
+                names.append(f"handshake {hs_type}" if name is None else name)
                 if hs_type == HS_CLIENT_HELLO and direction == 0:
                     hello = parse_hello(body, client=True)
                     tls["sni"] = hello.sni
@@ -779,9 +792,10 @@ class TcpTracker(Reassembly):
             conn.h2[direction].drop_blocks()
             self.h2_buffered += conn.h2[direction].held()
 
-    def _http1(self, conn, direction, data, now, record):
+    def _http1(self, conn, direction, data, now, record, sniffed=None):
+        """`sniffed`: what _sniff parsed of this segment, if it did."""
         if direction == 0:
-            found = http_requests(data)
+            found = http_requests(data) if sniffed is None else sniffed[0]
             if not found:
                 return None, None
             labels = []
@@ -807,7 +821,7 @@ class TcpTracker(Reassembly):
                     (record.seq - conn.isn[0] + record.payload_len) % SEQ_MOD)
                 self.http.append(request)
             return "; ".join(labels), "request"
-        found = http_responses(data)
+        found = http_responses(data) if sniffed is None or sniffed[1] is None else sniffed[1]
         if not found:
             return None, None
         labels = []

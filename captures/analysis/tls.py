@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 CONTENT_CCS, CONTENT_ALERT, CONTENT_HANDSHAKE, CONTENT_APPDATA = 20, 21, 22, 23
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST = 1, 2, 11, 13
@@ -23,7 +24,7 @@ VERSION_NAMES = {
     0x0303: "TLS 1.2",
     0x0304: "TLS 1.3",
 }
-HANDSHAKE_NAMES = {
+HANDSHAKE_NAMES: Final = {
     1: "ClientHello",
     2: "ServerHello",
     4: "NewSessionTicket",
