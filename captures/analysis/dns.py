@@ -185,8 +185,18 @@ def parse_dns(msg: bytes) -> DnsInfo | None:
                    cut)
 
 
+_HEADER: Final = struct.Struct("!HHHHHH")
+_QTYPE: Final = struct.Struct("!H")
+_RECORD: Final = struct.Struct("!HHIH")
+
+
 def _parse(msg: bytes) -> DnsInfo | None:
-    ident, flags, qdcount, ancount, _ns, _ar = struct.unpack_from("!HHHHHH", msg)
+    # Typed: compiled, what struct gives is an object, and arithmetic on it generic.
+    ident: int
+    flags: int
+    qdcount: int
+    ancount: int
+    ident, flags, qdcount, ancount, _ns, _ar = _HEADER.unpack_from(msg)
     if qdcount > 16 or ancount > 512:
         return None
     try:
@@ -199,7 +209,7 @@ def _parse(msg: bytes) -> DnsInfo | None:
                 return None
             if index == 0:
                 name = qname
-                qtype = struct.unpack_from("!H", msg, offset)[0]
+                qtype = _QTYPE.unpack_from(msg, offset)[0]
             offset += 4
         answers = []
         cut = 0
@@ -210,7 +220,9 @@ def _parse(msg: bytes) -> DnsInfo | None:
             rname, offset = _name(msg, offset, seen)
             if offset + 10 > len(msg):
                 break
-            rtype, _class, _ttl, rdlength = struct.unpack_from("!HHIH", msg, offset)
+            rtype: int
+            rdlength: int
+            rtype, _class, _ttl, rdlength = _RECORD.unpack_from(msg, offset)
             offset += 10
             if offset + rdlength > len(msg):
                 break

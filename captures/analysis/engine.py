@@ -14,10 +14,11 @@ import contextlib
 import gc
 import heapq
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from . import hops as copies
 from . import readahead
@@ -49,6 +50,7 @@ from .records import (
     URG,
     CaptureError,
     PacketRecord,
+    RawFrame,
     endpoint,
     split_endpoint,
 )
@@ -230,14 +232,16 @@ class _Analysis:
                 }
                 file_facts.append(facts)
                 streams.append(self._decoded(frames, capture_file, facts))
-            records = (
+            records: Iterator[PacketRecord] = (
                 streams[0] if len(streams) == 1 else heapq.merge(*streams, key=attrgetter("time"))
             )
-            push = self.folder.push
-            ready = self.folder.ready
-            labels = self._labels()
+            # Typed and called through the folder: compiled, a bound method kept in a local
+            # (or an untyped record) is a Python call for every packet.
+            folder = self.folder
+            ready = folder.ready
+            labels = None if not self.multi else self._labels()
             for record in records:
-                push(record, labels(record))
+                folder.push(record, record.interface if labels is None else labels(record))
                 if ready:
                     yield from ready
                     ready.clear()
@@ -247,9 +251,11 @@ class _Analysis:
             yield from ready
             ready.clear()
 
-    def _decoded(self, frames, capture_file, facts):
+    def _decoded(
+        self, frames: Iterator[RawFrame], capture_file: CaptureFile, facts: dict[str, Any]
+    ) -> Iterator[PacketRecord]:
         names = capture_file.interfaces or self._node_interfaces(capture_file.vantage)
-        seen_linktypes = facts["linktypes"]
+        seen_linktypes: list[int] = facts["linktypes"]
         skipped: dict[int, int] = {}
         count = 0
         first = last = 0.0
@@ -306,8 +312,7 @@ class _Analysis:
             ) from exc
 
     def _labels(self):
-        if not self.multi:
-            return attrgetter("interface")
+        """A record's interface label with its file's vantage: several files are read."""
         vantages = self.vantages
 
         def qualified(record):

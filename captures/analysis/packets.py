@@ -25,7 +25,7 @@ LINKTYPE_LINUX_SLL2: Final = 276
 LINKTYPE_NFLOG: Final = 239
 LINKTYPE_IPV4: Final = 228
 LINKTYPE_IPV6: Final = 229
-SUPPORTED_LINKTYPES = frozenset({0, 1, 12, 14, 101, 108, 113, 228, 229, 239, 276})
+SUPPORTED_LINKTYPES: Final = frozenset({0, 1, 12, 14, 101, 108, 113, 228, 229, 239, 276})
 LINKTYPE_NAMES = {
     0: "null",
     1: "ethernet",
