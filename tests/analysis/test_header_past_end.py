@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from captures.analysis import CaptureFile, analyze_files
-from captures.analysis.packets import decode_frame
-from captures.analysis.pcapfile import Warnings, read_frames
 from tests.support.corpus import corpus_dir
+from tests.support.mutants import analysed, first_frame
 
 SOURCE = "dns-http/skydive_dns-a-aaaa-then-http11-get-syn-fin.pcap"
 ETHERNET, IPV4, TCP = 14, 20, 20
@@ -20,12 +18,7 @@ def cut_length_copy(source, target) -> int:
     """Copy `source` with its first TCP SYN's IPv4 total length set to 40 (a TCP header
     without options), below what its header with options takes; returns its frame number."""
     data = bytearray(source.read_bytes())
-    with open(source, "rb") as fp:
-        _linktypes, frames = read_frames(fp, 0, Warnings())
-        for frame in frames:
-            record = decode_frame(frame, {})
-            if record is not None and record.proto == 6 and record.tcp_flags & 0x02:
-                break
+    frame, _record = first_frame(source, lambda r: r.proto == 6 and bool(r.tcp_flags & 0x02))
     raw = frame.data
     assert raw[ETHERNET] == 0x45, "an IPv4 header without options, after Ethernet"
     assert raw[ETHERNET + IPV4 + 12] >> 4 > 5, "a TCP header with options"
@@ -41,11 +34,6 @@ def test_an_ip_length_that_ends_inside_the_tcp_header_leaves_no_payload(tmp_path
         pytest.skip("no corpus")
     path = tmp_path / "cut-length.pcap"
     number = cut_length_copy(root / SOURCE, path)
-    model = analyze_files([CaptureFile(path)])
-    try:
-        doc = model.to_dict()
-    finally:
-        model.close()
-    [message] = [m for m in doc["messages"] if m["frame"] == [0, number]]
+    _doc, message = analysed(path, number)
     assert message["label"] == "SYN"
     assert message["len"] == 0

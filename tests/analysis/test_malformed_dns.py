@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from captures.analysis import CaptureFile, analyze_files
-from captures.analysis.packets import decode_frame
-from captures.analysis.pcapfile import Warnings, read_frames
 from tests.support.corpus import corpus_dir
+from tests.support.mutants import analysed, first_frame
 
 SOURCE = "dns-http/skydive_dns-a-aaaa-then-http11-get-syn-fin.pcap"
 
@@ -17,12 +15,7 @@ def looped_copy(source, target) -> int:
     """Copy `source` with the first DNS response's question name pointing at itself; returns
     that frame's number."""
     data = bytearray(source.read_bytes())
-    with open(source, "rb") as fp:
-        _linktypes, frames = read_frames(fp, 0, Warnings())
-        for frame in frames:
-            record = decode_frame(frame, {})
-            if record is not None and record.dns and record.dns[0].is_response:
-                break
+    frame, record = first_frame(source, lambda r: bool(r.dns) and r.dns[0].is_response)
     at = data.find(frame.data) + len(frame.data) - len(record.payload) + 12
     data[at:at + 2] = b"\xc0\x0c"  # the name at offset 12 is "see offset 12"
     target.write_bytes(bytes(data))
@@ -35,12 +28,7 @@ def test_a_dns_name_whose_pointer_loops_is_named_and_warned(tmp_path):
         pytest.skip("no corpus")
     path = tmp_path / "looped.pcap"
     number = looped_copy(root / SOURCE, path)
-    model = analyze_files([CaptureFile(path)])
-    try:
-        doc = model.to_dict()
-    finally:
-        model.close()
-    [message] = [m for m in doc["messages"] if m["frame"] == [0, number]]
+    doc, message = analysed(path, number)
     assert message["label"].startswith("DNS (malformed)")
     assert any("1 message(s) on DNS ports are not well-formed DNS" in w
                for w in doc["capture"]["warnings"])
