@@ -28,7 +28,7 @@ MANIFEST = "kviz-analysis-manifest.json"
 # The per-packet path. Not compiled: what tests replace parts of at run time (http's HTTP/2
 # decoder), the diagnosis and what runs once per capture rather than per packet.
 MODULES = ("records", "pcapfile", "packets", "hops", "model", "dns", "reassembly", "tls",
-           "icmp", "mesh", "identity", "pathorder", "tcp", "engine", "wire")
+           "icmp", "mesh", "identity", "pathorder", "http1", "tcp", "engine", "wire")
 CHOICES = ("auto", "compiled", "interpreted")
 
 

@@ -1,15 +1,12 @@
-"""HTTP/1.x message starts and HTTP/2 frames, read from TCP segments.
+"""HTTP/2 frames, read from TCP segments (HTTP/1.x message starts are http1.py's).
 
-HTTP/1.x: a request or status line is recognised at the start of a segment or right after the
-end of a previous header block in the same segment (pipelining). HTTP/2: frames are walked
-through the in-order byte stream; DATA is never buffered (only gRPC's 5-byte message prefixes
-are read as it goes by, to count messages), header blocks are held until complete and decoded
-with the direction's HPACK table (hpack.py).
+Frames are walked through the in-order byte stream; DATA is never buffered (only gRPC's 5-byte
+message prefixes are read as it goes by, to count messages), header blocks are held until
+complete and decoded with the direction's HPACK table (hpack.py).
 """
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Iterator
 from urllib.parse import unquote
@@ -29,65 +26,6 @@ H2_FRAME_NAMES = {
     8: "WINDOW_UPDATE",
     9: "CONTINUATION",
 }
-_REQUEST_LINE = re.compile(
-    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|CONNECT|TRACE|PROPFIND|MKCOL|COPY|MOVE|LOCK|"
-    rb"UNLOCK|PROPPATCH|SEARCH|REPORT) (\S{1,8000}) HTTP/(1\.[01])\r?\n"
-)
-_STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) (\d{3})(?: ([^\r\n]{0,200}))?\r?\n")
-_HOST = re.compile(rb"\r\nhost:[ \t]*([^\r\n]{1,255})", re.IGNORECASE)
-_HEADER_END = b"\r\n\r\n"
-
-
-def _message_starts(payload: bytes, pattern: re.Pattern) -> list[re.Match]:
-    found = []
-    offset = 0
-    while len(found) < 64:
-        match = pattern.match(payload, offset)
-        if match is None:
-            break
-        found.append(match)
-        end = payload.find(_HEADER_END, match.end() - 2)
-        if end < 0:
-            break
-        offset = end + 4
-    return found
-
-
-def http_requests(payload: bytes) -> list[tuple[str, str, str | None]]:
-    """(method, target, host) for each request line starting in this segment."""
-    if not payload or payload[0] < 0x41 or payload[0] > 0x5A:
-        return []
-    requests = []
-    for match in _message_starts(payload, _REQUEST_LINE):
-        host = _HOST.search(payload, match.end() - 2, match.end() + 8192)
-        requests.append(
-            (
-                match.group(1).decode(),
-                match.group(2).decode("latin-1"),
-                host.group(1).decode("latin-1").strip() if host else None,
-            )
-        )
-    return requests
-
-
-def http_responses(payload: bytes) -> list[tuple[int, str]]:
-    """(status, reason) for each status line starting in this segment."""
-    if not payload.startswith(b"HTTP/1."):
-        return []
-    return [
-        (int(m.group(2)), (m.group(3) or b"").decode("latin-1").strip())
-        for m in _message_starts(payload, _STATUS_LINE)
-    ]
-
-
-def upgrade_to_h2c(payload: bytes) -> int | None:
-    """Offset where HTTP/2 frames begin in a '101 Switching Protocols' to h2c, else None."""
-    if not payload.startswith(b"HTTP/1.1 101") or b"h2c" not in payload[:2048].lower():
-        return None
-    end = payload.find(_HEADER_END)
-    return None if end < 0 else end + 4
-
-
 def plausible_h2_frames(payload: bytes) -> bool:
     """True when the segment is exactly a run of well-formed HTTP/2 frames (a mid-stream start)."""
     offset, frames = 0, 0

@@ -45,12 +45,10 @@ from .http import (
     grpc_percent_decode,
     grpc_status_name,
     h2_error_name,
-    http_requests,
-    http_responses,
     is_grpc,
     plausible_h2_frames,
-    upgrade_to_h2c,
 )
+from .http1 import http_requests, http_responses, upgrade_to_h2c
 from .reassembly import Reassembly
 from .records import ACK, FIN, RST, SYN, PacketRecord, endpoint
 from .tls import (
@@ -792,14 +790,17 @@ class TcpTracker(Reassembly):
             conn.h2[direction].drop_blocks()
             self.h2_buffered += conn.h2[direction].held()
 
-    def _http1(self, conn, direction, data, now, record, sniffed=None):
+    def _http1(
+        self, conn: Connection, direction: int, data: bytes, now: float, record: PacketRecord,
+        sniffed: tuple[list, list | None] | None = None,
+    ) -> tuple[str | None, str | None]:
         """`sniffed`: what _sniff parsed of this segment, if it did."""
+        labels: list[str] = []
         if direction == 0:
-            found = http_requests(data) if sniffed is None else sniffed[0]
-            if not found:
+            requests = http_requests(data) if sniffed is None else sniffed[0]
+            if not requests:
                 return None, None
-            labels = []
-            for method, target, host in found:
+            for method, target, host in requests:
                 labels.append(f"{method} {target}")
                 if not self._room_for_request():
                     continue
@@ -817,16 +818,17 @@ class TcpTracker(Reassembly):
                 if conn.decrypt is not None:
                     request["decrypted"] = True
                 conn.requests.append(request)
+                client_isn = conn.isn[0]
                 conn.request_ends.append(
-                    (record.seq - conn.isn[0] + record.payload_len) % SEQ_MOD)
+                    (record.seq - (client_isn or 0) + record.payload_len) % SEQ_MOD)
                 self.http.append(request)
             return "; ".join(labels), "request"
-        found = http_responses(data) if sniffed is None or sniffed[1] is None else sniffed[1]
-        if not found:
+        responses = (http_responses(data) if sniffed is None or sniffed[1] is None
+                     else sniffed[1])
+        if not responses:
             return None, None
-        labels = []
         upgrade_at = upgrade_to_h2c(data)
-        for status, reason in found:
+        for status, reason in responses:
             labels.append(f"HTTP {status} {reason}".rstrip())
             if 100 <= status < 200 and not (status == 101 and upgrade_at is None):
                 # Interim: the final response still follows; after an upgrade to h2c it

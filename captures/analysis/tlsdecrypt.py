@@ -18,7 +18,7 @@ bytes lost by the capture stop that direction's decryption. Only AEAD cipher sui
 (the ones TLS 1.3 and modern TLS 1.2 use); CBC suites stay encrypted, and say so.
 
 This module only turns bytes into records and records into plaintext; what the plaintext says
-is read by http.py, as for a connection in the clear (tcp.py wires them).
+is read by http1.py and http.py, as for a connection in the clear (tcp.py wires them).
 """
 
 from __future__ import annotations
