@@ -135,6 +135,7 @@ def analyze_files(
 FLAG_STRINGS: Final = [
     "".join(letter for bit, letter in FLAG_LETTERS if flags & bit) for flags in range(256)
 ]
+FLAGS_JSON: Final = [f'"{letters}"' for letters in FLAG_STRINGS]  # letters need no escaping
 
 
 def _by_side(sizes: dict[int, int]) -> dict[str, dict[int, int]]:
@@ -464,7 +465,7 @@ class _Analysis:
                 dst,
                 IPPROTO_NAMES.get(proto) or str(proto),
                 label,
-                FLAG_STRINGS[record.tcp_flags] if proto == 6 else None,
+                FLAGS_JSON[record.tcp_flags] if proto == 6 else "null",
                 record.payload_len,
                 conn.id if conn is not None else None,
                 phase,
