@@ -17,7 +17,7 @@ Messages leave the folder in first-seen order once the window has passed them.
 from __future__ import annotations
 
 from collections import deque
-from typing import Final, NamedTuple
+from typing import Final
 from zlib import crc32 as _zlib_crc32
 
 from .records import PacketRecord, Tunnel
@@ -32,20 +32,29 @@ MAX_PENDING_BYTES = 32 * 1024 * 1024  # of payload
 MAX_HOPS = 64  # copies folded into one message; a further copy starts a message of its own
 
 
-class Hop(NamedTuple):
-    """One copy of a message: where it was seen, and its addresses there."""
+class Hop:
+    """One copy of a message: where it was seen, and its addresses there. A class of its
+    own rather than a NamedTuple: every packet makes one, and compiled, a NamedTuple was
+    made by a Python call and each of its fields read through Python's attribute lookup."""
 
-    # The vantage point: the interface label (with the file's vantage when there are several
-    # files) and the direction, "in" or "out", when the file knows it.
-    interface: str | None
-    direction: str | None
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    time: float
-    tunnel: Tunnel | None  # seen encapsulated there: the tunnel's outer header
-    file: int  # the capture file it was seen in: its clock, and its place on the path
+    __slots__ = ("direction", "dport", "dst", "file", "interface", "sport", "src", "time",
+                 "tunnel")
+
+    def __init__(
+        self, interface: str | None, direction: str | None, src: str, sport: int, dst: str,
+        dport: int, time: float, tunnel: Tunnel | None, file: int,
+    ) -> None:
+        # The vantage point: the interface label (with the file's vantage when there are
+        # several files) and the direction, "in" or "out", when the file knows it.
+        self.interface = interface
+        self.direction = direction
+        self.src = src
+        self.sport = sport
+        self.dst = dst
+        self.dport = dport
+        self.time = time
+        self.tunnel = tunnel  # seen encapsulated there: the tunnel's outer header
+        self.file = file  # the capture file it was seen in: its clock, its place on the path
 
     @property
     def source(self) -> tuple[str, int]:
@@ -65,11 +74,8 @@ class LogicalMessage:
         self.hops = [hop]
 
 
-# tuple.__new__ rather than Hop(...): push() makes a hop of every packet, and a NamedTuple's
-# own __new__ is a Python function that would cost more than the rest of it.
 # Final: compiled, a module global is a dictionary lookup at each use (the bounds above stay
 # plain globals: the tests change them).
-_new_tuple: Final = tuple.__new__
 _crc32: Final = _zlib_crc32
 
 
@@ -106,20 +112,8 @@ class CopyFolder:
         else:
             key = (record.proto, record.ip_id, record.payload_len, _crc32(record.payload))
         direction = record.direction
-        hop = _new_tuple(
-            Hop,
-            (
-                interface,
-                direction,
-                record.src,
-                record.sport,
-                record.dst,
-                record.dport,
-                now,
-                record.underlay,
-                record.file_index,
-            ),
-        )
+        hop = Hop(interface, direction, record.src, record.sport, record.dst, record.dport, now,
+                  record.underlay, record.file_index)
         message = self.newest.get(key)
         if message is not None and _rewrite_impossible(message.hops[0], hop):
             message = None  # two packets alike in all that NAT keeps: a message each

@@ -20,8 +20,8 @@ MESSAGE, WARNING, PARTIAL = 0, 1, 2
 # A record's numbers, packed into one bytes object: marshal writes and reads one object
 # rather than thirteen (None, for an IP ID or a window, is -1).
 _NUMBERS: Final = struct.Struct("<qqdqqqqqqqqqq")
-# tuple.__new__ rather than Hop(...) or Tunnel(...): a NamedTuple's own __new__ is a Python
-# function, slower than the rest of the rebuilding (as in hops.py).
+# tuple.__new__ rather than Tunnel(...): a NamedTuple's own __new__ is a Python function,
+# slower than the rest of the rebuilding.
 _new_tuple: Final = tuple.__new__
 
 
@@ -85,19 +85,15 @@ def decode(item: tuple) -> LogicalMessage:
         None if window < 0 else window,
     )
     # No key: it is the folder's, and the folding happened before the pipe.
-    message = LogicalMessage(record, (), _new_tuple(
-        Hop, (item[10], direction, src, sport, dst, dport, time, tunnel, file_index)))
+    message = LogicalMessage(
+        record, (), Hop(item[10], direction, src, sport, dst, dport, time, tunnel, file_index))
     copies = item[11]
     if copies is not None:
         hops = message.hops
         for copy in copies:
             outer = copy[7]
-            if outer is None:
-                hops.append(_new_tuple(Hop, copy))
-            else:
-                hops.append(_new_tuple(Hop, (copy[0], copy[1], copy[2], copy[3], copy[4],
-                                             copy[5], copy[6], _new_tuple(Tunnel, outer),
-                                             copy[8])))
+            hops.append(Hop(copy[0], copy[1], copy[2], copy[3], copy[4], copy[5], copy[6],
+                            None if outer is None else _new_tuple(Tunnel, outer), copy[8]))
     return message
 
 
