@@ -47,11 +47,14 @@ MIN_BYTES = 4 * 1024 * 1024
 # KVIZ_ANALYSIS_READAHEAD: "auto" (the default: large captures, more than one core, fork
 # available), "always" or "never". The test suite runs both ways.
 CHOICES = ("auto", "always", "never")
-BATCH = 1024  # messages per write; large enough to amortise the pipe, small enough to overlap
-# A batch is a few hundred KB; in Linux's default 64 KB pipe the reader could write one only
-# while the analysis read it, and each stopped for the other at every batch (a million
-# packets: 6.2 s -> 5.3 s with the pipe made this large). Unprivileged, Linux allows 1 MB
-# (/proc/sys/fs/pipe-max-size); where it refuses, the default pipe works, only slower.
+# Messages per write, about 35 KB: measured at a million packets, batches of 1024 (280 KB)
+# took both processes 5-10% more CPU time, and smaller ones gain nothing more.
+BATCH = 128
+# In Linux's default 64 KB pipe, the reader could stay only two batches ahead, and each
+# process stopped for the other whenever one was briefly slower (a million packets: 5.6 s ->
+# 4.8 s with the pipe made this large; larger, on the machine measured, was slower again).
+# Unprivileged, Linux allows 1 MB (/proc/sys/fs/pipe-max-size); where it refuses, the default
+# pipe works, only slower.
 PIPE_BYTES = 1 << 20
 _LENGTH = struct.Struct("<I")
 _encode = wire.encode  # a module global: the tests replace it to act inside the child
