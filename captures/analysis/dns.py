@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any, Final
 
-from .model import seconds_text
+from .model import rounded, seconds_text
 from .records import DnsInfo, PacketRecord
 
 _string: Final = encode_basestring  # Final: compiled, a global is looked up at each call
@@ -329,7 +329,7 @@ class DnsExchange:
             "rcode": None if self.rcode is None else rcode_name(self.rcode),
             "client": self.client,
             "server": self.server,
-            "t": None if self.t is None else round(self.t - t0, 6),
+            "t": None if self.t is None else rounded(self.t - t0, 6),
             "latency_ms": self.latency_ms,
             "transport": self.transport,
             "retries": self.retries,
@@ -354,18 +354,37 @@ class DnsExchange:
         rcode = self.rcode
         t = "null" if self.t is None else _seconds_json(self.t - t0)
         latency = self.latency_ms
-        ids = ",".join([str(ident) for (ident,) in MESSAGE_ID.iter_unpack(self.message_ids)])
+        ids = ",".join([str(ident) for ident in self.messages()])
         return (
             f'{{"id":{self.id},"name":{name},"type":{_type_json(self.qtype)},'
             f'"answers":[{",".join(values)}],"answer_records":[{",".join(records)}],'
             f'"rcode":{"null" if rcode is None else _string(rcode_name(rcode))},'
             f'"client":"{self.client}","server":"{self.server}",'
             f'"t":{t},'
-            f'"latency_ms":{"null" if latency is None else repr(latency)},'
+            f'"latency_ms":{"null" if latency is None else _millis_json(latency)},'
             f'"transport":"{self.transport}","retries":{self.retries},'
             f'"truncated":{"true" if self.truncated else "false"},'
             f'"messages":[{ids}]}}'
         )
+
+
+def _millis_json(millis: float) -> str:
+    """repr(millis) for a value rounded to three decimals (a latency), as json.dumps writes
+    it: its thousandths written as a decimal, at a fraction of repr's cost, from a thousandth
+    up to where repr writes an exponent (a double nearest such a decimal has no shorter
+    one that reads back as it)."""
+    if 0.001 <= millis < 1e9:
+        thousandths = int(millis * 1000 + 0.5)
+        whole = thousandths // 1000
+        part = thousandths - whole * 1000
+        if not part:
+            return f"{whole}.0"
+        digits = str(part + 1000)  # "1" and the three digits
+        end = 4
+        while digits[end - 1] == "0":
+            end -= 1
+        return f"{whole}.{digits[1:end]}"
+    return repr(millis)
 
 
 def _seconds_json(seconds: float) -> str:
@@ -388,7 +407,7 @@ class ExchangeFields(Mapping):
         self.exchange = exchange
         # Rounded once: the rules read it most (sorting, time windows), and rounding it at
         # each read was half of what they spent reading exchanges.
-        self.t = None if exchange.t is None else round(exchange.t - t0, 6)
+        self.t = None if exchange.t is None else rounded(exchange.t - t0, 6)
 
     def __getitem__(self, key: str):
         # The keys the rules read for every exchange come first: a chain of comparisons
@@ -436,14 +455,22 @@ EXCHANGE_KEYS = ("id", "name", "type", "answers", "answer_records", "rcode", "cl
                  "t", "latency_ms", "transport", "retries", "truncated", "messages")
 
 MESSAGES_PER_EXCHANGE = 8
-MESSAGE_ID = struct.Struct("<q")  # DnsExchange.message_ids
+MESSAGE_ID: Final = struct.Struct("<q")  # DnsExchange.message_ids, as they are read
+ID_BYTES: Final = 8
+
+
+def _packed_id(message: int) -> bytes:
+    """MESSAGE_ID.pack(message): compiled, int.to_bytes is a native call, a Struct's method
+    a Python one (twice per exchange)."""
+    return message.to_bytes(ID_BYTES, "little", signed=True)
 
 
 def _note_message(exchange: DnsExchange, message: int) -> None:
     ids = exchange.message_ids
-    if len(ids) < MESSAGES_PER_EXCHANGE * MESSAGE_ID.size and (
-            not ids or MESSAGE_ID.unpack_from(ids, len(ids) - MESSAGE_ID.size)[0] != message):
-        exchange.message_ids = ids + MESSAGE_ID.pack(message)
+    if len(ids) < MESSAGES_PER_EXCHANGE * ID_BYTES:
+        packed = _packed_id(message)
+        if not ids or ids[len(ids) - ID_BYTES:] != packed:  # not the last one noted
+            exchange.message_ids = ids + packed
 
 
 class DnsTracker:
@@ -491,7 +518,7 @@ class DnsTracker:
                     self._full()
                     continue
                 exchange = DnsExchange(info.id, name, info.qtype, src, dst, record.time, transport)
-                exchange.message_ids = MESSAGE_ID.pack(message)
+                exchange.message_ids = _packed_id(message)
                 exchanges.append(exchange)
                 pending[key] = exchange
                 continue
@@ -504,7 +531,7 @@ class DnsTracker:
                 exchange = DnsExchange(info.id, name, info.qtype, dst, src, None, transport)
                 exchanges.append(exchange)
             elif exchange.t is not None:  # a pending exchange has its query's time
-                exchange.latency_ms = round((record.time - exchange.t) * 1000, 3)
+                exchange.latency_ms = rounded((record.time - exchange.t) * 1000, 3)
             _note_message(exchange, message)
             exchange.rcode = info.rcode
             exchange.truncated = info.truncated

@@ -35,6 +35,7 @@ from .model import (
     encode_message,
     encode_tunnel,
     hop_vantage,
+    rounded,
     seconds_text,
 )
 from .packets import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode_frame
@@ -52,7 +53,7 @@ from .records import (
     PacketRecord,
     RawFrame,
     endpoint,
-    split_endpoint,
+    endpoint_host,
 )
 from .tcp import TcpTracker
 from .tlsdecrypt import KeyLog, KeyLogError
@@ -556,7 +557,7 @@ class _Analysis:
                 "error": info.error,
                 "about": info.about,
                 "count": 0,
-                "t": round(record.time - (self.t0 or 0.0), 6),
+                "t": rounded(record.time - (self.t0 or 0.0), 6),
             }
             if info.mtu:
                 note["mtu"] = info.mtu
@@ -702,7 +703,7 @@ class _Analysis:
         asked_over_tcp: dict[tuple, list[float]] = {}
         for exchange in self.dns.exchanges:
             if exchange.transport == "tcp" and exchange.t is not None:
-                key = (split_endpoint(exchange.client)[0], exchange.name.lower(), exchange.qtype)
+                key = (endpoint_host(exchange.client), exchange.name.lower(), exchange.qtype)
                 asked_over_tcp.setdefault(key, []).append(exchange.t)
         truncated: dict[str, list[int]] = {}  # name → [truncated answers, retried over TCP]
         for exchange in self.dns.exchanges:
@@ -714,7 +715,7 @@ class _Analysis:
                     continue
                 counts = truncated[exchange.name] = [0, 0]
             counts[0] += 1
-            key = (split_endpoint(exchange.client)[0], exchange.name.lower(), exchange.qtype)
+            key = (endpoint_host(exchange.client), exchange.name.lower(), exchange.qtype)
             since = exchange.t or 0.0
             if any(t >= since for t in asked_over_tcp.get(key, ())):
                 counts[1] += 1
@@ -776,7 +777,7 @@ class _Analysis:
     def _summary(self, conn, t0: float) -> dict:
         """A connection as the model shows it; its server port joins the participant's."""
         summary = conn.summary()
-        summary["timing"]["start"] = round(conn.start - t0, 6)
+        summary["timing"]["start"] = rounded(conn.start - t0, 6)
         server_ip, server_port = conn.server
         participants = self.participants
         ports = participants.get(server_ip)
@@ -819,13 +820,13 @@ class _Analysis:
         a DNS rule can speak about (a healthy capture costs nothing here)."""
         exchanges = self.dns.exchanges
         troubled = {
-            split_endpoint(e.client)[0] for e in exchanges
+            endpoint_host(e.client) for e in exchanges
             if e.retries or e.rcode == 3 or (e.rcode == 0 and not e.answers)
         }
         t0 = self.t0 or 0.0
         lookups: list[ExchangeFields] = []
         for exchange in exchanges:
-            if split_endpoint(exchange.client)[0] in troubled:
+            if endpoint_host(exchange.client) in troubled:
                 if len(lookups) == MAX_DIAGNOSED_LOOKUPS:
                     # A dict each, and rules that compare them with each other.
                     self.warnings.add(
@@ -893,9 +894,9 @@ class _Analysis:
             ttfb = None
             response_t = request["response_t"]
             if response_t is not None:
-                ttfb = round((response_t - request["t"]) * 1000, 3)
-                request["response_t"] = round(response_t - t0, 6)
-            request["t"] = round(request["t"] - t0, 6)
+                ttfb = rounded((response_t - request["t"]) * 1000, 3)
+                request["response_t"] = rounded(response_t - t0, 6)
+            request["t"] = rounded(request["t"] - t0, 6)
             request["ttfb_ms"] = ttfb
         return http
 

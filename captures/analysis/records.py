@@ -184,6 +184,18 @@ def endpoint(ip: str, port: int, ip_version: int) -> str:
     return f"[{ip}]:{port}" if ip_version == 6 else f"{ip}:{port}"
 
 
+def endpoint_host(text: str) -> str:
+    """split_endpoint(text)[0] without reading the port: the end of an analysis asks it of
+    every DNS exchange's client."""
+    if text.startswith("["):
+        end = text.find("]:", 1)
+        return text[1:] if end < 0 else text[1:end]
+    colon = text.find(":")
+    if colon >= 0 and text.find(":", colon + 1) < 0:
+        return text[:colon]
+    return text
+
+
 def split_endpoint(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         host, _, port = text[1:].partition("]:")

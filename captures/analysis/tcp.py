@@ -49,6 +49,7 @@ from .http import (
     plausible_h2_frames,
 )
 from .http1 import http_requests, http_responses, upgrade_to_h2c
+from .model import rounded
 from .reassembly import Reassembly
 from .records import ACK, FIN, RST, SYN, PacketRecord, endpoint
 from .tls import (
@@ -280,9 +281,6 @@ class Connection:
         }
 
     def summary(self) -> dict:
-        def ms(a, b):
-            return round((b - a) * 1000, 3) if a is not None and b is not None else None
-
         tls_events = self.tls_events or {}
         tls_start = tls_events.get("client_hello")
         zero_windows = self.zero_windows or (0, 0)
@@ -305,13 +303,17 @@ class Connection:
             "tls": self._tls_summary(),
             "timing": {
                 "start": self.start,
-                "connect_ms": ms(self.syn_t, self.synack_t),
-                "tls_ms": ms(tls_start, tls_events.get("client_appdata")),
-                "ttfb_ms": ms(self.first_request_t, self.first_response_t),
-                "total_ms": ms(self.start, self.end),
+                "connect_ms": _ms(self.syn_t, self.synack_t),
+                "tls_ms": _ms(tls_start, tls_events.get("client_appdata")),
+                "ttfb_ms": _ms(self.first_request_t, self.first_response_t),
+                "total_ms": _ms(self.start, self.end),
             },
             "annotations": self.annotations,
         }
+
+
+def _ms(start: float | None, end: float | None) -> float | None:
+    return rounded((end - start) * 1000, 3) if start is not None and end is not None else None
 
 
 class TcpTracker(Reassembly):

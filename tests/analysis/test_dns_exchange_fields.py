@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from captures.analysis.dns import ExchangeFields, _seconds_json
+from captures.analysis.dns import ExchangeFields, _millis_json, _seconds_json
 from captures.analysis.engine import DEFAULT_MAX_FLOWS, CaptureFile, _Analysis
 from captures.analysis.hops import DEFAULT_WINDOW
 from tests.support.corpus import corpus_files
@@ -48,3 +48,14 @@ def test_exchange_times_agree_with_json_across_many_offsets():
             seconds = micros / 1e6 + nudge
             if math.isfinite(seconds):
                 assert _seconds_json(seconds) == DUMPS(round(seconds, 6)), seconds
+
+
+def test_a_latency_is_written_as_json_writes_it():
+    """_millis_json writes a latency (rounded to three decimals) from its thousandths: the
+    text json.dumps gives the float, where it has an exponent too."""
+    latencies = [0.0, -0.0, 0.001, 0.0005, 0.01, 0.1, 1.0, 1.5, 999.999, 1000.0, 12345.678,
+                 999999999.999, 1e9, 1e16, 3.1e20, -0.001, -12.5]
+    latencies += [thousandths / 1000 for thousandths in range(0, 3_000_000, 7)]
+    latencies += [round(ms, 3) for ms in (i * 0.3331 + 1e-4 for i in range(100_000))]
+    for latency in latencies:
+        assert _millis_json(latency) == DUMPS(latency), latency

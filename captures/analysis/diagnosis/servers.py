@@ -139,6 +139,10 @@ def listen_overflow(view: CaptureView, conn: dict, places: Places) -> list[dict]
 # -- server_first_stall ----------------------------------------------------------------------
 
 
+def _carries_data(message: dict) -> bool:
+    return message["len"] > 0
+
+
 def _server_first_ports(view: CaptureView, ports: set[int]) -> dict[int, int]:
     """Of `ports`, those where a connection of this capture shows the server speaking first:
     port -> that connection's id. At most EXAMPLES_READ connections are read."""
@@ -151,7 +155,7 @@ def _server_first_ports(view: CaptureView, ports: set[int]) -> dict[int, int]:
         read += 1
         if read > EXAMPLES_READ:
             break
-        first = next((m for m in view.of_connection(conn["id"]) if m["len"] > 0), None)
+        first = view.first_of_connection(conn["id"], _carries_data)
         if first is not None and not from_client(first, conn):
             found[port] = conn["id"]
     return found

@@ -22,6 +22,7 @@ from ..words import Names
 # rules the same connection's: a few connections' worth saves reading them again, while keeping
 # every message fetched would grow with the capture (330 MB at 200k packets).
 CACHED_MESSAGES = 4096
+FIRST_READ = 8  # messages read at a time by first_of_connection
 
 
 @dataclass
@@ -85,6 +86,17 @@ class CaptureView:
 
     def of_connection(self, conn_id: int) -> list[dict]:
         return self.messages(self.connection_messages.get(conn_id, ()))
+
+    def first_of_connection(self, conn_id: int, wanted: Callable[[dict], bool]) -> dict | None:
+        """The connection's first message that is `wanted`, read a few at a time: a rule
+        that looks at thousands of connections for their first payload reads four or so
+        messages of each, not all that the connection kept."""
+        ids = self.connection_messages.get(conn_id, ())
+        for start in range(0, len(ids), FIRST_READ):
+            for message in self.messages(ids[start:start + FIRST_READ]):
+                if wanted(message):
+                    return message
+        return None
 
     def of_exchange(self, exchange: dict) -> list[dict]:
         return self.messages(exchange.get("messages", ()))
