@@ -20,6 +20,10 @@ WRITE_SLICE = 1000  # list items encoded at a time by write_json
 INDEX_EVERY = 16  # spilled messages per offset kept (8 bytes per 16 messages)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _string = json.encoder.encode_basestring  # the quoted, escaped JSON string
+# A label escaped to ASCII ("\u2192" for a DNS answer's arrow): one character past ASCII made
+# its whole message a two-byte-wide string, slower to build and to write as UTF-8 (a sixth of a
+# capture's messages are DNS answers); JSON reads both the same.
+_ascii_string = json.encoder.encode_basestring_ascii
 # One message's text to its dict: json.loads without its wrappers (the encoding sniffed from
 # bytes, the check for trailing text), which were a third of reading messages back.
 _scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -147,7 +151,7 @@ def encode_message(
     escaping (endpoints the decoder wrote, fixed words)."""
     label_json = _LABEL_JSON.get(label)
     if label_json is None:
-        label_json = _string(label)
+        label_json = _ascii_string(label)
         if len(_LABEL_JSON) < LABELS_KEPT:
             _LABEL_JSON[label] = label_json
     return (
@@ -204,11 +208,13 @@ class MessageSpool:
             if line % INDEX_EVERY == 0:
                 offsets.append(position)
             end = min(len(items), start + INDEX_EVERY - line % INDEX_EVERY)
-            # Each message encoded on its own: one with a non-ASCII character (a DNS answer's
-            # arrow) would make a joined run's text wide, and encoding it several times slower.
-            run = [item.encode() for item in items[start:end]]
-            run.append(b"")  # so the join ends with a newline
-            block = b"\n".join(run)
+            # A run joined, then encoded at once; a run with a non-ASCII character (an
+            # interface's or a node's name) encoded message by message, as joined its text
+            # would be wide and encoding it several times slower.
+            run = items[start:end]
+            run.append("")  # so the join ends with a newline
+            text = "\n".join(run)
+            block = text.encode() if text.isascii() else b"\n".join([i.encode() for i in run])
             blocks.append(block)
             position += len(block)
             start = end

@@ -12,7 +12,7 @@ import struct
 from typing import Final
 
 from .dns import DNS_PORTS, parse_dns, parse_dns_tcp
-from .records import PacketRecord, RawFrame, Tunnel
+from .records import DnsInfo, PacketRecord, RawFrame, Tunnel
 
 # Link types (https://www.tcpdump.org/linktypes.html). The constants of the per-frame path are
 # Final: compiled, any other module global is a dictionary lookup at each use.
@@ -56,6 +56,10 @@ SLL_OUTGOING: Final = 4
 NFLOG_HOOKS: dict[int | None, str] = {
     0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 MAX_TUNNEL_DEPTH: Final = 4
+# Whether decoding reads the DNS messages a packet carries. The reading process of a
+# read-ahead (readahead.py) turns it off, and the analysing process reads them (dns_of, in
+# wire.decode_batch): the reading process had more to do per packet. Not Final: it changes.
+DECODE_DNS = True
 
 _unpack = struct.unpack_from
 _IPV4_HEADER: Final = struct.Struct("!BxHHHBBxx4s4s")
@@ -356,8 +360,8 @@ def _transport(
             max(wire_payload - header_len, 0),
             window=window,
         )
-        if payload and (sport == 53 or dport == 53):
-            record.dns = parse_dns_tcp(payload) or None
+        if payload and (sport == 53 or dport == 53) and DECODE_DNS:
+            record.dns = dns_of(6, sport, dport, payload)
         return record
     if proto == 17 and end - start >= 8:
         sport, dport = _PORTS.unpack_from(data, start)
@@ -384,10 +388,8 @@ def _transport(
             payload=payload,
             payload_len=max(wire_payload - 8, 0),
         )
-        if sport in DNS_PORTS or dport in DNS_PORTS:
-            info = parse_dns(payload)
-            if info is not None:
-                record.dns = [info]
+        if (sport in DNS_PORTS or dport in DNS_PORTS) and DECODE_DNS:
+            record.dns = dns_of(17, sport, dport, payload)
         return record
     if depth < MAX_TUNNEL_DEPTH:
         if proto == 47:
@@ -412,6 +414,18 @@ def _transport(
         payload=data[min(start, end) : end],  # see the TCP header's slice
         payload_len=max(wire_payload, 0),
     )
+
+
+def dns_of(proto: int, sport: int, dport: int, payload: bytes) -> list[DnsInfo] | None:
+    """The DNS messages a packet carries, as decoding reads them (DECODE_DNS)."""
+    if proto == 6:
+        if payload and (sport == 53 or dport == 53):
+            return parse_dns_tcp(payload) or None
+    elif proto == 17 and (sport in DNS_PORTS or dport in DNS_PORTS):
+        info = parse_dns(payload)
+        if info is not None:
+            return [info]
+    return None
 
 
 def _encapsulated(

@@ -23,7 +23,7 @@ Any other failure of the child, or its death, is an error in the parent naming i
 that stops early (an error of its own, an interrupt) closes the pipe and kills the child, so a
 child never outlives its analysis.
 
-Messages cross the pipe in batches, marshal'd, as wire.py makes them plain values.
+Messages cross the pipe in batches, marshal'd, as wire.py makes them a few plain values.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import wire
+from . import packets, wire
 from .records import CaptureError
 
 # Captures smaller than this are analysed in one process: forking and the pipe cost a few
@@ -57,7 +57,7 @@ BATCH = 128
 # pipe works, only slower.
 PIPE_BYTES = 1 << 20
 _LENGTH = struct.Struct("<I")
-_encode = wire.encode  # a module global: the tests replace it to act inside the child
+_encode = wire.Batch.add  # a module global: the tests replace it to act inside the child
 
 
 class ReadaheadError(CaptureError):
@@ -111,39 +111,40 @@ class _WarningsSent:
         self.sent = len(warnings.messages)
         self.partial = warnings.partial
 
-    def new_items(self, outbox: list) -> None:
+    def new_items(self, batch: wire.Batch) -> None:
         kept = self.warnings.messages
         if len(kept) != self.sent:
-            outbox.extend((wire.WARNING, text) for text in kept[self.sent:])
+            for text in kept[self.sent:]:
+                batch.add_other((wire.WARNING, text))
             self.sent = len(kept)
         if self.warnings.partial != self.partial:
             self.partial = True
-            outbox.append((wire.PARTIAL,))
+            batch.add_other((wire.PARTIAL,))
 
 
 def _child(analysis, fd: int) -> None:
-    outbox: list = []
+    packets.DECODE_DNS = False  # the analysing process reads them (wire.decode_batch)
+    batch = wire.Batch()
     warnings = _WarningsSent(analysis.warnings)
     file_facts: list[dict] = []
     try:
         for message in analysis.logical_messages(file_facts):
             # Warnings added while reading up to this message, before it, as in one process.
-            warnings.new_items(outbox)
-            outbox.append(_encode(message))
-            if len(outbox) >= BATCH:
-                _send(fd, ("batch", analysis.t0, outbox))
-                outbox.clear()
-        warnings.new_items(outbox)
+            warnings.new_items(batch)
+            _encode(batch, message)
+            if len(batch) >= BATCH:
+                _send(fd, ("batch", analysis.t0, batch.take()))
+        warnings.new_items(batch)
         folder = analysis.folder
-        _send(fd, ("end", analysis.t0, outbox, file_facts, folder.released_early,
+        _send(fd, ("end", analysis.t0, batch.take(), file_facts, folder.released_early,
                    folder.unfolded))
     except CaptureError as exc:
-        warnings.new_items(outbox)
-        _send(fd, ("capture_error", analysis.t0, outbox, str(exc)))
+        warnings.new_items(batch)
+        _send(fd, ("capture_error", analysis.t0, batch.take(), str(exc)))
     except BrokenPipeError:
         pass  # the parent stopped reading: it has its answer, or an error of its own
     except BaseException:  # said to the parent, whatever it was
-        _send(fd, ("failed", analysis.t0, outbox, traceback.format_exc(limit=20)))
+        _send(fd, ("failed", analysis.t0, batch.take(), traceback.format_exc(limit=20)))
 
 
 # -- the parent: receive, and hand the messages over in order ----------------------------------
@@ -179,6 +180,7 @@ def messages(analysis, file_facts: list[dict]):
             os._exit(status)
     os.close(write_fd)
     ended = False
+    texts: list = []  # the text table (wire.py), as the child's batches build it
     try:
         with os.fdopen(read_fd, "rb", buffering=1 << 20) as stream:
             while True:
@@ -188,8 +190,8 @@ def messages(analysis, file_facts: list[dict]):
                     raise ReadaheadError(
                         f"the process reading the capture (pid {pid}) ended without "
                         f"finishing ({_exit_words(pid)})")
-                kind, analysis.t0, items, *rest = marshal.loads(body)
-                decoded, only_messages = wire.decode_batch(items)
+                kind, analysis.t0, values, *rest = marshal.loads(body)
+                decoded, only_messages = wire.decode_batch(texts, values)
                 if only_messages:
                     yield from decoded
                 else:

@@ -1,11 +1,25 @@
 """Logical messages as plain values and back: how readahead.py sends them down its pipe.
 
-A message crosses as (MESSAGE, record values, first hop's interface label, further hops):
-the record's fields in their declared order, its tunnel and DNS answers as tuples; of its
-hops, the first as its interface label only (CopyFolder.push makes it of the record), each
-further one as a tuple. marshal carries these several times faster than pickle would carry the
-objects. This module is compiled with the per-packet path (build.MODULES): rebuilding a
-message was a fifth of the analysing process' time when interpreted.
+A batch crosses as a few large values rather than a tuple for each message, so that marshal
+writes and reads a handful of objects per batch instead of a dozen per message:
+
+- every message's numbers, packed one after another into one bytes object (None, for an IP
+  ID or a window, is -1);
+- its texts (interface label, direction, addresses) as numbers too: ids into a table of the
+  texts already sent, which both processes keep. A batch carries the texts it added to the
+  table; the reader's address and label texts are the same objects packet after packet, so
+  the table is asked once per text with its hash already known, and the analysing process
+  gets each address back as one object, hashed once, whatever the number of its packets;
+- the payloads, in a list of their own, for the messages that have one;
+- what few messages have (a tunnel, DNS answers, further hops), in another list;
+- what is not a message (a warning, the "partial" mark), with the number of messages before
+  it, so that the analysing process sees everything in the order it was added.
+
+The table is bounded (MAX_TEXTS): past it, it is emptied on both sides between two batches
+(a scan from spoofed sources names a new address in every packet).
+
+This module is compiled with the per-packet path (build.MODULES): rebuilding a message was
+a fifth of the analysing process' time when interpreted.
 """
 
 from __future__ import annotations
@@ -14,41 +28,100 @@ import struct
 from typing import Final
 
 from .hops import Hop, LogicalMessage
+from .packets import dns_of
 from .records import DnsInfo, PacketRecord, Tunnel
 
-MESSAGE, WARNING, PARTIAL = 0, 1, 2
-# A record's numbers, packed into one bytes object: marshal writes and reads one object
-# rather than thirteen (None, for an IP ID or a window, is -1).
-_NUMBERS: Final = struct.Struct("<qqdqqqqqqqqqq")
+WARNING, PARTIAL = 1, 2
+# A message's numbers, the ids of its texts (0 is None) and what else it carries (CARRIES_*).
+_NUMBERS: Final = struct.Struct("<qqdqqqqqqqqqqqqqqqq")
+CARRIES_PAYLOAD: Final = 1
+CARRIES_EXTRAS: Final = 2
+MAX_TEXTS = 1 << 16  # not Final: the tests make it small
 # tuple.__new__ rather than Tunnel(...): a NamedTuple's own __new__ is a Python function,
 # slower than the rest of the rebuilding.
 _new_tuple: Final = tuple.__new__
 
 
-def encode(message: LogicalMessage) -> tuple:
-    r = message.record
-    underlay = r.underlay
-    answers = r.dns
-    ip_id = r.ip_id
-    window = r.window
-    numbers = _NUMBERS.pack(
-        r.file_index, r.frame_number, r.time, r.ip_version, -1 if ip_id is None else ip_id,
-        r.proto, r.sport, r.dport, r.tcp_flags, r.seq, r.ack, r.payload_len,
-        -1 if window is None else window,
-    )
-    hops = message.hops
-    copies: list[tuple] | None = None
-    if len(hops) > 1:
-        copies = []
-        for index in range(1, len(hops)):
-            hop = hops[index]
-            tunnel = hop.tunnel
-            copies.append((hop.interface, hop.direction, hop.src, hop.sport, hop.dst, hop.dport,
-                           hop.time, None if tunnel is None else tuple(tunnel), hop.file))
-    return (MESSAGE, numbers, r.interface, r.direction, r.src, r.dst, r.payload, r.tunnel,
-            None if underlay is None else tuple(underlay),
-            None if answers is None else [_dns_values(d) for d in answers],
-            hops[0].interface, copies)
+class Batch:
+    """The reading process' side: messages and other items added in order, taken as one
+    batch's values (take()); the text table lives from batch to batch."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.reset = False  # the table was emptied since the last batch
+        self.texts: list[str] = []
+        self.numbers: list[bytes] = []
+        self.payloads: list[bytes] = []
+        self.extras: list[tuple] = []
+        self.others: list[tuple] = []
+
+    def __len__(self) -> int:
+        return len(self.numbers) + len(self.others)
+
+    def _id(self, text: str | None) -> int:
+        if text is None:
+            return 0
+        found = self.ids.get(text)
+        if found is None:
+            found = len(self.ids) + 1
+            self.ids[text] = found
+            self.texts.append(text)
+        return found
+
+    def add(self, message: LogicalMessage) -> None:
+        r = message.record
+        ip_id = r.ip_id
+        window = r.window
+        payload = r.payload
+        underlay = r.underlay
+        answers = r.dns
+        hops = message.hops
+        carries = CARRIES_PAYLOAD if payload else 0
+        extra: tuple | None = None
+        if r.tunnel is not None or underlay is not None or answers is not None or len(hops) > 1:
+            carries |= CARRIES_EXTRAS
+            copies: list[tuple] | None = None
+            if len(hops) > 1:
+                copies = []
+                for index in range(1, len(hops)):
+                    hop = hops[index]
+                    tunnel = hop.tunnel
+                    copies.append((hop.interface, hop.direction, hop.src, hop.sport, hop.dst,
+                                   hop.dport, hop.time, None if tunnel is None else tuple(tunnel),
+                                   hop.file))
+            extra = (r.tunnel, None if underlay is None else tuple(underlay),
+                     None if answers is None else [_dns_values(d) for d in answers], copies)
+        numbers = _NUMBERS.pack(
+            r.file_index, r.frame_number, r.time, r.ip_version, -1 if ip_id is None else ip_id,
+            r.proto, r.sport, r.dport, r.tcp_flags, r.seq, r.ack, r.payload_len,
+            -1 if window is None else window, self._id(r.interface), self._id(r.direction),
+            self._id(r.src), self._id(r.dst), self._id(hops[0].interface), carries,
+        )
+        # Appended only once all is made: a batch taken after a failure here stays whole.
+        if payload:
+            self.payloads.append(payload)
+        if extra is not None:
+            self.extras.append(extra)
+        self.numbers.append(numbers)
+
+    def add_other(self, item: tuple) -> None:
+        """A warning or the partial mark, after the messages added so far."""
+        self.others.append((len(self.numbers), item))
+
+    def take(self) -> tuple:
+        """This batch's values (for marshal), and an empty batch to go on with."""
+        values = (self.reset, self.texts, b"".join(self.numbers), self.payloads, self.extras,
+                  self.others)
+        self.reset = False
+        if len(self.ids) >= MAX_TEXTS:
+            self.ids.clear()
+            self.reset = True
+        self.texts = []
+        self.numbers = []
+        self.payloads = []
+        self.extras = []
+        self.others = []
+        return values
 
 
 def _dns_values(d: DnsInfo) -> tuple:
@@ -56,7 +129,22 @@ def _dns_values(d: DnsInfo) -> tuple:
             d.answers_cut)
 
 
-def decode(item: tuple) -> LogicalMessage:
+def decode_batch(table: list, values: tuple) -> tuple[list, bool]:
+    """The analysing process' side: a batch's items in the order they were added, each
+    message rebuilt (other items as they came), and whether all of them were messages.
+    `table` is the text table, kept by the caller from batch to batch (empty at first)."""
+    texts: list = table
+    if values[0] or not texts:
+        texts.clear()
+        texts.append(None)
+    texts.extend(values[1])
+    payloads: list = values[3]
+    extras: list = values[4]
+    others: list = values[5]
+    decoded: list = []
+    payload_at = 0
+    extra_at = 0
+    other_at = 0
     file_index: int
     frame_number: int
     time: float
@@ -70,46 +158,64 @@ def decode(item: tuple) -> LogicalMessage:
     ack: int
     payload_len: int
     window: int
-    (file_index, frame_number, time, ip_version, ip_id, proto, sport, dport, tcp_flags, seq,
-     ack, payload_len, window) = _NUMBERS.unpack(item[1])
-    direction: str | None = item[3]
-    src: str = item[4]
-    dst: str = item[5]
-    underlay = item[8]
-    answers = item[9]
-    tunnel = None if underlay is None else _new_tuple(Tunnel, underlay)
-    record = PacketRecord(
-        file_index, frame_number, time, item[2], direction, ip_version, src, dst,
-        None if ip_id < 0 else ip_id, proto, sport, dport, tcp_flags, seq, ack, item[6],
-        payload_len, item[7], tunnel, None if answers is None else [_dns_info(d) for d in answers],
-        None if window < 0 else window,
-    )
-    # No key: it is the folder's, and the folding happened before the pipe.
-    message = LogicalMessage(
-        record, (), Hop(item[10], direction, src, sport, dst, dport, time, tunnel, file_index))
-    copies = item[11]
-    if copies is not None:
-        hops = message.hops
-        for copy in copies:
-            outer = copy[7]
-            hops.append(Hop(copy[0], copy[1], copy[2], copy[3], copy[4], copy[5], copy[6],
-                            None if outer is None else _new_tuple(Tunnel, outer), copy[8]))
-    return message
+    interface_id: int
+    direction_id: int
+    src_id: int
+    dst_id: int
+    hop_interface_id: int
+    carries: int
+    for numbers in _NUMBERS.iter_unpack(values[2]):
+        while other_at < len(others) and others[other_at][0] == len(decoded) - other_at:
+            decoded.append(others[other_at][1])
+            other_at += 1
+        (file_index, frame_number, time, ip_version, ip_id, proto, sport, dport, tcp_flags,
+         seq, ack, payload_len, window, interface_id, direction_id, src_id, dst_id,
+         hop_interface_id, carries) = numbers
+        payload = b""
+        if carries & CARRIES_PAYLOAD:
+            payload = payloads[payload_at]
+            payload_at += 1
+        kind: str | None = None
+        tunnel: Tunnel | None = None
+        answers: list[DnsInfo] | None = None
+        copies: list | None = None
+        if carries & CARRIES_EXTRAS:
+            extra = extras[extra_at]
+            extra_at += 1
+            kind = extra[0]
+            underlay = extra[1]
+            if underlay is not None:
+                tunnel = _new_tuple(Tunnel, underlay)
+            dns = extra[2]
+            if dns is not None:
+                answers = [_dns_info(d) for d in dns]
+            copies = extra[3]
+        if answers is None and payload:
+            # Read here when the reading process left it (packets.DECODE_DNS).
+            answers = dns_of(proto, sport, dport, payload)
+        direction: str | None = texts[direction_id]
+        src: str = texts[src_id]
+        dst: str = texts[dst_id]
+        record = PacketRecord(
+            file_index, frame_number, time, texts[interface_id], direction, ip_version, src,
+            dst, None if ip_id < 0 else ip_id, proto, sport, dport, tcp_flags, seq, ack,
+            payload, payload_len, kind, tunnel, answers, None if window < 0 else window,
+        )
+        # No key: it is the folder's, and the folding happened before the pipe.
+        message = LogicalMessage(record, (), Hop(texts[hop_interface_id], direction, src, sport,
+                                                 dst, dport, time, tunnel, file_index))
+        if copies is not None:
+            hops = message.hops
+            for copy in copies:
+                outer = copy[7]
+                hops.append(Hop(copy[0], copy[1], copy[2], copy[3], copy[4], copy[5], copy[6],
+                                None if outer is None else _new_tuple(Tunnel, outer), copy[8]))
+        decoded.append(message)
+    while other_at < len(others):
+        decoded.append(others[other_at][1])
+        other_at += 1
+    return decoded, not others
 
 
 def _dns_info(d: tuple) -> DnsInfo:
     return DnsInfo(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7])
-
-
-def decode_batch(items: list) -> tuple[list, bool]:
-    """The batch's items with each message rebuilt (other items as they came), and whether
-    all of them were messages."""
-    decoded: list = []
-    only_messages = True
-    for item in items:
-        if item[0] == MESSAGE:
-            decoded.append(decode(item))
-        else:
-            decoded.append(item)
-            only_messages = False
-    return decoded, only_messages

@@ -104,11 +104,11 @@ def test_a_reading_process_that_dies_is_an_error_naming_it(monkeypatch, forks):
     real_encode = readahead._encode
     encoded = []
 
-    def encode_then_die(message):
+    def encode_then_die(batch, message):
         encoded.append(1)
         if len(encoded) == 3:
             os.kill(os.getpid(), signal.SIGKILL)  # runs in the child only
-        return real_encode(message)
+        return real_encode(batch, message)
 
     monkeypatch.setattr(readahead, "_encode", encode_then_die)
     monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "always")
@@ -125,12 +125,12 @@ def test_an_analysis_that_fails_ends_its_reading_process(monkeypatch, forks):
     real_decode = readahead.wire.decode_batch
     batches = []
 
-    def decode_then_fail(items):  # in the analysing process, its second batch of messages
+    def decode_then_fail(texts, values):  # in the analysing process, its second batch
         batches.append(1)
         if len(batches) == 2:
             assert not _gone(forks[0])  # the reader was still there to be ended
             raise RuntimeError("the analysis itself failed")
-        return real_decode(items)
+        return real_decode(texts, values)
 
     monkeypatch.setattr(readahead.wire, "decode_batch", decode_then_fail)
     monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "always")
@@ -165,16 +165,16 @@ def test_what_the_parent_closes_is_closed_while_it_reads_ahead(monkeypatch, fork
     real_encode = readahead._encode
     encoded = []
 
-    def encode_slowly(message):  # in the child: hold it alive after its first batch
+    def encode_slowly(batch, message):  # in the child: hold it alive after its first batch
         encoded.append(1)
         if len(encoded) == readahead.BATCH + 1:
             time.sleep(3)
-        return real_encode(message)
+        return real_encode(batch, message)
 
     real_decode = readahead.wire.decode_batch
     seen = []
 
-    def decode_and_close(items):  # in the analysing process, at its first batch
+    def decode_and_close(texts, values):  # in the analysing process, at its first batch
         if not seen:
             state = Path(f"/proc/{forks[0]}/stat").read_text().rsplit(")", 1)[1].split()[0]
             assert state in "RSD"  # the reader runs (not a zombie), forked with the pipe
@@ -183,7 +183,7 @@ def test_what_the_parent_closes_is_closed_while_it_reads_ahead(monkeypatch, fork
                 seen.append(os.read(read_end, 1))  # EOF at once: no copy of the write end
             except BlockingIOError:
                 seen.append("a copy of the write end is still open")
-        return real_decode(items)
+        return real_decode(texts, values)
 
     monkeypatch.setattr(readahead, "_encode", encode_slowly)
     monkeypatch.setattr(readahead.wire, "decode_batch", decode_and_close)
