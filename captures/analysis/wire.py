@@ -11,7 +11,9 @@ writes and reads a handful of objects per batch instead of a dozen per message:
   the table is asked once per text with its hash already known, and the analysing process
   gets each address back as one object, hashed once, whatever the number of its packets;
 - the payloads, in a list of their own, for the messages that have one;
-- what few messages have (a tunnel, DNS answers, further hops), in another list;
+- what few messages have (a tunnel, further hops), in another list. DNS answers are not
+  sent: the reading process leaves DNS to the analysing one (packets.DECODE_DNS), which reads
+  it from the payload here, as decoding would have: that balanced the two processes' work;
 - what is not a message (a warning, the "partial" mark), with the number of messages before
   it, so that the analysing process sees everything in the order it was added.
 

@@ -7,6 +7,7 @@ The suite runs once against each build (compiled and interpreted), so both are c
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from captures.analysis import CaptureError, CaptureFile, analyze_files, readahead
+from captures.analysis import CaptureError, CaptureFile, analyze_files, readahead, wire
 from tests.support.corpus import corpus_files
 from tests.support.dnat import record_dnat
 
@@ -70,6 +71,24 @@ def test_several_files_merge_and_fold_the_same_read_ahead(tmp_path, monkeypatch,
     assert '"hops":[{' in ahead and ahead.count('"interface":"router:') > 0
     assert ahead == alone
     assert len(forks) == 1
+
+
+def test_a_text_table_emptied_between_batches_gives_the_same_bytes(tmp_path, monkeypatch):
+    """Addresses and interface labels cross as ids into a table both processes keep; past
+    MAX_TEXTS texts it is emptied on both sides (a scan names a new address in every packet).
+    Here it is emptied after almost every batch, across files, hops and DNS answers."""
+    recorded = record_dnat(tmp_path, "ktt")
+    files = [CaptureFile(recorded.client, "client"), recorded.router_file(),
+             CaptureFile(recorded.server, "server")]
+    monkeypatch.setattr(readahead, "BATCH", 4)
+    monkeypatch.setattr(wire, "MAX_TEXTS", 3)
+    alone, ahead = _both(files, monkeypatch)
+    assert len(json.loads(ahead)["participants"]) > 3  # more texts than the table holds
+    assert ahead == alone
+    dns = next(p for p in corpus_files() if "dns-search-suffix" in p.name)
+    alone, ahead = _both([dns], monkeypatch)
+    assert '"phase":"dns"' in ahead
+    assert ahead == alone
 
 
 def test_reading_warnings_land_where_one_process_puts_them(tmp_path, monkeypatch):
