@@ -14,7 +14,7 @@ import contextlib
 import gc
 import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -31,7 +31,9 @@ from .mesh import is_loopback, sidecar_findings
 from .model import (
     MessageSpool,
     SequenceModel,
+    encode_addresses,
     encode_hop,
+    encode_hop_head,
     encode_message,
     encode_tunnel,
     hop_vantage,
@@ -71,6 +73,7 @@ MAX_NAME_FINDINGS = 1000  # names counted per kind of DNS finding (nxdomain, una
 MAX_DIAGNOSED_LOOKUPS = 50_000  # DNS exchanges handed to the diagnosis
 VANTAGES_KEPT = 4096  # encoded vantage points cached (interfaces × directions)
 ENDPOINTS_KEPT: Final = 20_000  # endpoint texts kept (about 2 MB)
+MESSAGE_TEXTS_KEPT: Final = 20_000  # a message's address texts kept, per vantage (about 5 MB)
 EVIDENCE_PER_CONNECTION: Final = 64  # messages kept per connection for the diagnosis
 RETRANSMISSIONS_KEPT: Final = 16  # of which this many are kept for retransmissions only
 KEY_FLAGS: Final = SYN | RST | FIN
@@ -188,6 +191,9 @@ class _Analysis:
         # ip → port → endpoint text: each message names two, and most were named before
         self.endpoint_text: dict[str, dict[int, str]] = {}
         self.endpoints_kept = 0
+        # (interface label, direction, src, dst, protocol) → the message's and its first
+        # hop's texts of them (_message_texts): the same for every packet of a flow one way
+        self.message_texts: dict[tuple, tuple[str, str]] = {}
         self.t0: float | None = None
         self.multi = len(files) > 1
         self.vantages = [f.vantage or Path(f.path).stem for f in files]
@@ -198,18 +204,25 @@ class _Analysis:
 
     def run(self) -> SequenceModel:
         file_facts: list[dict] = []
+        batches: Generator[list[LogicalMessage], None, None]
         if readahead.wanted(self.files):
-            messages = readahead.messages(self, file_facts)
+            batches = readahead.batches(self, file_facts)
         else:
-            messages = self.logical_messages(file_facts)
-        with contextlib.closing(messages):  # files closed, a reading process ended, at once
-            for message in messages:
-                self._process(message)
+            batches = self.logical_messages(file_facts)
+        # In batches, so that this loop (compiled) resumes a generator once a batch rather
+        # than once a message.
+        with contextlib.closing(batches):  # files closed, a reading process ended, at once
+            for batch in batches:
+                for message in batch:
+                    self._process(message)
         return self._finish(file_facts)
 
-    def logical_messages(self, file_facts: list[dict]):
+    def logical_messages(
+        self, file_facts: list[dict]
+    ) -> Generator[list[LogicalMessage], None, None]:
         """Every file's frames, decoded, merged by time and folded into logical messages, in
-        the order they are to be processed (readahead.py may run this in a second process)."""
+        the order they are to be processed, in batches (readahead.py may run this in a second
+        process). A batch is the folder's own list, emptied once the next one is asked for."""
         with contextlib.ExitStack() as stack:
             streams = []
             for index, capture_file in enumerate(self.files):
@@ -245,12 +258,12 @@ class _Analysis:
             for record in records:
                 folder.push(record, record.interface if labels is None else labels(record))
                 if ready:
-                    yield from ready
+                    yield ready
                     ready.clear()
-            # The last window's messages, let go as they go: flush() returns the folder's
+            # The last window's messages, let go once processed: flush() returns the folder's
             # own list, which would otherwise keep them (and their records) to the end.
             ready = self.folder.flush()
-            yield from ready
+            yield ready
             ready.clear()
 
     def _decoded(
@@ -420,21 +433,17 @@ class _Analysis:
             self._participant(record.dst)
         t0 = self.t0 or 0.0  # set by then: the first frame's time
         t = seconds_text(record.time - t0)
-        vantages = self.vantage_json
         first = hops[0]
-        place = (first.interface, first.direction)
-        vantage = vantages.get(place)
-        if vantage is None:
-            vantage = hop_vantage(*place)
-            if len(vantages) < VANTAGES_KEPT:
-                vantages[place] = vantage
-        hops_json = encode_hop(
-            vantage,
-            src,
-            dst,
-            t if first.time == record.time else seconds_text(first.time - t0),
-            first.tunnel and self._tunnel_json(first.tunnel),
-        )
+        texts_key = (first.interface, first.direction, src, dst, proto)
+        texts = self.message_texts.get(texts_key)
+        if texts is None:
+            texts = self._message_texts(texts_key)
+        addresses_json, hop_head = texts
+        hop_t = t if first.time == record.time else seconds_text(first.time - t0)
+        if first.tunnel:
+            hops_json = f"{hop_head}{hop_t},{self._tunnel_json(first.tunnel)}}}"
+        else:
+            hops_json = f"{hop_head}{hop_t}}}"
         notes: list[int] | tuple[int, ...] = () if icmp_note is None else (icmp_note,)
         if icmp_note is not None:
             carriers = self.annotation_messages.setdefault(icmp_note, [])
@@ -462,9 +471,7 @@ class _Analysis:
             encode_message(
                 len(self.messages),
                 t,
-                src,
-                dst,
-                IPPROTO_NAMES.get(proto) or str(proto),
+                addresses_json,
                 label,
                 FLAGS_JSON[record.tcp_flags] if proto == 6 else "null",
                 record.payload_len,
@@ -476,6 +483,24 @@ class _Analysis:
                 notes,
             )
         )
+
+    def _message_texts(self, key: tuple) -> tuple[str, str]:
+        """A message's addresses and protocol as its JSON has them, and its first hop's JSON
+        up to its time, for _process to keep (MESSAGE_TEXTS_KEPT, then forgotten at once)."""
+        interface, direction, src, dst, proto = key
+        place = (interface, direction)
+        vantages = self.vantage_json
+        vantage = vantages.get(place)
+        if vantage is None:
+            vantage = hop_vantage(interface, direction)
+            if len(vantages) < VANTAGES_KEPT:
+                vantages[place] = vantage
+        texts = (encode_addresses(src, dst, IPPROTO_NAMES.get(proto) or str(proto)),
+                 encode_hop_head(vantage, src, dst))
+        if len(self.message_texts) >= MESSAGE_TEXTS_KEPT:
+            self.message_texts.clear()
+        self.message_texts[key] = texts
+        return texts
 
     def _participant(self, ip: str) -> None:
         """List a new address, unless MAX_PARTICIPANTS are listed: a capture of a scan or a

@@ -92,13 +92,18 @@ def hop_vantage(interface: str | None, direction: str | None) -> str:
     return f'{{"interface":{_optional(interface)},"direction":{_optional(direction)},'
 
 
+def encode_hop_head(vantage: str, src: str, dst: str) -> str:
+    """encode_hop()'s text up to the hop's time: what the packets of a flow one way at one
+    vantage point share (engine.py keeps it)."""
+    return f'{vantage}"src":"{src}","dst":"{dst}","t":'
+
+
 def encode_hop(vantage: str, src: str, dst: str, t: str, tunnel: str | None = None) -> str:
     """One hop as JSON text, its time already text (seconds_text). src and dst are
     endpoints the decoder wrote (digits, dots, colons, brackets): they need no escaping.
     `tunnel` is encode_tunnel()'s text for a hop seen encapsulated."""
-    if tunnel:
-        return f'{vantage}"src":"{src}","dst":"{dst}","t":{t},{tunnel}}}'
-    return f'{vantage}"src":"{src}","dst":"{dst}","t":{t}}}'
+    head = encode_hop_head(vantage, src, dst)
+    return f"{head}{t},{tunnel}}}" if tunnel else f"{head}{t}}}"
 
 
 TUNNEL_WORDS = {"vxlan": "VXLAN", "geneve": "Geneve", "gre": "GRE", "ipip": "IP-in-IP"}
@@ -128,12 +133,16 @@ def encode_tunnel(tunnel, src_name: str | None, dst_name: str | None) -> str:
     return f'"tunnel":{_string(tunnel.kind)},"underlay":{_dumps(underlay)}'
 
 
+def encode_addresses(src: str, dst: str, proto: str) -> str:
+    """A message's source, destination and protocol as encode_message() writes them: src and
+    dst are endpoints the decoder wrote, proto a fixed word (neither needs escaping)."""
+    return f'"src":"{src}","dst":"{dst}","proto":"{proto}"'
+
+
 def encode_message(
     ident: int,
     t: str,
-    src: str,
-    dst: str,
-    proto: str,
+    addresses: str,
     label: str,
     flags_json: str,
     length: int,
@@ -146,17 +155,16 @@ def encode_message(
 ) -> str:
     """One message as JSON text: written by hand because json.dumps of a dict per packet
     (and the garbage those dicts make) was most of the analysis time at a million packets.
-    `t` is seconds_text(); `flags_json` the TCP flags' letters quoted (engine.FLAGS_JSON) or
-    "null"; `hops` is their JSON text, comma-separated; src, dst, proto and phase need no
-    escaping (endpoints the decoder wrote, fixed words)."""
+    `t` is seconds_text(); `addresses` is encode_addresses()'s text; `flags_json` the TCP
+    flags' letters quoted (engine.FLAGS_JSON) or "null"; `hops` is their JSON text,
+    comma-separated; phase needs no escaping (a fixed word)."""
     label_json = _LABEL_JSON.get(label)
     if label_json is None:
         label_json = _ascii_string(label)
         if len(_LABEL_JSON) < LABELS_KEPT:
             _LABEL_JSON[label] = label_json
     return (
-        f'{{"id":{ident},"t":{t},"src":"{src}","dst":"{dst}",'
-        f'"proto":"{proto}","label":{label_json},"flags":{flags_json},'
+        f'{{"id":{ident},"t":{t},{addresses},"label":{label_json},"flags":{flags_json},'
         f'"len":{length},"connection":{"null" if connection is None else str(connection)},'
         f'"phase":"{phase}","hops":[{hops}],"frame":[{frame_file},{frame_number}],'
         f'"annotations":[{",".join(map(str, annotations)) if annotations else ""}]}}'

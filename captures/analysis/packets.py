@@ -12,7 +12,7 @@ import struct
 from typing import Final
 
 from .dns import DNS_PORTS, parse_dns, parse_dns_tcp
-from .records import DnsInfo, PacketRecord, RawFrame, Tunnel
+from .records import PacketRecord, RawFrame, Tunnel
 
 # Link types (https://www.tcpdump.org/linktypes.html). The constants of the per-frame path are
 # Final: compiled, any other module global is a dictionary lookup at each use.
@@ -56,16 +56,8 @@ SLL_OUTGOING: Final = 4
 NFLOG_HOOKS: dict[int | None, str] = {
     0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 MAX_TUNNEL_DEPTH: Final = 4
-# Whether decoding reads the DNS messages a packet carries. The reading process of a
-# read-ahead (readahead.py) turns it off, and the analysing process reads them (dns_of, in
-# wire.decode_batch): the reading process had more to do per packet. Not Final: it changes.
-DECODE_DNS = True
 
 _unpack = struct.unpack_from
-_IPV4_HEADER: Final = struct.Struct("!BxHHHBBxx4s4s")
-_TCP_HEADER: Final = struct.Struct("!HHIIHH")
-_PORTS: Final = struct.Struct("!HH")
-_IPV6_LENGTH_NEXT: Final = struct.Struct("!HB")
 _ntoa: Final = socket.inet_ntoa
 _addr_cache: Final[dict[bytes, str]] = {}
 
@@ -193,16 +185,16 @@ def _ipv4(
 ) -> PacketRecord | None:
     if len(data) < offset + 20:
         return None
-    # Typed: compiled, what struct gives is an object, and arithmetic on it generic.
-    first: int
-    total_len: int
-    ip_id: int
-    frag: int
-    proto: int
-    raw_src: bytes
-    raw_dst: bytes
-    first, total_len, ip_id, frag, _ttl, proto, raw_src, raw_dst = _IPV4_HEADER.unpack_from(
-        data, offset)
+    # Byte by byte rather than with struct: compiled, indexing bytes and shifting are native
+    # operations, where a Struct's unpack_from was a Python method call (a thousand
+    # instructions a packet, and an object for every field).
+    first = data[offset]
+    total_len = data[offset + 2] << 8 | data[offset + 3]
+    ip_id = data[offset + 4] << 8 | data[offset + 5]
+    frag = data[offset + 6] << 8 | data[offset + 7]
+    proto = data[offset + 9]
+    raw_src = data[offset + 12 : offset + 16]
+    raw_dst = data[offset + 16 : offset + 20]
     header_len = (first & 0x0F) * 4
     if first >> 4 != 4 or header_len < 20:
         return None
@@ -256,9 +248,8 @@ def _ipv6(
 ) -> PacketRecord | None:
     if len(data) < offset + 40:
         return None
-    payload_len: int
-    next_header: int
-    payload_len, next_header = _IPV6_LENGTH_NEXT.unpack_from(data, offset + 4)
+    payload_len = data[offset + 4] << 8 | data[offset + 5]  # byte by byte: see _ipv4
+    next_header = data[offset + 6]
     src = _ip6(data[offset + 8 : offset + 24])
     dst = _ip6(data[offset + 24 : offset + 40])
     start = offset + 40
@@ -328,15 +319,17 @@ def _transport(
     direction: str | None,
     depth: int,
 ) -> PacketRecord | None:
-    sport: int
-    dport: int
     if proto == 6 and end - start >= 20:
-        seq: int
-        ack: int
-        off_flags: int
-        window: int
-        sport, dport, seq, ack, off_flags, window = _TCP_HEADER.unpack_from(data, start)
-        header_len = (off_flags >> 12) * 4
+        # Byte by byte: see _ipv4. (end never passes the data's own end.)
+        sport = data[start] << 8 | data[start + 1]
+        dport = data[start + 2] << 8 | data[start + 3]
+        seq = (data[start + 4] << 24 | data[start + 5] << 16 | data[start + 6] << 8
+               | data[start + 7])
+        ack = (data[start + 8] << 24 | data[start + 9] << 16 | data[start + 10] << 8
+               | data[start + 11])
+        header_len = (data[start + 12] >> 4) * 4
+        flags = data[start + 13]
+        window = data[start + 14] << 8 | data[start + 15]
         # Never a slice that starts past its end: compiled (mypyc 1.x), bytes[a:b] with a > b
         # asks for a negative length and fails, where Python gives b"".
         payload = data[min(start + header_len, end) : end]
@@ -353,18 +346,19 @@ def _transport(
             6,
             sport,
             dport,
-            off_flags & 0xFF,
+            flags,
             seq,
             ack,
             payload,
             max(wire_payload - header_len, 0),
             window=window,
         )
-        if payload and (sport == 53 or dport == 53) and DECODE_DNS:
-            record.dns = dns_of(6, sport, dport, payload)
+        if payload and (sport == 53 or dport == 53):
+            record.dns = parse_dns_tcp(payload) or None
         return record
     if proto == 17 and end - start >= 8:
-        sport, dport = _PORTS.unpack_from(data, start)
+        sport = data[start] << 8 | data[start + 1]
+        dport = data[start + 2] << 8 | data[start + 3]
         payload = data[start + 8 : end]
         if depth < MAX_TUNNEL_DEPTH and dport in TUNNEL_UDP_PORTS:
             inner = _udp_tunnel(
@@ -388,8 +382,10 @@ def _transport(
             payload=payload,
             payload_len=max(wire_payload - 8, 0),
         )
-        if (sport in DNS_PORTS or dport in DNS_PORTS) and DECODE_DNS:
-            record.dns = dns_of(17, sport, dport, payload)
+        if sport in DNS_PORTS or dport in DNS_PORTS:
+            info = parse_dns(payload)
+            if info is not None:
+                record.dns = [info]
         return record
     if depth < MAX_TUNNEL_DEPTH:
         if proto == 47:
@@ -414,18 +410,6 @@ def _transport(
         payload=data[min(start, end) : end],  # see the TCP header's slice
         payload_len=max(wire_payload, 0),
     )
-
-
-def dns_of(proto: int, sport: int, dport: int, payload: bytes) -> list[DnsInfo] | None:
-    """The DNS messages a packet carries, as decoding reads them (DECODE_DNS)."""
-    if proto == 6:
-        if payload and (sport == 53 or dport == 53):
-            return parse_dns_tcp(payload) or None
-    elif proto == 17 and (sport in DNS_PORTS or dport in DNS_PORTS):
-        info = parse_dns(payload)
-        if info is not None:
-            return [info]
-    return None
 
 
 def _encapsulated(

@@ -38,7 +38,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import packets, wire
+from . import wire
 from .records import CaptureError
 
 # Captures smaller than this are analysed in one process: forking and the pipe cost a few
@@ -123,17 +123,18 @@ class _WarningsSent:
 
 
 def _child(analysis, fd: int) -> None:
-    packets.DECODE_DNS = False  # the analysing process reads them (wire.decode_batch)
     batch = wire.Batch()
     warnings = _WarningsSent(analysis.warnings)
     file_facts: list[dict] = []
     try:
-        for message in analysis.logical_messages(file_facts):
-            # Warnings added while reading up to this message, before it, as in one process.
-            warnings.new_items(batch)
-            _encode(batch, message)
-            if len(batch) >= BATCH:
-                _send(fd, ("batch", analysis.t0, batch.take()))
+        for ready in analysis.logical_messages(file_facts):
+            for message in ready:
+                # Warnings added while reading up to this message, before it, as in one
+                # process.
+                warnings.new_items(batch)
+                _encode(batch, message)
+                if len(batch) >= BATCH:
+                    _send(fd, ("batch", analysis.t0, batch.take()))
         warnings.new_items(batch)
         folder = analysis.folder
         _send(fd, ("end", analysis.t0, batch.take(), file_facts, folder.released_early,
@@ -155,8 +156,9 @@ def _read_exactly(stream, size: int) -> bytes | None:
     return data if len(data) == size else None
 
 
-def messages(analysis, file_facts: list[dict]):
-    """analysis.logical_messages(file_facts), read ahead in a forked child process."""
+def batches(analysis, file_facts: list[dict]):
+    """analysis.logical_messages(file_facts), read ahead in a forked child process: lists of
+    messages, each to be processed before the next is asked for."""
     read_fd, write_fd = os.pipe()
     _enlarge(write_fd)
     # Whatever the parent has buffered for its own output must not be written twice (the
@@ -193,15 +195,22 @@ def messages(analysis, file_facts: list[dict]):
                 kind, analysis.t0, values, *rest = marshal.loads(body)
                 decoded, only_messages = wire.decode_batch(texts, values)
                 if only_messages:
-                    yield from decoded
+                    yield decoded
                 else:
+                    run: list = []  # the messages since the last warning
                     for item in decoded:
                         if type(item) is not tuple:
-                            yield item
-                        elif item[0] == wire.WARNING:
+                            run.append(item)
+                            continue
+                        if run:
+                            yield run
+                            run = []
+                        if item[0] == wire.WARNING:
                             analysis.warnings.add(item[1], partial=False)
                         else:
                             analysis.warnings.partial = True
+                    if run:
+                        yield run
                 if kind == "batch":
                     continue
                 ended = True

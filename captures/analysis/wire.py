@@ -11,9 +11,7 @@ writes and reads a handful of objects per batch instead of a dozen per message:
   the table is asked once per text with its hash already known, and the analysing process
   gets each address back as one object, hashed once, whatever the number of its packets;
 - the payloads, in a list of their own, for the messages that have one;
-- what few messages have (a tunnel, further hops), in another list. DNS answers are not
-  sent: the reading process leaves DNS to the analysing one (packets.DECODE_DNS), which reads
-  it from the payload here, as decoding would have: that balanced the two processes' work;
+- what fewer messages have (a tunnel, DNS answers, further hops), in another list;
 - what is not a message (a warning, the "partial" mark), with the number of messages before
   it, so that the analysing process sees everything in the order it was added.
 
@@ -29,8 +27,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from .dns import DNS_PORTS
 from .hops import Hop, LogicalMessage
-from .packets import dns_of
 from .records import DnsInfo, PacketRecord, Tunnel
 
 WARNING, PARTIAL = 1, 2
@@ -78,6 +76,12 @@ class Batch:
         underlay = r.underlay
         answers = r.dns
         hops = message.hops
+        if payload and r.proto == 17 and (
+                answers is not None or not (r.sport in DNS_PORTS or r.dport in DNS_PORTS)):
+            # The analysis reads a datagram's payload only on a DNS port, when it was not
+            # DNS (engine.py counts it malformed); DNS was read here, other UDP is labelled
+            # by its length: the bytes need not be copied four times to be dropped.
+            payload = b""
         carries = CARRIES_PAYLOAD if payload else 0
         extra: tuple | None = None
         if r.tunnel is not None or underlay is not None or answers is not None or len(hops) > 1:
@@ -192,9 +196,6 @@ def decode_batch(table: list, values: tuple) -> tuple[list, bool]:
             if dns is not None:
                 answers = [_dns_info(d) for d in dns]
             copies = extra[3]
-        if answers is None and payload:
-            # Read here when the reading process left it (packets.DECODE_DNS).
-            answers = dns_of(proto, sport, dport, payload)
         direction: str | None = texts[direction_id]
         src: str = texts[src_id]
         dst: str = texts[dst_id]
