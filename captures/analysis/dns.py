@@ -256,22 +256,23 @@ def parse_dns_tcp(payload: bytes) -> list[DnsInfo]:
 
 
 def dns_label(infos: list[DnsInfo]) -> str:
-    parts = []
-    for info in infos[:2]:
-        qtype = qtype_name(info.qtype)
-        if not info.is_response:
-            parts.append(f"DNS query {qtype} {info.name}")
-            continue
-        values = [v for _n, t, v in info.answers if t in (1, 28)] or [
-            v for _n, _t, v in info.answers
-        ]
-        shown = ", ".join(values[:3]) + (" …" if len(values) > 3 else "")
-        cut = " (truncated)" if info.truncated else ""
-        if info.rcode:
-            parts.append(f"DNS {rcode_name(info.rcode)} {qtype} {info.name}{cut}")
-        else:
-            parts.append(f"DNS answer {qtype} {info.name} → {shown or 'no records'}{cut}")
-    return "; ".join(parts)
+    if len(infos) == 1:  # nearly always: no list to join
+        return _dns_words(infos[0])
+    return "; ".join([_dns_words(info) for info in infos[:2]])
+
+
+def _dns_words(info: DnsInfo) -> str:
+    qtype = qtype_name(info.qtype)
+    if not info.is_response:
+        return f"DNS query {qtype} {info.name}"
+    cut = " (truncated)" if info.truncated else ""
+    if info.rcode:
+        return f"DNS {rcode_name(info.rcode)} {qtype} {info.name}{cut}"
+    values = [v for _n, t, v in info.answers if t in (1, 28)] or [
+        v for _n, _t, v in info.answers
+    ]
+    shown = ", ".join(values[:3]) + (" …" if len(values) > 3 else "")
+    return f"DNS answer {qtype} {info.name} → {shown or 'no records'}{cut}"
 
 
 class DnsExchange:
@@ -535,9 +536,9 @@ class DnsTracker:
             _note_message(exchange, message)
             exchange.rcode = info.rcode
             exchange.truncated = info.truncated
-            answers = tuple(
+            answers = tuple([  # a list first: compiled, a generator is a Python object
                 (strings.setdefault(n, n), t, strings.setdefault(v, v)) for n, t, v in info.answers
-            )
+            ])
             shared = self.answer_sets.get(answers)
             if shared is None:
                 shared = answers

@@ -12,7 +12,7 @@ import json
 import tempfile
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any, TextIO
+from typing import IO, Any, Final, TextIO
 
 SCHEMA = "kviz.sequence/1"
 COPY_BLOCK = 1 << 20  # characters per read when copying the spilled messages out
@@ -139,6 +139,20 @@ def encode_addresses(src: str, dst: str, proto: str) -> str:
     return f'"src":"{src}","dst":"{dst}","proto":"{proto}"'
 
 
+# Labels repeat ("ACK", "TLS application data", "data 1448 B"): their JSON text is kept for
+# the first LABELS_KEPT of them rather than escaped again for every message. (Final: compiled,
+# a module global is a dictionary lookup at each use.)
+LABELS_KEPT: Final = 4096
+_LABEL_JSON: Final[dict[str, str]] = {}
+# The text of the small numbers a message holds (its length, its file's index, most
+# connection ids): str() of an int is a call that makes a new string each time.
+_NUMBER_TEXT: Final = [str(n) for n in range(4096)]
+
+
+def _number(n: int) -> str:
+    return _NUMBER_TEXT[n] if 0 <= n < 4096 else str(n)
+
+
 def encode_message(
     ident: int,
     t: str,
@@ -165,16 +179,12 @@ def encode_message(
             _LABEL_JSON[label] = label_json
     return (
         f'{{"id":{ident},"t":{t},{addresses},"label":{label_json},"flags":{flags_json},'
-        f'"len":{length},"connection":{"null" if connection is None else str(connection)},'
-        f'"phase":"{phase}","hops":[{hops}],"frame":[{frame_file},{frame_number}],'
+        f'"len":{_number(length)},'
+        f'"connection":{"null" if connection is None else _number(connection)},'
+        f'"phase":"{phase}","hops":[{hops}],"frame":[{_number(frame_file)},{frame_number}],'
         f'"annotations":[{",".join(map(str, annotations)) if annotations else ""}]}}'
     )
 
-
-# Labels repeat ("ACK", "TLS application data", "data 1448 B"): their JSON text is kept for
-# the first LABELS_KEPT of them rather than escaped again for every message.
-LABELS_KEPT = 4096
-_LABEL_JSON: dict[str, str] = {}
 
 
 class MessageSpool:

@@ -636,12 +636,20 @@ class TcpTracker(Reassembly):
                 conn.h2_streams = {}
         return None
 
-    def _tls(self, conn, direction, data, now, record):
-        names = []
+    def _tls(
+        self, conn: Connection, direction: int, data: bytes, now: float, record: PacketRecord
+    ) -> tuple[str, str]:
+        # Typed: compiled, every attribute read through an untyped parameter was a Python
+        # attribute lookup. A connection labelled "tls" has its TLS state (_sniff made it).
+        names: list[str] = []
         tls = conn.tls
-        reader = conn.tls_dirs[direction]
+        readers = conn.tls_dirs
+        tls_events = conn.tls_events
+        assert tls is not None and readers is not None and tls_events is not None
+        reader = readers[direction]
+        events: list[tuple[str, object]]
         if reader.done:
-            events = ()
+            events = []
         else:
             before = len(reader.buffer) + len(reader.handshake)
             events = reader.feed(data)
@@ -653,6 +661,7 @@ class TcpTracker(Reassembly):
                 )
                 self.tls_buffered -= len(reader.buffer) + len(reader.handshake)
                 reader.gap()
+        value: Any  # what each kind of event holds (tls.TlsDirection.feed)
         for kind, value in events:
             if kind == "hs":
                 hs_type, body = value
@@ -662,7 +671,7 @@ class TcpTracker(Reassembly):
                     hello = parse_hello(body, client=True)
                     tls["sni"] = hello.sni
                     tls["alpn_offered"] = hello.alpn
-                    conn.tls_events.setdefault("client_hello", now)
+                    tls_events.setdefault("client_hello", now)
                 elif hs_type == HS_SERVER_HELLO and direction == 1:
                     hello = parse_hello(body, client=False)
                     version = (hello.supported_versions or [hello.version])[0]
@@ -676,7 +685,7 @@ class TcpTracker(Reassembly):
                 names.append("ChangeCipherSpec")
             elif kind == "appdata":
                 if direction == 0:
-                    conn.tls_events.setdefault("client_appdata", now)
+                    tls_events.setdefault("client_appdata", now)
                 names.append("application data")
             elif kind == "alert":
                 if value is None:
@@ -704,7 +713,7 @@ class TcpTracker(Reassembly):
                 extra = [n for n in names if n != "application data"]
                 return (f"TLS {', '.join(extra)}; {inner}" if extra else inner), inner_phase
         if not names:
-            if conn.tls_dirs[direction].done:
+            if reader.done:
                 return "TLS application data", ("request", "response")[direction]
             return "TLS (continued)", "tls"
         if names == ["ClientHello"]:
