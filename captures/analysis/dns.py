@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any, Final
 
-from .model import rounded, seconds_text
+from .model import millis_json, rounded, seconds_json
 from .records import DnsInfo, PacketRecord
 
 _string: Final = encode_basestring  # Final: compiled, a global is looked up at each call
@@ -65,6 +65,25 @@ def rcode_name(rcode: int) -> str:
 
 
 _TYPE_JSON: Final = {qtype: _string(name) for qtype, name in QTYPE_NAMES.items()}
+_RCODE_JSON: Final = {rcode: _string(name) for rcode, name in RCODE_NAMES.items()}
+# Names and answers repeat from exchange to exchange: the JSON text of the first TEXTS_KEPT
+# is kept rather than escaped again (compiled, the escaping is a Python call).
+TEXTS_KEPT: Final = 4096
+_TEXT_JSON: Final[dict[str, str]] = {}
+
+
+def _text_json(text: str) -> str:
+    found = _TEXT_JSON.get(text)
+    if found is None:
+        found = _string(text)
+        if len(_TEXT_JSON) < TEXTS_KEPT:
+            _TEXT_JSON[text] = found
+    return found
+
+
+def _rcode_json(rcode: int) -> str:
+    text = _RCODE_JSON.get(rcode)
+    return _string(rcode_name(rcode)) if text is None else text
 
 
 def _type_json(qtype: int) -> str:
@@ -310,13 +329,22 @@ class DnsExchange:
         self.latency_ms: float | None = None
         self.retries = 0
         self.truncated = False
-        # Ids of its queries and answers, the first few, packed (MESSAGE_ID): bytes, replaced
+        # Ids of its queries and answers, the first few, packed (ID_BYTES): bytes, replaced
         # as they grow. Most exchanges have two: a tuple of two ints costs 120 bytes, this 49
         # (the benchmark's million packets hold 165,000 exchanges: 20 MB against 8).
         self.message_ids = b""
 
     def messages(self) -> list[int]:
-        return [ident for (ident,) in MESSAGE_ID.iter_unpack(self.message_ids)]
+        # Byte by byte: compiled, a Struct's iter_unpack is a Python call and a tuple for
+        # each id. Message ids are indices, never negative.
+        packed = self.message_ids
+        ids = []
+        for at in range(0, len(packed), ID_BYTES):
+            ident = 0
+            for index in range(at + ID_BYTES - 1, at - 1, -1):
+                ident = ident << 8 | packed[index]
+            ids.append(ident)
+        return ids
 
     def to_dict(self, t0: float) -> dict:
         return {
@@ -342,59 +370,31 @@ class DnsExchange:
         """to_dict() as compact JSON text, written by hand: a DNS-heavy capture has tens of
         thousands of exchanges, and building a dict for each was a tenth of writing the
         model. Endpoints and transport are decoder-written text that needs no escaping."""
-        name = _string(self.name)
+        name = _text_json(self.name)
         values = []
         records = []
         for record_name, record_type, value in self.answers:
-            text = _string(value)
+            text = _text_json(value)
             values.append(text)
             records.append(
                 f'{{"name":{name if record_name == self.name else _string(record_name)},'
                 f'"type":{_type_json(record_type)},"value":{text}}}'
             )
         rcode = self.rcode
-        t = "null" if self.t is None else _seconds_json(self.t - t0)
+        t = "null" if self.t is None else seconds_json(self.t - t0)
         latency = self.latency_ms
         ids = ",".join([str(ident) for ident in self.messages()])
         return (
             f'{{"id":{self.id},"name":{name},"type":{_type_json(self.qtype)},'
             f'"answers":[{",".join(values)}],"answer_records":[{",".join(records)}],'
-            f'"rcode":{"null" if rcode is None else _string(rcode_name(rcode))},'
+            f'"rcode":{"null" if rcode is None else _rcode_json(rcode)},'
             f'"client":"{self.client}","server":"{self.server}",'
             f'"t":{t},'
-            f'"latency_ms":{"null" if latency is None else _millis_json(latency)},'
+            f'"latency_ms":{"null" if latency is None else millis_json(latency)},'
             f'"transport":"{self.transport}","retries":{self.retries},'
             f'"truncated":{"true" if self.truncated else "false"},'
             f'"messages":[{ids}]}}'
         )
-
-
-def _millis_json(millis: float) -> str:
-    """repr(millis) for a value rounded to three decimals (a latency), as json.dumps writes
-    it: its thousandths written as a decimal, at a fraction of repr's cost, from a thousandth
-    up to where repr writes an exponent (a double nearest such a decimal has no shorter
-    one that reads back as it)."""
-    if 0.001 <= millis < 1e9:
-        thousandths = int(millis * 1000 + 0.5)
-        whole = thousandths // 1000
-        part = thousandths - whole * 1000
-        if not part:
-            return f"{whole}.0"
-        digits = str(part + 1000)  # "1" and the three digits
-        end = 4
-        while digits[end - 1] == "0":
-            end -= 1
-        return f"{whole}.{digits[1:end]}"
-    return repr(millis)
-
-
-def _seconds_json(seconds: float) -> str:
-    """repr(round(seconds, 6)), as json.dumps writes it: seconds_text's digits where the two
-    agree, at a fraction of the cost: repr writes below 0.0001 with an exponent, and from a
-    billion seconds up a double's shortest digits may not be the six decimals'."""
-    if 0.0001 <= seconds < 1e9:
-        return seconds_text(seconds)
-    return repr(round(seconds, 6))
 
 
 class ExchangeFields(Mapping):
@@ -456,12 +456,11 @@ EXCHANGE_KEYS = ("id", "name", "type", "answers", "answer_records", "rcode", "cl
                  "t", "latency_ms", "transport", "retries", "truncated", "messages")
 
 MESSAGES_PER_EXCHANGE = 8
-MESSAGE_ID: Final = struct.Struct("<q")  # DnsExchange.message_ids, as they are read
-ID_BYTES: Final = 8
+ID_BYTES: Final = 8  # DnsExchange.message_ids: each id in 8 bytes, little-endian
 
 
 def _packed_id(message: int) -> bytes:
-    """MESSAGE_ID.pack(message): compiled, int.to_bytes is a native call, a Struct's method
+    """The id packed: compiled, int.to_bytes is a native call, a Struct's pack method
     a Python one (twice per exchange)."""
     return message.to_bytes(ID_BYTES, "little", signed=True)
 

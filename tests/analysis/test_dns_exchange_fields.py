@@ -9,9 +9,10 @@ import math
 
 import pytest
 
-from captures.analysis.dns import ExchangeFields, _millis_json, _seconds_json
+from captures.analysis.dns import ExchangeFields
 from captures.analysis.engine import DEFAULT_MAX_FLOWS, CaptureFile, _Analysis
 from captures.analysis.hops import DEFAULT_WINDOW
+from captures.analysis.model import millis_json, seconds_json
 from tests.support.corpus import corpus_files
 
 DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # as model.py
@@ -38,7 +39,7 @@ def test_an_exchange_reads_as_its_dict_on_every_corpus_capture():
     1e9, 1234567890.123456, 1e16 + 2.0, 3.1e20, -0.000089, -1.5, -1e9 - 0.3,
 ])
 def test_an_exchange_time_is_written_as_json_writes_the_rounded_float(seconds):
-    assert _seconds_json(seconds) == DUMPS(round(seconds, 6))
+    assert seconds_json(seconds) == DUMPS(round(seconds, 6))
 
 
 def test_exchange_times_agree_with_json_across_many_offsets():
@@ -47,15 +48,15 @@ def test_exchange_times_agree_with_json_across_many_offsets():
         for nudge in (-0.5000001e-6, -1e-12, 0.0, 1e-12, 0.4999999e-6):
             seconds = micros / 1e6 + nudge
             if math.isfinite(seconds):
-                assert _seconds_json(seconds) == DUMPS(round(seconds, 6)), seconds
+                assert seconds_json(seconds) == DUMPS(round(seconds, 6)), seconds
 
 
 def test_a_latency_is_written_as_json_writes_it():
-    """_millis_json writes a latency (rounded to three decimals) from its thousandths: the
+    """millis_json writes a latency (rounded to three decimals) from its thousandths: the
     text json.dumps gives the float, where it has an exponent too."""
     latencies = [0.0, -0.0, 0.001, 0.0005, 0.01, 0.1, 1.0, 1.5, 999.999, 1000.0, 12345.678,
                  999999999.999, 1e9, 1e16, 3.1e20, -0.001, -12.5]
     latencies += [thousandths / 1000 for thousandths in range(0, 3_000_000, 7)]
     latencies += [round(ms, 3) for ms in (i * 0.3331 + 1e-4 for i in range(100_000))]
     for latency in latencies:
-        assert _millis_json(latency) == DUMPS(latency), latency
+        assert millis_json(latency) == DUMPS(latency), latency
