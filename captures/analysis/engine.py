@@ -432,7 +432,9 @@ class _Analysis:
         if record.dst not in participants:
             self._participant(record.dst)
         t0 = self.t0 or 0.0  # set by then: the first frame's time
-        t = seconds_text(record.time - t0)
+        t = message.t_text
+        if t is None:
+            t = seconds_text(record.time - t0)
         first = hops[0]
         texts_key = (first.interface, first.direction, src, dst, proto)
         texts = self.message_texts.get(texts_key)

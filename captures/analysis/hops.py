@@ -66,12 +66,15 @@ class Hop:
 
 
 class LogicalMessage:
-    __slots__ = ("hops", "key", "record")
+    __slots__ = ("hops", "key", "record", "t_text")
 
     def __init__(self, record: PacketRecord, key: tuple, hop: Hop) -> None:
         self.record = record  # the first copy
         self.key = key
         self.hops = [hop]
+        # Its time since the capture's start as the model writes it, when the reading process
+        # wrote it (wire.py); else the analysis does.
+        self.t_text: str | None = None
 
 
 # Final: compiled, a module global is a dictionary lookup at each use (the bounds above stay
@@ -100,6 +103,9 @@ class CopyFolder:
             self._release_until(now)
         # What no hop rewrites (see the module docstring).
         key: tuple
+        payload = record.payload
+        # crc32(b"") is 0: a pure ACK need not call it (compiled, a Python call).
+        checksum = _crc32(payload) if payload else 0
         if record.proto == 6:
             key = (
                 record.ip_id,
@@ -107,10 +113,10 @@ class CopyFolder:
                 record.ack,
                 record.tcp_flags,
                 record.payload_len,
-                _crc32(record.payload),
+                checksum,
             )
         else:
-            key = (record.proto, record.ip_id, record.payload_len, _crc32(record.payload))
+            key = (record.proto, record.ip_id, record.payload_len, checksum)
         direction = record.direction
         hop = Hop(interface, direction, record.src, record.sport, record.dst, record.dport, now,
                   record.underlay, record.file_index)
@@ -149,7 +155,7 @@ class CopyFolder:
         if not pending:
             self.deadline = now + self.window
         pending.append(message)
-        self.pending_bytes = size = self.pending_bytes + len(record.payload)
+        self.pending_bytes = size = self.pending_bytes + len(payload)
         if size > MAX_PENDING_BYTES or len(pending) > MAX_PENDING:
             self._release_early()
 

@@ -25,7 +25,9 @@ MAX_STARTS: Final = 64  # message starts read in one segment
 def _message_starts(payload: bytes, pattern: Any) -> list[Any]:
     found: list[Any] = []
     offset = 0
-    while len(found) < MAX_STARTS:
+    # Most segments hold one message: past its headers' end there is nothing to match (a
+    # match is a Python call compiled, and the most a segment's reading costs).
+    while len(found) < MAX_STARTS and offset < len(payload):
         match = pattern.match(payload, offset)
         if match is None:
             break

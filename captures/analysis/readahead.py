@@ -128,6 +128,7 @@ def _child(analysis, fd: int) -> None:
     file_facts: list[dict] = []
     try:
         for ready in analysis.logical_messages(file_facts):
+            batch.t0 = analysis.t0 or 0.0  # final before the first message (engine.py)
             for message in ready:
                 # Warnings added while reading up to this message, before it, as in one
                 # process.

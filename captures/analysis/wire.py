@@ -11,6 +11,9 @@ writes and reads a handful of objects per batch instead of a dozen per message:
   the table is asked once per text with its hash already known, and the analysing process
   gets each address back as one object, hashed once, whatever the number of its packets;
 - the payloads, in a list of their own, for the messages that have one;
+- each message's time since the capture's start as the model writes it (model.seconds_text),
+  all of a batch's in one string: the reading process had time to spare, the analysing
+  process none;
 - what fewer messages have (a tunnel, DNS answers, further hops), in another list;
 - what is not a message (a warning, the "partial" mark), with the number of messages before
   it, so that the analysing process sees everything in the order it was added.
@@ -29,6 +32,7 @@ from typing import Final
 
 from .dns import DNS_PORTS
 from .hops import Hop, LogicalMessage
+from .model import seconds_text
 from .records import DnsInfo, PacketRecord, Tunnel
 
 WARNING, PARTIAL = 1, 2
@@ -49,6 +53,8 @@ class Batch:
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self.reset = False  # the table was emptied since the last batch
+        self.t0 = 0.0  # the capture's start: the reader sets it before the first message
+        self.times: list[str] = []
         self.texts: list[str] = []
         self.numbers: list[bytes] = []
         self.payloads: list[bytes] = []
@@ -109,6 +115,7 @@ class Batch:
         if extra is not None:
             self.extras.append(extra)
         self.numbers.append(numbers)
+        self.times.append(seconds_text(r.time - self.t0))
 
     def add_other(self, item: tuple) -> None:
         """A warning or the partial mark, after the messages added so far."""
@@ -117,7 +124,7 @@ class Batch:
     def take(self) -> tuple:
         """This batch's values (for marshal), and an empty batch to go on with."""
         values = (self.reset, self.texts, b"".join(self.numbers), self.payloads, self.extras,
-                  self.others)
+                  self.others, ",".join(self.times))
         self.reset = False
         if len(self.ids) >= MAX_TEXTS:
             self.ids.clear()
@@ -127,6 +134,7 @@ class Batch:
         self.payloads = []
         self.extras = []
         self.others = []
+        self.times = []
         return values
 
 
@@ -147,6 +155,7 @@ def decode_batch(table: list, values: tuple) -> tuple[list, bool]:
     payloads: list = values[3]
     extras: list = values[4]
     others: list = values[5]
+    times: list[str] = values[6].split(",")
     decoded: list = []
     payload_at = 0
     extra_at = 0
@@ -207,6 +216,7 @@ def decode_batch(table: list, values: tuple) -> tuple[list, bool]:
         # No key: it is the folder's, and the folding happened before the pipe.
         message = LogicalMessage(record, (), Hop(texts[hop_interface_id], direction, src, sport,
                                                  dst, dport, time, tunnel, file_index))
+        message.t_text = times[len(decoded) - other_at]
         if copies is not None:
             hops = message.hops
             for copy in copies:

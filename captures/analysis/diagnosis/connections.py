@@ -9,7 +9,7 @@ might come from a backend or from kube-proxy, and is said to be either.
 
 from __future__ import annotations
 
-from ..records import split_endpoint
+from ..records import endpoint_host, split_endpoint
 from .loss import trace, where_words
 from .places import Places
 from .view import CaptureView
@@ -40,15 +40,15 @@ def outcome(conn: dict, icmp_rejected: bool, reset_by: str | None) -> str:
 def _namespace_of(view: CaptureView, endpoint: str | None) -> str | None:
     if not endpoint:
         return None
-    found = view.by_ip.get(split_endpoint(endpoint)[0])
+    found = view.by_ip.get(endpoint_host(endpoint))
     return found.get("namespace") if found else None
 
 
 def _pod_words(view: CaptureView, endpoint: str | None) -> str:
-    found = view.by_ip.get(split_endpoint(endpoint)[0]) if endpoint else None
+    found = view.by_ip.get(endpoint_host(endpoint)) if endpoint else None
     if found and found.get("kind") == "pod":
         return f"{found.get('namespace', 'default')}/{found['name']}"
-    return split_endpoint(endpoint)[0] if endpoint else "?"
+    return endpoint_host(endpoint) if endpoint else "?"
 
 
 def _span(messages: list[dict]) -> str:
@@ -57,7 +57,7 @@ def _span(messages: list[dict]) -> str:
 
 
 def _service_check(view: CaptureView, server: str) -> str:
-    found = view.by_ip.get(split_endpoint(server)[0])
+    found = view.by_ip.get(endpoint_host(server))
     if not found or found.get("kind") != "service":
         return ""
     ns = found.get("namespace", "default")
@@ -115,7 +115,7 @@ def unanswered(view: CaptureView, conn: dict, places: Places,
     tries = f"{loss.attempts} attempt{'s' if loss.attempts != 1 else ''}"
     if loss.attempts > 1:
         tries += f" over {_span(attempts)}"
-    clients = view.names(split_endpoint(conn["client"])[0])
+    clients = view.names(endpoint_host(conn["client"]))
     if loss.visible:
         text = (f"The SYN from {client} to {server} {where_words(loss, places)} ({tries}); "
                 f"the connection was never answered.")
@@ -172,7 +172,7 @@ def port_reuse(view, conn, attempts, answers, messages) -> list[dict]:
                   "SNAT port exhaustion on the node: `conntrack -S`); whether the previous "
                   "connection was closed by the server"),
         "evidence": [attempts[0]["id"], ack["id"], *(m["id"] for m in resets[:1])],
-        "group": (f"{server} answered SYNs from {view.names(split_endpoint(conn['client'])[0])} "
+        "group": (f"{server} answered SYNs from {view.names(endpoint_host(conn['client']))} "
                   f"with ACKs for older connections on the same ports (challenge ACKs): the "
                   f"client reused ports the server still held."),
     }]
@@ -209,10 +209,10 @@ def rejected(view: CaptureView, conn: dict, places: Places,
     evidence = [m["id"] for m in syns[:1]] + [reset["id"]]
     if server_kind == "service" and not dnat_seen and node_seen and sender == conn["server"]:
         return [_no_endpoints(view, conn, sender, "reset", evidence)]
-    sender_ip = split_endpoint(sender)[0]
-    via = conn["server"] if sender_ip != split_endpoint(conn["server"])[0] else None
+    sender_ip = endpoint_host(sender)
+    via = conn["server"] if sender_ip != endpoint_host(conn["server"]) else None
     port = split_endpoint(sender)[1]
-    clients = view.names(split_endpoint(conn["client"])[0])
+    clients = view.names(endpoint_host(conn["client"]))
     if via is None and server_kind == "service" and not node_seen:
         text = (f"{server} refused the connection from {client}: it answered the SYN with a "
                 f"reset. From inside the pod it cannot be told whether a backend sent it "
@@ -238,7 +238,7 @@ def rejected(view: CaptureView, conn: dict, places: Places,
 
 
 def _no_endpoints(view, conn, rejected_by, how, evidence) -> dict:
-    found = view.by_ip.get(split_endpoint(conn["server"])[0]) or {}
+    found = view.by_ip.get(endpoint_host(conn["server"])) or {}
     name = found.get("name") or conn["server"]
     ns = found.get("namespace", "default")
     answer = ("answered the SYN with ICMP port unreachable" if how == "icmp"
@@ -300,8 +300,8 @@ def mtu_blackhole(view: CaptureView, conn: dict, places: Places) -> list[dict]:
                       "(`iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j "
                       "TCPMSS --clamp-mss-to-pmtu`)"),
             "evidence": [m["id"] for m in resent],
-            "group": (f"Full-size segments from {view.names(split_endpoint(sender)[0])} to "
-                      f"{view.names(split_endpoint(receiver)[0])} never got through while "
+            "group": (f"Full-size segments from {view.names(endpoint_host(sender))} to "
+                      f"{view.names(endpoint_host(receiver))} never got through while "
                       f"smaller ones did: a path MTU black hole."),
             "direction": direction, "largest_delivered": largest_delivered,
             "lost_size": lost_size, "retransmissions": len(resent), "icmp_seen": icmp_seen,
@@ -327,7 +327,7 @@ def capture_gap(view: CaptureView, conn: dict) -> list[dict]:
                   "misses what came before"),
         "evidence": [],
         "group": (f"The capture missed bytes between "
-                  f"{view.names(split_endpoint(conn['client'])[0])} and {server} that the "
+                  f"{view.names(endpoint_host(conn['client']))} and {server} that the "
                   f"receivers acknowledged: the capture's own loss, not the network's."),
     }]
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..mesh import ENVOY_INBOUND_PASSTHROUGH, ISTIOD, PROXY_OWN_PORTS, is_loopback, mesh_of_mtls
-from ..records import split_endpoint
+from ..records import endpoint_host, split_endpoint
 from .places import Places
 from .view import CaptureView
 
@@ -86,7 +86,7 @@ def _one_interface_pods(view: CaptureView) -> list[str]:
 
 
 def _on_loopback(conn: dict) -> bool:
-    client, server = split_endpoint(conn["client"])[0], split_endpoint(conn["server"])[0]
+    client, server = endpoint_host(conn["client"]), endpoint_host(conn["server"])
     return client == server or is_loopback(client) or is_loopback(server)
 
 
@@ -100,8 +100,8 @@ def _vantages_with_loopback(view: CaptureView, places: Places) -> set | None:
         return vantages if looped or addresses else set()
     placed = set()
     for conn in looped:
-        placed.update(ip for ip in (split_endpoint(conn["client"])[0],
-                                    split_endpoint(conn["server"])[0]) if is_loopback(ip))
+        placed.update(ip for ip in (endpoint_host(conn["client"]),
+                                    endpoint_host(conn["server"])) if is_loopback(ip))
     if addresses - placed or len(looped) > LOOPBACK_CONNECTIONS_READ:
         return None
     found: set = set()
@@ -174,7 +174,7 @@ def _own_signs(view: CaptureView, places: Places, vantage: str) -> list[Sign]:
              if note.get("kind") == "sidecar" and note.get("connection") in complete
              and note.get("app") in own]
     for conn in complete.values():
-        client = split_endpoint(conn["client"])[0]
+        client = endpoint_host(conn["client"])
         server, port = split_endpoint(conn["server"])
         if server in own and port in PROXY_OWN_PORTS:
             mesh, words = PROXY_OWN_PORTS[port]

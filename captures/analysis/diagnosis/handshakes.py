@@ -10,7 +10,7 @@ one. A handshake the server refused is never called mutual TLS (`withdrawn_mtls`
 
 from __future__ import annotations
 
-from ..records import split_endpoint
+from ..records import endpoint_host, split_endpoint
 from ..words import TLS_ALERT_MEANINGS
 from .view import CaptureView
 
@@ -143,7 +143,7 @@ def rejections(view: CaptureView) -> list[dict]:
 
 def _client_ip(view: CaptureView, conn: dict) -> str:
     """The client without its port: the same for all its connections (a cause's `group`)."""
-    return view.names(split_endpoint(conn["client"])[0])
+    return view.names(endpoint_host(conn["client"]))
 
 
 def _tls_check(conn: dict, view: CaptureView, client_certificate: bool) -> str:

@@ -16,17 +16,13 @@ import bisect
 import ipaddress
 import itertools
 
-from ..records import split_endpoint
+from ..records import endpoint_host
 from .loss import trace, where_words
 from .places import Places
 from .view import CaptureView
 
 SEARCH_WINDOW_S = 30.0  # queries of one lookup follow each other within this
 GLIBC_TIMEOUT_S = 5.0
-
-
-def _ip(endpoint: str) -> str:
-    return split_endpoint(endpoint)[0]
 
 
 def _failed(exchange: dict) -> bool:
@@ -38,7 +34,7 @@ def search_expansions(view: CaptureView) -> list[dict]:
     by_client: dict[str, list[dict]] = {}
     for exchange in view.dns:
         if exchange["t"] is not None:
-            by_client.setdefault(_ip(exchange["client"]), []).append(exchange)
+            by_client.setdefault(endpoint_host(exchange["client"]), []).append(exchange)
     findings = []
     for client, exchanges in by_client.items():
         exchanges.sort(key=lambda e: e["t"])
@@ -177,7 +173,7 @@ def retries(view: CaptureView, places: Places) -> list[dict]:
 
 def _multicast(endpoint: str) -> bool:
     try:
-        return ipaddress.ip_address(split_endpoint(endpoint)[0]).is_multicast
+        return ipaddress.ip_address(endpoint_host(endpoint)).is_multicast
     except ValueError:
         return False
 

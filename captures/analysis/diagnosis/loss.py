@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..records import split_endpoint
+from ..records import endpoint_host
 from .places import Place, Places
 
 
@@ -45,9 +45,9 @@ def trace(attempts: list[dict], delivered: list[dict], places: Places) -> Loss |
     farthest = max(attempts, key=lambda m: (len(m["hops"]), m["hops"][-1]["t"]))
     hops = farthest["hops"]
     last = places.of(hops[-1])
-    original_ip = split_endpoint(farthest["dst"])[0]
+    original_ip = endpoint_host(farthest["dst"])
     rewritten = [h["dst"] for m in attempts for h in m["hops"]
-                 if split_endpoint(h["dst"])[0] != original_ip]
+                 if endpoint_host(h["dst"]) != original_ip]
     nat_to = rewritten[0] if rewritten else None
     seen = {_key(places.of(h)) for h in hops}
     next_expected = None
@@ -60,7 +60,7 @@ def trace(attempts: list[dict], delivered: list[dict], places: Places) -> Loss |
                                  "description": places.interface_words(place)}
                 break
     if next_expected is None:
-        target = split_endpoint(nat_to or farthest["dst"])[0]
+        target = endpoint_host(nat_to or farthest["dst"])
         vantage = last.vantage if last.vantage_kind == "node" else None
         interface = places.interface_of(target, vantage)
         hop = places.hop_name(vantage, interface) if interface else None

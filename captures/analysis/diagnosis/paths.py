@@ -21,7 +21,7 @@ itself (hairpin), a reset forged in the peer's name, and an idle connection the 
 
 from __future__ import annotations
 
-from ..records import split_endpoint
+from ..records import endpoint_host, split_endpoint
 from .loss import trace
 from .places import Place, Places
 from .servers import from_client, server_of
@@ -48,7 +48,7 @@ def _duration(seconds: float) -> str:
 
 
 def _ip(endpoint: str | None) -> str | None:
-    return split_endpoint(endpoint)[0] if endpoint else None
+    return endpoint_host(endpoint) if endpoint else None
 
 
 # -- hairpin -----------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def _came_back(view: CaptureView, places: Places, place: Place, client_ip: str) 
 
 
 def _hairpin(view, places, conn, syns, farthest, back) -> dict:
-    client = view.names(split_endpoint(conn["client"])[0])
+    client = view.names(endpoint_host(conn["client"]))
     service, target = view.names(conn["server"]), conn["server_after_nat"]
     pod = places.short_name(target)
     last = places.of(farthest["hops"][-1])

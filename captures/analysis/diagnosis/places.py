@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..records import split_endpoint
+from ..records import endpoint_host
 
 # Interfaces that carry many pods' packets: never one pod's own.
 SHARED_PREFIXES = ("cbr", "cni", "docker", "br-", "eth", "ens", "enp", "bond", "flannel",
@@ -91,7 +91,7 @@ class Places:
                     continue
                 if place.interface.startswith(SHARED_PREFIXES):
                     continue
-                ip = split_endpoint(hop["src"] if place.direction == "in" else hop["dst"])[0]
+                ip = endpoint_host(hop["src"] if place.direction == "in" else hop["dst"])
                 if place.direction in ("in", "out"):
                     self.owners.setdefault((place.vantage, place.interface), set()).add(ip)
 
@@ -132,6 +132,6 @@ class Places:
         """"nginx-a" for a named participant, else the address."""
         if not ip_or_endpoint:
             return "?"
-        ip = split_endpoint(ip_or_endpoint)[0]
+        ip = endpoint_host(ip_or_endpoint)
         found = self.names.by_ip.get(ip)
         return found["name"] if found and found.get("name") else ip

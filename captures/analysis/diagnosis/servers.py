@@ -19,7 +19,7 @@ that nobody started.
 
 from __future__ import annotations
 
-from ..records import split_endpoint
+from ..records import endpoint_host, split_endpoint
 from .places import Places
 from .view import CaptureView
 
@@ -55,7 +55,7 @@ def reached_server(view: CaptureView, places: Places, message: dict, server: str
     """Whether a copy of `message` was seen on the server's own interface (its veth on a node,
     leaving towards it, or its own pod's capture); None when no capture shows where that is.
     `messages`: the connection's, which tell which node interface carries the server's."""
-    ip = split_endpoint(server)[0]
+    ip = endpoint_host(server)
     found = view.by_ip.get(ip) or {}
     own_pod = (f"pod/{found.get('namespace')}/{found.get('name')}"
                if found.get("kind") == "pod" else None)

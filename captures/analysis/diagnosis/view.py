@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..identity import Identity
-from ..records import split_endpoint
+from ..records import endpoint_host
 from ..words import Names
 
 # Messages kept decoded between rules. Rules read one connection's messages at a time, several
@@ -123,7 +123,7 @@ class CaptureView:
     def kind_of(self, endpoint: str | None) -> str | None:
         if not endpoint:
             return None
-        found = self.by_ip.get(split_endpoint(endpoint)[0])
+        found = self.by_ip.get(endpoint_host(endpoint))
         return found.get("kind") if found else None
 
     def seen_from(self) -> str:
