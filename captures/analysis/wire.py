@@ -36,10 +36,24 @@ from .model import seconds_text
 from .records import DnsInfo, PacketRecord, Tunnel
 
 WARNING, PARTIAL = 1, 2
-# A message's numbers, the ids of its texts (0 is None) and what else it carries (CARRIES_*).
-_NUMBERS: Final = struct.Struct("<qqdqqqqqqqqqqqqqqqq")
+# A message's numbers, the ids of its texts (0 is None) and what else it carries (CARRIES_*):
+# file index, frame number, time, sequence and acknowledgement numbers, payload length, then
+# the narrow fields packed into three words (a Struct's pack costs per value, not per byte):
+#   ports:  sport | dport << 16 | tcp_flags << 32 | proto << 40 | ip_version << 48
+#           | carries << 52  (each as wide as its header field)
+#   small:  ip_id + 1 | window + 1 << 17  (None is 0)
+#   places: interface | direction << 20 | first hop's interface << 40  (text ids)
+#   ends:   src | dst << 20  (text ids)
+_NUMBERS: Final = struct.Struct("<qqdqqqqqqq")
+# The bound method, called as a function: compiled, `_NUMBERS.pack(...)` looked the method up
+# on every call.
+_pack_numbers: Final = _NUMBERS.pack
 CARRIES_PAYLOAD: Final = 1
 CARRIES_EXTRAS: Final = 2
+ID_BITS: Final = 20
+ID_MASK: Final = (1 << ID_BITS) - 1
+# Texts in the table before it is emptied, between two batches (so a batch may add a few
+# hundred past it: an id stays far below 1 << ID_BITS).
 MAX_TEXTS = 1 << 16  # not Final: the tests make it small
 # tuple.__new__ rather than Tunnel(...): a NamedTuple's own __new__ is a Python function,
 # slower than the rest of the rebuilding.
@@ -103,11 +117,17 @@ class Batch:
                                    hop.file))
             extra = (r.tunnel, None if underlay is None else tuple(underlay),
                      None if answers is None else [_dns_values(d) for d in answers], copies)
-        numbers = _NUMBERS.pack(
-            r.file_index, r.frame_number, r.time, r.ip_version, -1 if ip_id is None else ip_id,
-            r.proto, r.sport, r.dport, r.tcp_flags, r.seq, r.ack, r.payload_len,
-            -1 if window is None else window, self._id(r.interface), self._id(r.direction),
-            self._id(r.src), self._id(r.dst), self._id(hops[0].interface), carries,
+        sport, dport, flags, proto, version = r.sport, r.dport, r.tcp_flags, r.proto, r.ip_version
+        if (sport | dport) >> 16 or (flags | proto) >> 8 or version >> 4:
+            raise ValueError(f"a packet field out of its header's range: ports {sport} {dport}, "
+                             f"flags {flags}, protocol {proto}, IP version {version}")
+        numbers = _pack_numbers(
+            r.file_index, r.frame_number, r.time, r.seq, r.ack, r.payload_len,
+            sport | dport << 16 | flags << 32 | proto << 40 | version << 48 | carries << 52,
+            (0 if ip_id is None else ip_id + 1) | (0 if window is None else window + 1) << 17,
+            self._id(r.interface) | self._id(r.direction) << ID_BITS
+            | self._id(hops[0].interface) << 2 * ID_BITS,
+            self._id(r.src) | self._id(r.dst) << ID_BITS,
         )
         # Appended only once all is made: a batch taken after a failure here stays whole.
         if payload:
@@ -163,29 +183,32 @@ def decode_batch(table: list, values: tuple) -> tuple[list, bool]:
     file_index: int
     frame_number: int
     time: float
-    ip_version: int
-    ip_id: int
-    proto: int
-    sport: int
-    dport: int
-    tcp_flags: int
     seq: int
     ack: int
     payload_len: int
-    window: int
-    interface_id: int
-    direction_id: int
-    src_id: int
-    dst_id: int
-    hop_interface_id: int
-    carries: int
+    ports: int
+    small: int
+    places: int
+    ends: int
     for numbers in _NUMBERS.iter_unpack(values[2]):
         while other_at < len(others) and others[other_at][0] == len(decoded) - other_at:
             decoded.append(others[other_at][1])
             other_at += 1
-        (file_index, frame_number, time, ip_version, ip_id, proto, sport, dport, tcp_flags,
-         seq, ack, payload_len, window, interface_id, direction_id, src_id, dst_id,
-         hop_interface_id, carries) = numbers
+        file_index, frame_number, time, seq, ack, payload_len, ports, small, places, ends = (
+            numbers)
+        sport = ports & 0xFFFF
+        dport = ports >> 16 & 0xFFFF
+        tcp_flags = ports >> 32 & 0xFF
+        proto = ports >> 40 & 0xFF
+        ip_version = ports >> 48 & 0xF
+        carries = ports >> 52
+        ip_id = (small & 0x1FFFF) - 1
+        window = (small >> 17) - 1
+        interface_id = places & ID_MASK
+        direction_id = places >> ID_BITS & ID_MASK
+        hop_interface_id = places >> 2 * ID_BITS
+        src_id = ends & ID_MASK
+        dst_id = ends >> ID_BITS
         payload = b""
         if carries & CARRIES_PAYLOAD:
             payload = payloads[payload_at]
