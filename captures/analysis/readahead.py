@@ -101,39 +101,16 @@ def _send(fd: int, item) -> None:
         view = view[os.write(fd, view):]
 
 
-class _WarningsSent:
-    """What the child's Warnings (the parent's, as it was at the fork) gained since last
-    asked, as items for the pipe. The parent's add() keeps its own bound and drops repeats,
-    as the child's did: whatever the child kept, the parent keeps too."""
-
-    def __init__(self, warnings) -> None:
-        self.warnings = warnings
-        self.sent = len(warnings.messages)
-        self.partial = warnings.partial
-
-    def new_items(self, batch: wire.Batch) -> None:
-        kept = self.warnings.messages
-        if len(kept) != self.sent:
-            for text in kept[self.sent:]:
-                batch.add_other((wire.WARNING, text))
-            self.sent = len(kept)
-        if self.warnings.partial != self.partial:
-            self.partial = True
-            batch.add_other((wire.PARTIAL,))
-
-
 def _child(analysis, fd: int) -> None:
     batch = wire.Batch()
-    warnings = _WarningsSent(analysis.warnings)
+    warnings = wire.WarningsSent(analysis.warnings)
     file_facts: list[dict] = []
     try:
         for ready in analysis.logical_messages(file_facts):
             batch.t0 = analysis.t0 or 0.0  # final before the first message (engine.py)
-            for message in ready:
-                # Warnings added while reading up to this message, before it, as in one
-                # process.
-                warnings.new_items(batch)
-                _encode(batch, message)
+            at = 0
+            while at < len(ready):
+                at = wire.fill(batch, ready, at, BATCH, warnings, _encode)
                 if len(batch) >= BATCH:
                     _send(fd, ("batch", analysis.t0, batch.take()))
         warnings.new_items(batch)

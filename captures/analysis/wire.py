@@ -28,11 +28,13 @@ a fifth of the analysing process' time when interpreted.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Final
 
 from .dns import DNS_PORTS
 from .hops import Hop, LogicalMessage
 from .model import seconds_text
+from .pcapfile import Warnings
 from .records import DnsInfo, PacketRecord, Tunnel
 
 WARNING, PARTIAL = 1, 2
@@ -156,6 +158,43 @@ class Batch:
         self.others = []
         self.times = []
         return values
+
+
+class WarningsSent:
+    """What the reading process' Warnings (the parent's, as it was at the fork) gained since
+    last asked, added to the batch as items. The parent's add() keeps its own bound and drops
+    repeats, as the child's did: whatever the child kept, the parent keeps too."""
+
+    def __init__(self, warnings: Warnings) -> None:
+        self.warnings = warnings
+        self.sent = len(warnings.messages)
+        self.partial = warnings.partial
+
+    def new_items(self, batch: Batch) -> None:
+        kept = self.warnings.messages
+        if len(kept) != self.sent:
+            for text in kept[self.sent:]:
+                batch.add_other((WARNING, text))
+            self.sent = len(kept)
+        if self.warnings.partial != self.partial:
+            self.partial = True
+            batch.add_other((PARTIAL,))
+
+
+def fill(
+    batch: Batch, messages: list[LogicalMessage], start: int, size: int,
+    warnings: WarningsSent, encode: Callable[[Batch, LogicalMessage], None],
+) -> int:
+    """Add messages[start:] to the batch until it holds `size` items, each after the warnings
+    added while reading up to it (as in one process); returns where it stopped. Compiled, so
+    that the reading process' loop over messages is not interpreted (`encode` is Batch.add,
+    or what a test puts in its place)."""
+    at = start
+    while at < len(messages) and len(batch) < size:
+        warnings.new_items(batch)
+        encode(batch, messages[at])
+        at += 1
+    return at
 
 
 def _dns_values(d: DnsInfo) -> tuple:
