@@ -260,34 +260,30 @@ def _str_or_null(value: Any) -> str:
     return "null" if value is None else _str(value)
 
 
-def _seconds_or_null(value: Any) -> str:
-    """A time the engine rounded to the microsecond: its six decimals where they are repr's
-    (seconds_json), else json's own text (zero, an exponent, infinity)."""
+def _rounded_or_null(value: Any, digits: int) -> str:
+    """A time in seconds (digits 6) or a duration in milliseconds (3) as the engine rounded
+    it: its decimals where they are repr's (seconds_text, millis_json), else json's own text
+    (zero, an exponent, infinity)."""
     if value is None:
         return "null"
-    if type(value) is not float or rounded(value, 6) != value:
+    if type(value) is not float or rounded(value, digits) != value:
         raise _Unusual
-    return seconds_text(value) if 0.0001 <= value < 1e9 else _dumps(value)
-
-
-def _millis_or_null(value: Any) -> str:
-    """A duration the engine rounded to the microsecond, in milliseconds (millis_json)."""
-    if value is None:
-        return "null"
-    if type(value) is not float or rounded(value, 3) != value:
-        raise _Unusual
-    return millis_json(value) if 0.001 <= value < 1e9 else _dumps(value)
+    if digits == 6 and 0.0001 <= value < 1e9:
+        return seconds_text(value)
+    if digits == 3 and 0.001 <= value < 1e9:
+        return millis_json(value)
+    return _dumps(value)
 
 
 def _timing(timing: Any) -> str:
     if type(timing) is not dict or tuple(timing) != _TIMING_KEYS:
         raise _Unusual
     return (
-        f'{{"start":{_seconds_or_null(timing["start"])},'
-        f'"connect_ms":{_millis_or_null(timing["connect_ms"])},'
-        f'"tls_ms":{_millis_or_null(timing["tls_ms"])},'
-        f'"ttfb_ms":{_millis_or_null(timing["ttfb_ms"])},'
-        f'"total_ms":{_millis_or_null(timing["total_ms"])}}}'
+        f'{{"start":{_rounded_or_null(timing["start"], 6)},'
+        f'"connect_ms":{_rounded_or_null(timing["connect_ms"], 3)},'
+        f'"tls_ms":{_rounded_or_null(timing["tls_ms"], 3)},'
+        f'"ttfb_ms":{_rounded_or_null(timing["ttfb_ms"], 3)},'
+        f'"total_ms":{_rounded_or_null(timing["total_ms"], 3)}}}'
     )
 
 
@@ -360,11 +356,11 @@ def encode_http_request(request: dict[str, Any]) -> str:
         return (
             f'{{"connection":{_int(request["connection"])},"n":{_int(request["n"])},'
             f'"method":{_str(request["method"])},"target":{_str(request["target"])},'
-            f'"host":{_str_or_null(request["host"])},"t":{_seconds_or_null(request["t"])},'
+            f'"host":{_str_or_null(request["host"])},"t":{_rounded_or_null(request["t"], 6)},'
             f'"status":{_int_or_null(request["status"])},'
-            f'"response_t":{_seconds_or_null(request["response_t"])},'
+            f'"response_t":{_rounded_or_null(request["response_t"], 6)},'
             f'"protocol":{_str(request["protocol"])},'
-            f'"ttfb_ms":{_millis_or_null(request["ttfb_ms"])}}}'
+            f'"ttfb_ms":{_rounded_or_null(request["ttfb_ms"], 3)}}}'
         )
     except _Unusual:
         return _dumps(request)
