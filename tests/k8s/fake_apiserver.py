@@ -121,6 +121,7 @@ class Session:
     stdin: bytes = b""
     pings: int = 0
     dropped: int = 0  # replayed chunks that found the client not reading
+    replayed: int = 0  # bytes of busy traffic sent (pcap records)
     ended_by: str = ""  # stop-line | stdin-closed | disconnected | idle-timeout | ...
     done: threading.Event = field(default_factory=threading.Event)
     transport: object = None
@@ -1083,6 +1084,7 @@ class FakeApiServer:
                 session.dropped += 1
             else:
                 send(STDOUT, records)
+                session.replayed += len(records)
             ended = await next_event(0.008)
             if ended:
                 return ended

@@ -101,7 +101,10 @@ def test_every_stream_is_read_from_its_start(k8s_settings, cluster, apiserver):
     source.close()
     sessions = {s.pod: s for s in apiserver.sessions}
     assert sessions["nginx-a"].dropped == 0
-    assert len(got) > 1_000_000  # the busy traffic arrived
+    # The busy traffic arrived, all of it: as pcapng each record only grows. (How much the
+    # server sent in the second open() waited depends on the machine: 325 KB in one CI run.)
+    assert sessions["nginx-a"].replayed > 100_000
+    assert len(got) >= sessions["nginx-a"].replayed
 
 
 def _hop_labels(model) -> list[set]:
