@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         os.chdir(ROOT)  # mypycify takes module paths relative to the project
         sources = [str(build.source_of(name).relative_to(ROOT)) for name in build.MODULES]
-        # Type errors in the modules left interpreted (the diagnosis) do not stop the build;
+        # Type errors in the modules left interpreted (words, http, ...) do not stop the build;
         # mypyc counts mypy's notes as errors, and this one only says what it did not check.
         extensions = mypycify(["--follow-imports=silent",
                                "--disable-error-code=annotation-unchecked", *sources],

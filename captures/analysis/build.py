@@ -1,12 +1,12 @@
 """Which build of the analysis runs: compiled or interpreted, with the same output.
 
-scripts/compile_analysis.py compiles the modules of the per-packet path (MODULES) with mypyc
-into build/analysis/ and writes a manifest of the sources it compiled. `activate` puts that
-build in front of this package's own modules only while every compiled module's source is
-byte for byte the one on disk, for this Python: an edited file, a checkout of another commit
-or another interpreter falls back to the interpreted source, which gives the same output (the
-test suite runs against both). KVIZ_ANALYSIS_BUILD chooses: `auto` (the default), `compiled`
-(fail unless the compiled build can run) or `interpreted`.
+scripts/compile_analysis.py compiles the modules of the per-packet path and the diagnosis
+(MODULES) with mypyc into build/analysis/ and writes a manifest of the sources it compiled.
+`activate` puts that build in front of this package's own modules only while every compiled
+module's source is byte for byte the one on disk, for this Python: an edited file, a checkout
+of another commit or another interpreter falls back to the interpreted source, which gives the
+same output (the test suite runs against both). KVIZ_ANALYSIS_BUILD chooses: `auto` (the
+default), `compiled` (fail unless the compiled build can run) or `interpreted`.
 
 This module is never compiled itself, and imports nothing of the analysis.
 """
@@ -25,10 +25,16 @@ log = logging.getLogger(__name__)
 PACKAGE = Path(__file__).resolve().parent
 BUILD_DIR = PACKAGE.parent.parent / "build" / "analysis"
 MANIFEST = "kviz-analysis-manifest.json"
-# The per-packet path. Not compiled: what tests replace parts of at run time (http's HTTP/2
-# decoder), the diagnosis and what runs once per capture rather than per packet.
+# The per-packet path, and the diagnosis (the largest part of the serial end of a large
+# capture's analysis, after the last packet: one core idles meanwhile). Not compiled: what
+# tests replace parts of at run time (http's HTTP/2 decoder) and what runs once per capture
+# and costs little. A subpackage is compiled whole, its __init__ too: the package is found
+# where its __init__ is, and its modules beside it.
 MODULES = ("records", "pcapfile", "packets", "hops", "model", "dns", "reassembly", "tls",
-           "icmp", "mesh", "identity", "pathorder", "http1", "tcp", "engine", "wire")
+           "icmp", "mesh", "identity", "pathorder", "http1", "tcp", "engine", "wire",
+           "diagnosis", "diagnosis.connections", "diagnosis.coverage", "diagnosis.handshakes",
+           "diagnosis.lookups", "diagnosis.loss", "diagnosis.paths", "diagnosis.places",
+           "diagnosis.servers", "diagnosis.view")
 CHOICES = ("auto", "compiled", "interpreted")
 
 
@@ -37,7 +43,9 @@ class BuildError(RuntimeError):
 
 
 def source_of(module: str) -> Path:
-    return PACKAGE / f"{module}.py"
+    """"dns" -> dns.py, "diagnosis" -> diagnosis/__init__.py, "diagnosis.view" -> its view.py."""
+    path = PACKAGE.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def _digests() -> dict[str, str]:
@@ -66,7 +74,8 @@ def stale_reason() -> str | None:
     changed = sorted(name for name, digest in _digests().items()
                      if manifest.get("sources", {}).get(name) != digest)
     if changed:
-        return f"compiled from other sources than {', '.join(f'{n}.py' for n in changed)}"
+        files = ", ".join(str(source_of(name).relative_to(PACKAGE)) for name in changed)
+        return f"compiled from other sources than {files}"
     return None
 
 

@@ -196,6 +196,12 @@ def endpoint_host(text: str) -> str:
     return text
 
 
+def endpoint_port(text: str) -> int:
+    """The port of an endpoint's text; 0 for an address without one (not TCP or UDP)."""
+    port = split_endpoint(text)[1]
+    return 0 if port is None else port
+
+
 def split_endpoint(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         host, _, port = text[1:].partition("]:")

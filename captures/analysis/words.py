@@ -13,6 +13,8 @@ these, so they say them alike.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from .records import split_endpoint
 
 TLS_ALERT_MEANINGS = {
@@ -36,12 +38,18 @@ def ms(value: float | None, unknown: str = "?") -> str:
     return f"{value:.1f} ms" if value >= 1 else f"{value:.3f} ms"
 
 
+class Directory(Protocol):
+    """Participants by IP: the model's own (a dict), or one that knows more addresses."""
+
+    def get(self, ip: str, default: Any = None) -> Any: ...
+
+
 class Names:
     """Calling it turns an "ip:port" (or a bare ip) into what a reader knows it by, from the
     model's participants. `code`: the endpoint in backticks, for Markdown."""
 
     def __init__(self, participants: list[dict] | None, *, code: bool = False) -> None:
-        self.by_ip = {p["ip"]: p for p in participants or ()}
+        self.by_ip: Directory = {p["ip"]: p for p in participants or ()}
         self.code = code
 
     def __call__(self, ep: str | None) -> str:

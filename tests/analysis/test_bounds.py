@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from captures import analysis
 from captures.analysis import analyze_files, dns, engine, hops, identity, pcapfile, reassembly
 from captures.analysis import tcp as tcpmod
 from captures.analysis.packets import decode_frame
@@ -475,18 +476,24 @@ def test_it_lists_the_first_dns_exchanges_past_the_flow_limit(lookups):
 def test_the_diagnosis_reads_the_first_troubled_lookups_past_the_bound(lookups, monkeypatch):
     full = analyse(lookups)
     assert any(a["kind"] == "nxdomain" for a in full["annotations"])  # a troubled client
-    handed = []
-    original = engine.CaptureView
+    handed: list = []
+    # What the diagnosis is handed can be seen only in the interpreted build: compiled, the
+    # engine makes its CaptureView by a native call (diagnosis/ is compiled with it).
+    seen = analysis.BUILD == "interpreted"
+    if seen:
+        original = engine.CaptureView
 
-    def view(**parts):
-        handed.append(parts["dns"])
-        return original(**parts)
+        def view(**parts):
+            handed.append(parts["dns"])
+            return original(**parts)
 
-    monkeypatch.setattr(engine, "CaptureView", view)
-    analyse(lookups)
+        monkeypatch.setattr(engine, "CaptureView", view)
+        analyse(lookups)
     monkeypatch.setattr(engine, "MAX_DIAGNOSED_LOOKUPS", 3)
     bounded = analyse(lookups)
-    assert handed[1] == handed[0][:3]
+    if seen:
+        assert len(handed[0]) > 3
+        assert handed[1] == handed[0][:3]
     assert bound_warnings(bounded, "the diagnosis reads the first")
     assert bounded["capture"]["partial"]
     assert bounded["dns"] == full["dns"]  # the model lists every exchange still

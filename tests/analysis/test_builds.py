@@ -28,10 +28,11 @@ def analyze(paths: Path | list[Path], which: str, *extra: str) -> subprocess.Com
         capture_output=True, env=env, timeout=300, check=False)
 
 
-def which_runs(which: str, cwd: Path = ROOT, said: list[str] | None = None) -> str:
-    """`BUILD` and where the engine came from, in a new process started in `cwd`; what it
+def which_runs(which: str, cwd: Path = ROOT, said: list[str] | None = None,
+               module: str = "engine") -> str:
+    """`BUILD` and where `module` came from, in a new process started in `cwd`; what it
     wrote to standard error goes to `said`."""
-    code = ("import captures.analysis as a, captures.analysis.engine as e; "
+    code = (f"import captures.analysis as a, captures.analysis.{module} as e; "
             "print(a.BUILD, e.__file__)")
     env = {**os.environ, "KVIZ_ANALYSIS_BUILD": which}
     done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
@@ -99,6 +100,27 @@ def test_the_compiled_build_runs_only_from_the_sources_it_was_built_from(tmp_pat
         in said[-1]
     refused = which_runs("compiled", cwd=copy)
     assert "compiled from other sources than engine.py" in refused
+
+
+def test_the_diagnosis_is_compiled_with_the_rest_and_falls_back_with_it(tmp_path):
+    compiled_or_skip()
+    view = "diagnosis.view"
+    compiled = which_runs("compiled", module=view)
+    assert "/build/analysis/captures/analysis/diagnosis/view." in compiled
+    assert compiled.endswith(".so")
+    assert which_runs("interpreted", module=view).endswith("diagnosis/view.py")
+    copy = tmp_path / "kviz"
+    shutil.copytree(ROOT / "captures", copy / "captures",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(build.BUILD_DIR, copy / "build" / "analysis")
+    source = copy / "captures" / "analysis" / "diagnosis" / "view.py"
+    source.write_text(source.read_text() + "\n# edited after the build\n")
+    said: list[str] = []
+    # The engine, unchanged, falls back too: a build runs whole or not at all.
+    assert which_runs("auto", cwd=copy, said=said) == (
+        f"interpreted {copy / 'captures' / 'analysis' / 'engine.py'}")
+    assert "compiled from other sources than diagnosis/view.py" in said[-1]
+    assert which_runs("auto", cwd=copy, module=view) == f"interpreted {source}"
 
 
 def test_an_unknown_choice_is_refused():

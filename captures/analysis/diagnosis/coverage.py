@@ -34,8 +34,9 @@ from .view import CaptureView
 
 # One interface's frames: Ethernet (Linux's lo too, with zero addresses), or bare IP.
 ONE_INTERFACE_LINKTYPES = frozenset({"ethernet", "raw", "ipv4", "ipv6"})
-SIDECARS = {"istio": "an Istio sidecar", "linkerd": "a Linkerd sidecar"}
-MESH_NAMES = {"istio": "Istio", "linkerd": "Linkerd"}
+# Keyed by a mesh or None (a sign that names none).
+SIDECARS: dict[str | None, str] = {"istio": "an Istio sidecar", "linkerd": "a Linkerd sidecar"}
+MESH_NAMES: dict[str | None, str] = {"istio": "Istio", "linkerd": "Linkerd"}
 PHRASES_SHOWN = 2  # signs named in the sentence; `signs` lists them all
 # Connections with loopback traffic whose messages are read to tell which vantage saw them;
 # past this many, which pod recorded lo is left unknown (and nothing is said).
@@ -98,7 +99,7 @@ def _vantages_with_loopback(view: CaptureView, places: Places) -> set | None:
     vantages = {file.get("vantage") for file in view.files}
     if len(vantages) == 1:
         return vantages if looped or addresses else set()
-    placed = set()
+    placed: set[str] = set()
     for conn in looped:
         placed.update(ip for ip in (endpoint_host(conn["client"]),
                                     endpoint_host(conn["server"])) if is_loopback(ip))

@@ -10,7 +10,7 @@ one. A handshake the server refused is never called mutual TLS (`withdrawn_mtls`
 
 from __future__ import annotations
 
-from ..records import endpoint_host, split_endpoint
+from ..records import endpoint_host, endpoint_port, split_endpoint
 from ..words import TLS_ALERT_MEANINGS
 from .view import CaptureView
 
@@ -158,10 +158,10 @@ def _tls_check(conn: dict, view: CaptureView, client_certificate: bool) -> str:
 
 def mismatches(view: CaptureView) -> list[dict]:
     findings = []
-    tls_ports = {split_endpoint(c["server"])[1] for c in view.connections
+    tls_ports = {endpoint_port(c["server"]) for c in view.connections
                  if c.get("app") in ("tls", "h2") and c.get("tls")}
     for conn in view.connections:
-        port = split_endpoint(conn["server"])[1]
+        port = endpoint_port(conn["server"])
         server = _server_side(view, conn)
         if conn.get("app") == "http/1.1" and not conn.get("tls"):
             expected = MESH_MTLS_PORTS.get(port) or (

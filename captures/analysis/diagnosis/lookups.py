@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import itertools
+from collections.abc import Mapping
 
 from ..records import endpoint_host
 from .loss import trace, where_words
@@ -25,13 +26,13 @@ SEARCH_WINDOW_S = 30.0  # queries of one lookup follow each other within this
 GLIBC_TIMEOUT_S = 5.0
 
 
-def _failed(exchange: dict) -> bool:
+def _failed(exchange: Mapping) -> bool:
     return exchange["rcode"] == "NXDOMAIN" or (
         exchange["rcode"] == "NOERROR" and not exchange["answers"])
 
 
 def search_expansions(view: CaptureView) -> list[dict]:
-    by_client: dict[str, list[dict]] = {}
+    by_client: dict[str, list[Mapping]] = {}
     for exchange in view.dns:
         if exchange["t"] is not None:
             by_client.setdefault(endpoint_host(exchange["client"]), []).append(exchange)
@@ -53,11 +54,11 @@ class _Lookups:
     labels cost rather than a scan of every exchange: a client that asks many names would
     otherwise make the search quadratic."""
 
-    def __init__(self, exchanges: list[dict]) -> None:
-        self.first_asked: dict[str, dict] = {}
-        self.by_name: dict[str, list[dict]] = {}
+    def __init__(self, exchanges: list[Mapping]) -> None:
+        self.first_asked: dict[str, Mapping] = {}
+        self.by_name: dict[str, list[Mapping]] = {}
         # "a.b" -> failed exchanges whose name is "a.b.<something>", in time order
-        self.failed_by_prefix: dict[str, list[dict]] = {}
+        self.failed_by_prefix: dict[str, list[Mapping]] = {}
         for exchange in exchanges:
             name = exchange["name"].rstrip(".")
             self.first_asked.setdefault(name, exchange)
@@ -69,14 +70,14 @@ class _Lookups:
                         exchange)
 
     @staticmethod
-    def _within(exchanges: list[dict], start: float, end: float) -> list[dict]:
+    def _within(exchanges: list[Mapping], start: float, end: float) -> list[Mapping]:
         times = [e["t"] for e in exchanges]
         return exchanges[bisect.bisect_left(times, start):bisect.bisect_right(times, end)]
 
-    def failed_under(self, name: str, start: float, end: float) -> list[dict]:
+    def failed_under(self, name: str, start: float, end: float) -> list[Mapping]:
         return self._within(self.failed_by_prefix.get(name, []), start, end)
 
-    def of_name(self, name: str, start: float, end: float) -> list[dict]:
+    def of_name(self, name: str, start: float, end: float) -> list[Mapping]:
         return self._within(self.by_name.get(name, []), start, end)
 
 
@@ -113,7 +114,7 @@ def _expansion(view, client, name, final, tried, own) -> dict:
 
 def retries(view: CaptureView, places: Places) -> list[dict]:
     findings = []
-    asked: dict[tuple[str, str], list[dict]] = {}  # (client, name) -> its exchanges
+    asked: dict[tuple[str, str], list[Mapping]] = {}  # (client, name) -> its exchanges
     for exchange in view.dns:
         if exchange["t"] is not None:
             asked.setdefault((exchange["client"], exchange["name"]), []).append(exchange)
@@ -178,7 +179,7 @@ def _multicast(endpoint: str) -> bool:
         return False
 
 
-def _twin(asked: dict[tuple[str, str], list[dict]], exchange: dict) -> dict | None:
+def _twin(asked: dict[tuple[str, str], list[Mapping]], exchange: Mapping) -> Mapping | None:
     """The other address family's query for the same name from the same socket, sent
     within a few milliseconds of this one."""
     if exchange["t"] is None:

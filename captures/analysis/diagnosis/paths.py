@@ -58,7 +58,7 @@ def hairpins(view: CaptureView, places: Places) -> list[dict]:
     """Connections never answered whose DNAT, as a hop shows it, picked the client itself."""
     findings = []
     for conn in view.connections:
-        client_ip = _ip(conn["client"])
+        client_ip = endpoint_host(conn["client"])
         if conn.get("handshake") != "no-answer" or _ip(conn.get("server_after_nat")) != client_ip:
             continue
         messages = view.of_connection(conn["id"])

@@ -118,7 +118,7 @@ class Places:
     def describe(self, place: Place, with_node: bool = True) -> str:
         """"leaving cbr0 on node kviz-node", "on eth0 inside pod default/ubuntu"."""
         interface = self.interface_words(place)
-        verb = {"in": "entering the node from", "out": "leaving"}.get(place.direction)
+        verb = {"in": "entering the node from", "out": "leaving"}.get(place.direction or "")
         if place.vantage_kind == "node":
             where = f" on node {place.vantage_name}" if with_node else ""
             return f"{verb} {interface}{where}" if verb else f"on {interface}{where}"

@@ -19,7 +19,7 @@ that nobody started.
 
 from __future__ import annotations
 
-from ..records import endpoint_host, split_endpoint
+from ..records import endpoint_host, endpoint_port, split_endpoint
 from .places import Places
 from .view import CaptureView
 
@@ -149,7 +149,7 @@ def _server_first_ports(view: CaptureView, ports: set[int]) -> dict[int, int]:
     found: dict[int, int] = {}
     read = 0
     for conn in view.connections:
-        port = split_endpoint(server_of(conn))[1]
+        port = endpoint_port(server_of(conn))
         if port not in ports or port in found or conn.get("handshake") != "complete":
             continue
         read += 1
@@ -167,7 +167,7 @@ def server_first_stalls(view: CaptureView) -> list[dict]:
                   and not c.get("unseen_bytes")]
     if not candidates:
         return []
-    unknown = {split_endpoint(server_of(c))[1] for c in candidates} - SERVER_FIRST_PORTS.keys()
+    unknown = {endpoint_port(server_of(c)) for c in candidates} - SERVER_FIRST_PORTS.keys()
     # Read other connections for an example only when a stall on an unlisted port needs one:
     # up to EXAMPLES_READ connections, where most captures' candidates are a connection or
     # two that the capture's end cut short.
@@ -184,8 +184,8 @@ def server_first_stalls(view: CaptureView) -> list[dict]:
         end = closes[0]["t"] if closes else view.duration
         if end is None or end - synack["t"] < STALL_MIN_S:
             continue
-        port = split_endpoint(conn["server"])[1]
-        inner = split_endpoint(server_of(conn))[1]
+        port = endpoint_port(conn["server"])
+        inner = endpoint_port(server_of(conn))
         protocol = SERVER_FIRST_PORTS.get(port) or SERVER_FIRST_PORTS.get(inner)
         example = None
         if protocol is None:

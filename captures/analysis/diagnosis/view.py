@@ -36,7 +36,7 @@ class CaptureView:
     duration: float | None = None  # seconds from the first packet to the last
     # connection id -> ids of its messages worth proving with (SYN, SYN-ACK, RST, FIN, TLS
     # handshake records, retransmissions), in time order
-    connection_messages: dict[int, Sequence[int]] = field(default_factory=dict)
+    connection_messages: Mapping[int, Sequence[int]] = field(default_factory=dict)
     # annotation index -> ids of the messages that carry it (an ICMP error's own message)
     annotation_messages: dict[int, list[int]] = field(default_factory=dict)
     # connection id -> {"client"|"server": {hops seen: largest payload seen at that many}}: a
@@ -44,7 +44,7 @@ class CaptureView:
     segment_sizes: dict[int, dict[str, dict[int, int]]] = field(default_factory=dict)
     # connection id -> the source endpoints of its FIN and RST segments (every one, not only
     # those among its kept messages); a connection missing here is not known, not unclosed
-    closers: dict[int, Collection[str]] = field(default_factory=dict)
+    closers: Mapping[int, Collection[str]] = field(default_factory=dict)
     # connection id -> how many SYN-ACK segments it carried (resent ones too); a connection
     # missing here is not known
     synacks: dict[int, int] = field(default_factory=dict)
@@ -98,7 +98,7 @@ class CaptureView:
                     return message
         return None
 
-    def of_exchange(self, exchange: dict) -> list[dict]:
+    def of_exchange(self, exchange: Mapping) -> list[dict]:
         return self.messages(exchange.get("messages", ()))
 
     def closed_by(self, conn_id: int, endpoints: set[str]) -> bool:
