@@ -442,10 +442,7 @@ class _Analysis:
             texts = self._message_texts(texts_key)
         addresses_json, hop_head = texts
         hop_t = t if first.time == record.time else seconds_text(first.time - t0)
-        if first.tunnel:
-            hops_json = f"{hop_head}{hop_t},{self._tunnel_json(first.tunnel)}}}"
-        else:
-            hops_json = f"{hop_head}{hop_t}}}"
+        hops_rest = f",{self._tunnel_json(first.tunnel)}}}" if first.tunnel else "}"
         notes: list[int] | tuple[int, ...] = () if icmp_note is None else (icmp_note,)
         if icmp_note is not None:
             carriers = self.annotation_messages.setdefault(icmp_note, [])
@@ -454,9 +451,9 @@ class _Analysis:
         if len(hops) > 1:
             if flow is not None:
                 notes = self._nat(hops, direction, flow, conn, version, has_ports)
-            hops_json = ",".join(
+            hops_rest = ",".join(
                 [
-                    hops_json,
+                    hops_rest,
                     *(
                         encode_hop(
                             hop_vantage(h.interface, h.direction),
@@ -479,7 +476,9 @@ class _Analysis:
                 record.payload_len,
                 conn.id if conn is not None else None,
                 phase,
-                hops_json,
+                hop_head,
+                hop_t,
+                hops_rest,
                 record.file_index,
                 record.frame_number,
                 notes,
