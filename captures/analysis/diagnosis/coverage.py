@@ -34,7 +34,7 @@ from .view import CaptureView
 
 # One interface's frames: Ethernet (Linux's lo too, with zero addresses), or bare IP.
 ONE_INTERFACE_LINKTYPES = frozenset({"ethernet", "raw", "ipv4", "ipv6"})
-# Keyed by a mesh or None (a sign that names none).
+# Asked with a sign's mesh, which may be None (a sign that names none).
 SIDECARS: dict[str | None, str] = {"istio": "an Istio sidecar", "linkerd": "a Linkerd sidecar"}
 MESH_NAMES: dict[str | None, str] = {"istio": "Istio", "linkerd": "Linkerd"}
 PHRASES_SHOWN = 2  # signs named in the sentence; `signs` lists them all
