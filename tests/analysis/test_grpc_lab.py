@@ -68,11 +68,13 @@ server.wait_for_termination()
 """
 
 CLIENT = f"""
+import threading
 import time
 
 import grpc
 
 channel = grpc.insecure_channel("{SERVER_IP}:{PORT}")
+idle = threading.Event()  # the server's GOAWAY sends the channel from READY back to IDLE
 assert channel.unary_unary("/{SERVICE}/Say")(b"kviz") == b"hello kviz"
 assert len(list(channel.unary_stream("/{SERVICE}/Count")(b"3"))) == 3
 assert len(list(channel.stream_stream("/{SERVICE}/Chat")(iter([b"a", b"b", b"c", b"d"])))) == 4
@@ -81,7 +83,9 @@ try:
 except grpc.RpcError as exc:
     assert exc.code() == grpc.StatusCode.UNAVAILABLE
 assert channel.unary_unary("/{SERVICE}/Drain")(b"") == b"draining"
-time.sleep(1)
+channel.subscribe(lambda state: state == grpc.ChannelConnectivity.IDLE and idle.set())
+print("GOAWAY seen" if idle.wait(20) else "no GOAWAY in 20 s", flush=True)
+time.sleep(0.5)
 channel.close()
 """
 
@@ -113,9 +117,10 @@ def recording(tmp_path_factory):
                     break
                 time.sleep(0.1)
             with netns.capture(client, "c0", pcap):
-                subprocess.run(["ip", "netns", "exec", client, sys.executable,
-                                str(work / "client.py")], check=True, timeout=60,
-                               capture_output=True)
+                said = subprocess.run(["ip", "netns", "exec", client, sys.executable,
+                                       str(work / "client.py")], check=True, timeout=60,
+                                      capture_output=True, text=True).stdout
+            assert "GOAWAY seen" in said, said
         finally:
             server.kill()
             server.wait(timeout=10)
@@ -152,7 +157,8 @@ def test_the_arrows_name_the_calls_and_the_connection_frames(recording):
     # A graceful stop says GOAWAY twice (RFC 9113 6.8): first with the largest stream id, and
     # once the client's PING answer shows it has seen that, with the last stream served. The
     # second is a race in grpc-core (a client that closes first gets none; CI saw that), so each
-    # GOAWAY tshark reads is an arrow naming its last stream, and the first is always there.
+    # GOAWAY tshark reads is an arrow naming its last stream, and the first (the client waits
+    # for it) is always there.
     said = Counter(f"{error} (last stream {last})" for label in labels
                    for error, last in re.findall(r"GOAWAY (\S+) \(last stream (\d+)\)", label))
     assert said == tshark_goaways(recording), labels
