@@ -20,8 +20,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
 
-from . import aside, readahead
 from . import hops as copies
+from . import readahead
 from .diagnosis import CaptureView, Diagnosis, diagnose
 from .dns import DNS_PORTS, DnsTracker, ExchangeFields, dns_label
 from .hops import DEFAULT_WINDOW, CopyFolder, LogicalMessage, rewrites
@@ -39,7 +39,6 @@ from .model import (
     hop_vantage,
     rounded,
     seconds_text,
-    write_dns_exchanges,
 )
 from .packets import LINKTYPE_NAMES, SUPPORTED_LINKTYPES, decode_frame
 from .pathorder import nat_node, path_order, pod_nodes, vantage_places
@@ -206,8 +205,7 @@ class _Analysis:
     def run(self) -> SequenceModel:
         file_facts: list[dict] = []
         batches: Generator[list[LogicalMessage], None, None]
-        read_ahead = readahead.wanted(self.files)
-        if read_ahead:
+        if readahead.wanted(self.files):
             batches = readahead.batches(self, file_facts)
         else:
             batches = self.logical_messages(file_facts)
@@ -217,22 +215,7 @@ class _Analysis:
             for batch in batches:
                 for message in batch:
                     self._process(message)
-        # The DNS exchanges are final now: their text is written on the core the reading
-        # process left, while this one finishes (aside.py).
-        exchanges = self.dns.exchanges
-        dns_aside = None
-        if read_ahead and aside.wanted(len(exchanges)):
-            t0 = self.t0 or 0.0
-            dns_aside = aside.start(
-                "the DNS exchanges", lambda write: write_dns_exchanges(write, exchanges, t0))
-        try:
-            model = self._finish(file_facts)
-        except BaseException:
-            if dns_aside is not None:
-                dns_aside.close()
-            raise
-        model.dns_aside = dns_aside
-        return model
+        return self._finish(file_facts)
 
     def logical_messages(
         self, file_facts: list[dict]

@@ -378,30 +378,6 @@ _PART_ENCODERS: Final[dict[str, Callable[[dict[str, Any]], str]]] = {
 }
 
 
-def byte_writer(fp: TextIO) -> Callable[[bytes], Any]:
-    """Where UTF-8 bytes go into a text stream: to a text stream over a byte stream (a file,
-    standard output), straight to the bytes underneath (what was written as text flushed
-    first), never decoded; to any other, decoded."""
-    raw = getattr(fp, "buffer", None)
-    if raw is not None:
-        fp.flush()
-        return raw.write
-    decode = codecs.getincrementaldecoder("utf-8")().decode
-
-    def write(block: bytes) -> None:
-        fp.write(decode(block))
-
-    return write
-
-
-def write_dns_exchanges(write: Callable[[str], Any], exchanges: Sequence, t0: float) -> None:
-    """The DNS exchanges as the items of the model's "dns" list, in slices (a DNS-heavy capture
-    has hundreds of thousands)."""
-    for start in range(0, len(exchanges), WRITE_SLICE):
-        part = exchanges[start : start + WRITE_SLICE]
-        write(("," if start else "") + ",".join([e.to_json(t0) for e in part]))
-
-
 class MessageSpool:
     """Messages as JSON text, in order; past `in_memory` of them, the rest go to a temp file.
 
@@ -503,9 +479,17 @@ class MessageSpool:
         spilled bytes go straight to the bytes underneath, never decoded."""
         wrote = False
         if self.file is not None:
-            write = byte_writer(fp)
-            newline = b"\n"
-            joint = separator.encode()
+            raw = getattr(fp, "buffer", None)
+            if raw is not None:
+                fp.flush()
+                write, newline, joint = raw.write, b"\n", separator.encode()
+            else:
+                decode = codecs.getincrementaldecoder("utf-8")().decode
+
+                def write(block: bytes) -> None:
+                    fp.write(decode(block))
+
+                newline, joint = b"\n", separator.encode()
             self.file.flush()
             self.file.seek(0)
             pending = b""
@@ -553,9 +537,6 @@ class SequenceModel:
         self.http = http
         self.annotations = annotations
         self.t0 = t0
-        # The "dns" list's text, written aside while the analysis finished (engine.py), or
-        # None: write_json writes it.
-        self.dns_aside: Any = None
 
     @property
     def dns(self) -> list[dict]:
@@ -589,15 +570,14 @@ class SequenceModel:
                             else ",".join([encode(item) for item in part])))
             fp.write("]")
         fp.write(',"dns":[')
-        # Written by a second process while the analysis finished (aside.py), if it could.
-        aside = self.dns_aside
-        if aside is None or not aside.copy_into(byte_writer(fp)):
-            write_dns_exchanges(fp.write, self.dns_exchanges, self.t0)
+        t0 = self.t0
+        exchanges = self.dns_exchanges
+        for start in range(0, len(exchanges), WRITE_SLICE):
+            part = exchanges[start : start + WRITE_SLICE]
+            fp.write(("," if start else "") + ",".join([e.to_json(t0) for e in part]))
         fp.write('],"messages":[')
         self.messages.write_joined(fp, ",")
         fp.write("]}\n")
 
     def close(self) -> None:
         self.messages.close()
-        if self.dns_aside is not None:
-            self.dns_aside.close()

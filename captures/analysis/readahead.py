@@ -32,11 +32,13 @@ import contextlib
 import fcntl
 import marshal
 import os
+import signal
 import struct
+import sys
 import traceback
 from pathlib import Path
 
-from . import children, wire
+from . import wire
 from .records import CaptureError
 
 # Captures smaller than this are analysed in one process: forking and the pipe cost a few
@@ -137,7 +139,25 @@ def batches(analysis, file_facts: list[dict]):
     messages, each to be processed before the next is asked for."""
     read_fd, write_fd = os.pipe()
     _enlarge(write_fd)
-    pid = children.fork(write_fd, lambda: _child(analysis, write_fd))
+    # Whatever the parent has buffered for its own output must not be written twice (the
+    # child never flushes: it ends with os._exit); an output already closed has nothing.
+    for output in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            output.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the parent's stack
+        status = 1
+        try:
+            # Only the pipe stays open: a copy of the parent's sockets and pipes (another
+            # capture's stream, a database connection, a worker thread's subprocess) held
+            # here would keep each open after the parent closed it, until this child ends.
+            os.closerange(3, write_fd)
+            os.closerange(write_fd + 1, _max_fd())
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _child(analysis, write_fd)
+            status = 0
+        finally:
+            os._exit(status)
     os.close(write_fd)
     ended = False
     texts: list = []  # the text table (wire.py), as the child's batches build it
@@ -149,7 +169,7 @@ def batches(analysis, file_facts: list[dict]):
                 if body is None:
                     raise ReadaheadError(
                         f"the process reading the capture (pid {pid}) ended without "
-                        f"finishing ({children.exit_words(pid)})")
+                        f"finishing ({_exit_words(pid)})")
                 kind, analysis.t0, values, *rest = marshal.loads(body)
                 decoded, only_messages = wire.decode_batch(texts, values)
                 if only_messages:
@@ -181,11 +201,11 @@ def batches(analysis, file_facts: list[dict]):
                     raise CaptureError(rest[0])
                 raise ReadaheadError(f"the process reading the capture failed:\n{rest[0]}")
     finally:
-        if ended:
-            with contextlib.suppress(ChildProcessError):  # unless exit_words waited for it
-                os.waitpid(pid, 0)
-        else:
-            children.stop(pid)
+        if not ended:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):  # already waited for by _exit_words
+            os.waitpid(pid, 0)
 
 
 def _enlarge(fd: int) -> None:
@@ -193,3 +213,20 @@ def _enlarge(fd: int) -> None:
     if set_size is not None:
         with contextlib.suppress(OSError):
             fcntl.fcntl(fd, set_size, PIPE_BYTES)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 1 << 20
+
+
+def _exit_words(pid: int) -> str:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "its exit status is unknown"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"

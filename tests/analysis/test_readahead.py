@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from captures.analysis import CaptureError, CaptureFile, analyze_files, aside, readahead, wire
+from captures.analysis import CaptureError, CaptureFile, analyze_files, readahead, wire
 from tests.support.corpus import corpus_files
 from tests.support.dnat import record_dnat
 
@@ -33,38 +33,20 @@ def _both(files, monkeypatch, **options) -> tuple[str, str]:
             _document(files, "always", monkeypatch, **options))
 
 
-class Forked:
-    def __init__(self, forked: list[int], asides: set[int]) -> None:
-        self.all = forked
-        self.asides = asides
-
-    @property
-    def readers(self) -> list[int]:
-        return [pid for pid in self.all if pid not in self.asides]
-
-
 @pytest.fixture
 def forks(monkeypatch):
-    """The pids of the reading processes this test forks (not aside.py's writers, which an
-    analysis read ahead forks too when it found DNS exchanges)."""
-    forked, asides = [], set()
-    real_fork, real_start = os.fork, aside.start
+    """The pids of the reading processes this test forks."""
+    pids = []
+    real_fork = os.fork
 
     def fork():
         pid = real_fork()
         if pid:
-            forked.append(pid)
+            pids.append(pid)
         return pid
 
-    def start(what, write_part):
-        started = real_start(what, write_part)
-        if started is not None:
-            asides.add(started.pid)
-        return started
-
     monkeypatch.setattr(readahead.os, "fork", fork)
-    monkeypatch.setattr(aside, "start", start)
-    return Forked(forked, asides)
+    return pids
 
 
 def _gone(pid: int) -> bool:
@@ -77,8 +59,8 @@ def test_every_corpus_capture_gives_the_same_bytes_read_ahead(monkeypatch, forks
     for path in captures:
         alone, ahead = _both([path], monkeypatch)
         assert ahead == alone, path.name
-    assert len(forks.readers) == len(captures)  # each was read in a second process
-    assert all(_gone(pid) for pid in forks.all)
+    assert len(forks) == len(captures)  # each was read in a second process
+    assert all(_gone(pid) for pid in forks)
 
 
 def test_several_files_merge_and_fold_the_same_read_ahead(tmp_path, monkeypatch, forks):
@@ -88,7 +70,7 @@ def test_several_files_merge_and_fold_the_same_read_ahead(tmp_path, monkeypatch,
     alone, ahead = _both(files, monkeypatch)
     assert '"hops":[{' in ahead and ahead.count('"interface":"router:') > 0
     assert ahead == alone
-    assert len(forks.readers) == 1
+    assert len(forks) == 1
 
 
 def test_a_text_table_emptied_between_batches_gives_the_same_bytes(tmp_path, monkeypatch):
@@ -133,7 +115,7 @@ def test_a_file_that_is_no_capture_fails_with_the_same_words(tmp_path, monkeypat
         said.append(str(raised.value))
     assert said[0] == said[1]
     assert "not a pcap or pcapng capture" in said[1]
-    assert forks.readers and all(_gone(pid) for pid in forks.all)
+    assert forks and all(_gone(pid) for pid in forks)
 
 
 def test_a_reading_process_that_dies_is_an_error_naming_it(monkeypatch, forks):
@@ -151,10 +133,10 @@ def test_a_reading_process_that_dies_is_an_error_naming_it(monkeypatch, forks):
     monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "always")
     with pytest.raises(readahead.ReadaheadError) as raised:
         analyze_files([path])
-    assert f"pid {forks.readers[0]}" in str(raised.value)
+    assert f"pid {forks[0]}" in str(raised.value)
     assert f"killed by signal {int(signal.SIGKILL)}" in str(raised.value)
     assert not encoded  # the parent encoded nothing: the counting happened in the child
-    assert _gone(forks.readers[0])
+    assert _gone(forks[0])
 
 
 def test_an_analysis_that_fails_ends_its_reading_process(monkeypatch, forks):
@@ -165,7 +147,7 @@ def test_an_analysis_that_fails_ends_its_reading_process(monkeypatch, forks):
     def decode_then_fail(texts, values):  # in the analysing process, its second batch
         batches.append(1)
         if len(batches) == 2:
-            assert not _gone(forks.readers[0])  # the reader was still there to be ended
+            assert not _gone(forks[0])  # the reader was still there to be ended
             raise RuntimeError("the analysis itself failed")
         return real_decode(texts, values)
 
@@ -174,7 +156,7 @@ def test_an_analysis_that_fails_ends_its_reading_process(monkeypatch, forks):
     with pytest.raises(RuntimeError, match="the analysis itself failed"):
         analyze_files([path])
     assert len(batches) == 2
-    assert _gone(forks.readers[0])
+    assert _gone(forks[0])
 
 
 def test_auto_reads_ahead_only_large_captures_on_several_cores(tmp_path, monkeypatch):
@@ -213,8 +195,7 @@ def test_what_the_parent_closes_is_closed_while_it_reads_ahead(monkeypatch, fork
 
     def decode_and_close(texts, values):  # in the analysing process, at its first batch
         if not seen:
-            stat = Path(f"/proc/{forks.readers[0]}/stat").read_text()
-            state = stat.rsplit(")", 1)[1].split()[0]
+            state = Path(f"/proc/{forks[0]}/stat").read_text().rsplit(")", 1)[1].split()[0]
             assert state in "RSD"  # the reader runs (not a zombie), forked with the pipe
             os.close(write_end)
             try:
@@ -243,4 +224,4 @@ def test_it_reads_ahead_from_a_worker_thread_as_from_the_main_one(monkeypatch, f
     worker.start()
     worker.join(timeout=120)
     assert results == [alone]
-    assert len(forks.readers) == 1 and _gone(forks.readers[0])
+    assert len(forks) == 1 and _gone(forks[0])
