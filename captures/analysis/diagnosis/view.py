@@ -4,8 +4,7 @@ exchange lists its own messages).
 
 The engine hands these over at the end of an analysis without building the whole document:
 `key_messages` are fetched from the message spool by id, and only for the connections and
-exchanges that a rule may speak about. `CaptureView.from_document` builds the same view from a
-finished document (tests, other tools).
+exchanges that a rule may speak about.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..identity import Identity
 from ..records import endpoint_host
 from ..words import Names
 
@@ -141,39 +139,6 @@ class CaptureView:
             kinds.add(vantage.split("/", 1)[0] if "/" in vantage else "unknown")
         return kinds
 
-    @classmethod
-    def from_document(cls, doc: dict, inventory: dict | None = None) -> CaptureView:
-        messages = {m["id"]: m for m in doc["messages"]}
-        by_connection: dict[int, list[int]] = {}
-        by_annotation: dict[int, list[int]] = {}
-        sizes: dict[int, dict[str, dict[int, int]]] = {}
-        closers: dict[int, set[str]] = {}  # as the engine's, but sets (a message each here)
-        clients = {c["id"]: c["client"] for c in doc["connections"]}
-        for message in doc["messages"]:
-            for index in message["annotations"]:
-                by_annotation.setdefault(index, []).append(message["id"])
-            conn = message["connection"]
-            if conn is None:
-                continue
-            if is_key_tcp_message(message):
-                by_connection.setdefault(conn, []).append(message["id"])
-            if message["proto"] == "tcp":
-                found = closers.setdefault(conn, set())
-                flags = message.get("flags") or ""
-                if "F" in flags or "R" in flags:
-                    found.add(message["src"])
-            if message["len"]:
-                side = "client" if message["src"] == clients.get(conn) else "server"
-                record_size(sizes, conn, side, len(message["hops"]), message["len"])
-        return cls(
-            files=doc["capture"]["files"], participants=doc["participants"],
-            connections=doc["connections"], dns=doc["dns"], annotations=doc["annotations"],
-            http=doc.get("http", []), duration=doc["capture"].get("duration"),
-            connection_messages=by_connection,
-            annotation_messages=by_annotation, segment_sizes=sizes, closers=closers,
-            fetch=lambda ids: {i: messages[i] for i in ids if i in messages},
-            describe=Identity(inventory).describe if inventory else None)
-
 
 class _Directory:
     """Participants by IP, then whatever `describe` knows (named addresses only)."""
@@ -189,16 +154,3 @@ class _Directory:
             if described.get("kind") not in ("external", "loopback"):
                 found = described
         return found if found is not None else default
-
-
-def record_size(sizes: dict, conn: int, side: str, hops: int, length: int) -> None:
-    by_hops = sizes.setdefault(conn, {}).setdefault(side, {})
-    if length > by_hops.get(hops, 0):
-        by_hops[hops] = length
-
-
-def is_key_tcp_message(message: dict) -> bool:
-    flags = message.get("flags") or ""
-    label = message["label"]
-    return ("S" in flags or "R" in flags or "F" in flags or "retransmission" in label
-            or label.startswith("TLS ") or message["phase"] in ("request", "response"))
