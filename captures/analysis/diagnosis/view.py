@@ -3,8 +3,8 @@ messages that can prove something (SYNs, resets, TLS records, retransmissions; a
 exchange lists its own messages).
 
 The engine hands these over at the end of an analysis without building the whole document:
-`key_messages` are fetched from the message spool by id, and only for the connections and
-exchanges that a rule may speak about.
+it lists each connection's messages worth proving with (`connection_messages`), and `fetch`
+reads those a rule asks for from the message spool by id.
 """
 
 from __future__ import annotations
