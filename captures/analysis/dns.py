@@ -10,6 +10,7 @@ has one per query.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 from collections.abc import Mapping
@@ -164,7 +165,11 @@ def _rdata(msg: bytes, rtype: int, start: int, length: int, seen: dict[int, str]
 # same Services), and a server answers them with the same bytes: a message is parsed once
 # per distinct content after its ID. Bounded: cleared when full, and only messages of a usual
 # size are kept (a 64 KB answer as a key would make 4096 entries a quarter of a gigabyte).
+# Each content kept gets a template number, never reused in the process (so that a number
+# still means one content after the cache was cleared): wire.py sends a message of a known
+# template as its ID and that number.
 _parsed: dict[bytes, tuple | None] = {}
+_templates: Final = itertools.count(1)
 PARSE_CACHE_SIZE = 4096
 PARSE_CACHE_MAX_BYTES = 1024
 MAX_ANSWERS = 64  # records read from one message (a message may claim 65535)
@@ -183,6 +188,8 @@ def parse_dns(msg: bytes) -> DnsInfo | None:
         if len(_parsed) >= PARSE_CACHE_SIZE:
             _parsed.clear()
         info = _parse(msg)
+        if info is not None:
+            info.template = next(_templates)
         known = _parsed[content] = (
             None
             if info is None
@@ -194,14 +201,15 @@ def parse_dns(msg: bytes) -> DnsInfo | None:
                 tuple(info.answers),
                 info.truncated,
                 info.answers_cut,
+                info.template,
             )
         )
         return info
     if known is None:
         return None
-    is_response, rcode, name, qtype, answers, truncated, cut = known
+    is_response, rcode, name, qtype, answers, truncated, cut, template = known
     return DnsInfo(msg[0] << 8 | msg[1], is_response, rcode, name, qtype, list(answers), truncated,
-                   cut)
+                   cut, template)
 
 
 _HEADER: Final = struct.Struct("!HHHHHH")
@@ -276,8 +284,14 @@ def parse_dns_tcp(payload: bytes) -> list[DnsInfo]:
 
 def dns_label(infos: list[DnsInfo]) -> str:
     if len(infos) == 1:  # nearly always: no list to join
-        return _dns_words(infos[0])
-    return "; ".join([_dns_words(info) for info in infos[:2]])
+        return dns_words(infos[0])
+    return "; ".join([dns_words(info) for info in infos[:2]])
+
+
+def dns_words(info: DnsInfo) -> str:
+    """One message's part of its label: the words it came with (wire.py), or made."""
+    words = info.words
+    return _dns_words(info) if words is None else words
 
 
 def _dns_words(info: DnsInfo) -> str:

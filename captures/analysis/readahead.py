@@ -161,6 +161,7 @@ def batches(analysis, file_facts: list[dict]):
     os.close(write_fd)
     ended = False
     texts: list = []  # the text table (wire.py), as the child's batches build it
+    templates: list = []  # and the DNS templates' table
     try:
         with os.fdopen(read_fd, "rb", buffering=1 << 20) as stream:
             while True:
@@ -171,7 +172,7 @@ def batches(analysis, file_facts: list[dict]):
                         f"the process reading the capture (pid {pid}) ended without "
                         f"finishing ({_exit_words(pid)})")
                 kind, analysis.t0, values, *rest = marshal.loads(body)
-                decoded, only_messages = wire.decode_batch(texts, values)
+                decoded, only_messages = wire.decode_batch(texts, templates, values)
                 if only_messages:
                     yield decoded
                 else:

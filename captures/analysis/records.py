@@ -59,7 +59,7 @@ class Tunnel(NamedTuple):
 
 class DnsInfo:
     __slots__ = ("answers", "answers_cut", "id", "is_response", "name", "qtype", "rcode",
-                 "truncated")
+                 "template", "truncated", "words")
 
     def __init__(
         self,
@@ -71,6 +71,8 @@ class DnsInfo:
         answers: list[tuple[str, int, str]] | None = None,  # (name, type, value)
         truncated: bool = False,  # TC: the answer did not fit (UDP); ask over TCP
         answers_cut: int = 0,  # records past dns.MAX_ANSWERS, not read
+        template: int = 0,  # which parsed content this is, when dns.parse_dns keeps it (else 0)
+        words: str | None = None,  # its label (dns.dns_label), when already known
     ) -> None:
         self.id = id
         self.is_response = is_response
@@ -80,6 +82,10 @@ class DnsInfo:
         self.answers: list[tuple[str, int, str]] = [] if answers is None else answers
         self.truncated = truncated
         self.answers_cut = answers_cut
+        # Messages alike in all but their ID share a template number (wire.py sends such a
+        # message as its ID and the template's number) and their words.
+        self.template = template
+        self.words = words
 
     def __repr__(self) -> str:
         return _repr(self)

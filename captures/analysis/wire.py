@@ -14,12 +14,17 @@ writes and reads a handful of objects per batch instead of a dozen per message:
 - each message's time since the capture's start as the model writes it (model.seconds_text),
   all of a batch's in one string: the reading process had time to spare, the analysing
   process none;
-- what fewer messages have (a tunnel, DNS answers, further hops), in another list;
+- what fewer messages have (a tunnel, DNS messages, further hops), in another list;
+- a DNS message alike in all but its ID to one sent before (dns.parse_dns gave both the same
+  template number) as its ID and an id into a second table, of DNS templates, which both
+  processes keep as they keep the texts: the analysing process gets the name, the answers
+  and the label's words of a lookup asked again and again once, not once a message;
 - what is not a message (a warning, the "partial" mark), with the number of messages before
   it, so that the analysing process sees everything in the order it was added.
 
-The table is bounded (MAX_TEXTS): past it, it is emptied on both sides between two batches
-(a scan from spoofed sources names a new address in every packet).
+Both tables are bounded (MAX_TEXTS, MAX_TEMPLATES): past its bound, a table is emptied on
+both sides between two batches (a scan from spoofed sources names a new address in every
+packet, a resolver's answers count their TTLs down).
 
 This module is compiled with the per-packet path (build.MODULES): rebuilding a message was
 a fifth of the analysing process' time when interpreted.
@@ -31,7 +36,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
-from .dns import DNS_PORTS
+from .dns import DNS_PORTS, dns_words
 from .hops import Hop, LogicalMessage
 from .model import seconds_text
 from .pcapfile import Warnings
@@ -57,6 +62,11 @@ ID_MASK: Final = (1 << ID_BITS) - 1
 # Texts in the table before it is emptied, between two batches (so a batch may add a few
 # hundred past it: an id stays far below 1 << ID_BITS).
 MAX_TEXTS = 1 << 16  # not Final: the tests make it small
+# DNS templates in the table before it is emptied. dns.parse_dns keeps 4096 contents at a
+# time and numbers them anew once it is emptied: beyond twice that, most would be gone.
+MAX_TEMPLATES = 8192  # not Final: the tests make it small
+TEXTS_RESET: Final = 1  # what the first value of a batch says was emptied since the last one
+TEMPLATES_RESET: Final = 2
 # tuple.__new__ rather than Tunnel(...): a NamedTuple's own __new__ is a Python function,
 # slower than the rest of the rebuilding.
 _new_tuple: Final = tuple.__new__
@@ -68,6 +78,7 @@ class Batch:
 
     # One batch's items (_empty() starts each batch).
     texts: list[str]
+    templates: list[tuple]
     numbers: list[bytes]
     payloads: list[bytes]
     extras: list[tuple]
@@ -76,12 +87,14 @@ class Batch:
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
-        self.reset = False  # the table was emptied since the last batch
+        self.template_ids: dict[int, int] = {}  # dns.parse_dns's template number -> id
+        self.reset = 0  # which tables were emptied since the last batch (TEXTS_RESET, ...)
         self.t0 = 0.0  # the capture's start: the reader sets it before the first message
         self._empty()
 
     def _empty(self) -> None:
         self.texts = []
+        self.templates = []
         self.numbers = []
         self.payloads = []
         self.extras = []
@@ -129,7 +142,7 @@ class Batch:
                                    hop.dport, hop.time, None if tunnel is None else tuple(tunnel),
                                    hop.file))
             extra = (r.tunnel, None if underlay is None else tuple(underlay),
-                     None if answers is None else [_dns_values(d) for d in answers], copies)
+                     None if answers is None else self._dns_items(answers), copies)
         sport, dport, flags, proto, version = r.sport, r.dport, r.tcp_flags, r.proto, r.ip_version
         if (sport | dport) >> 16 or (flags | proto) >> 8 or version >> 4:
             raise ValueError(f"a packet field out of its header's range: ports {sport} {dport}, "
@@ -150,6 +163,24 @@ class Batch:
         self.numbers.append(numbers)
         self.times.append(seconds_text(r.time - self.t0))
 
+    def _dns_items(self, answers: list[DnsInfo]) -> list:
+        """A message's DNS messages: each an int (its template's id << 16 | its DNS ID) when
+        it has a template, else all its values."""
+        items: list = []
+        ids = self.template_ids
+        for d in answers:
+            template = d.template
+            if not template:
+                items.append(_dns_values(d))
+                continue
+            found = ids.get(template)
+            if found is None:
+                found = ids[template] = len(ids)
+                self.templates.append((d.is_response, d.rcode, d.name, d.qtype, d.answers,
+                                       d.truncated, d.answers_cut))
+            items.append(found << 16 | d.id)
+        return items
+
     def add_other(self, item: tuple) -> None:
         """A warning or the partial mark, after the messages added so far."""
         self.others.append((len(self.numbers), item))
@@ -157,11 +188,14 @@ class Batch:
     def take(self) -> tuple:
         """This batch's values (for marshal), and an empty batch to go on with."""
         values = (self.reset, self.texts, b"".join(self.numbers), self.payloads, self.extras,
-                  self.others, ",".join(self.times))
-        self.reset = False
+                  self.others, ",".join(self.times), self.templates)
+        self.reset = 0
         if len(self.ids) >= MAX_TEXTS:
             self.ids.clear()
-            self.reset = True
+            self.reset |= TEXTS_RESET
+        if len(self.template_ids) >= MAX_TEMPLATES:
+            self.template_ids.clear()
+            self.reset |= TEMPLATES_RESET
         self._empty()
         return values
 
@@ -208,15 +242,23 @@ def _dns_values(d: DnsInfo) -> tuple:
             d.answers_cut)
 
 
-def decode_batch(table: list, values: tuple) -> tuple[list, bool]:
+def decode_batch(table: list, templates: list[DnsInfo], values: tuple) -> tuple[list, bool]:
     """The analysing process' side: a batch's items in the order they were added, each
     message rebuilt (other items as they came), and whether all of them were messages.
-    `table` is the text table, kept by the caller from batch to batch (empty at first)."""
+    `table` is the text table and `templates` the DNS templates' (each with its words), kept
+    by the caller from batch to batch (empty at first)."""
     texts: list = table
-    if values[0] or not texts:
+    reset: int = values[0]
+    if reset & TEXTS_RESET or not texts:
         texts.clear()
         texts.append(None)
     texts.extend(values[1])
+    if reset & TEMPLATES_RESET:
+        templates.clear()
+    for t in values[7]:
+        template = DnsInfo(0, t[0], t[1], t[2], t[3], t[4], t[5], t[6])
+        template.words = dns_words(template)
+        templates.append(template)
     payloads: list = values[3]
     extras: list = values[4]
     others: list = values[5]
@@ -271,7 +313,7 @@ def decode_batch(table: list, values: tuple) -> tuple[list, bool]:
                 tunnel = _new_tuple(Tunnel, underlay)
             dns = extra[2]
             if dns is not None:
-                answers = [_dns_info(d) for d in dns]
+                answers = [_dns_info(d, templates) for d in dns]
             copies = extra[3]
         direction: str | None = texts[direction_id]
         src: str = texts[src_id]
@@ -298,5 +340,9 @@ def decode_batch(table: list, values: tuple) -> tuple[list, bool]:
     return decoded, not others
 
 
-def _dns_info(d: tuple) -> DnsInfo:
+def _dns_info(d: int | tuple, templates: list[DnsInfo]) -> DnsInfo:
+    if isinstance(d, int):
+        t = templates[d >> 16]
+        return DnsInfo(d & 0xFFFF, t.is_response, t.rcode, t.name, t.qtype, list(t.answers),
+                       t.truncated, t.answers_cut, 0, t.words)
     return DnsInfo(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7])

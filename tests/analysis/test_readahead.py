@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import marshal
 import os
 import signal
 import threading
@@ -17,6 +18,10 @@ from pathlib import Path
 import pytest
 
 from captures.analysis import CaptureError, CaptureFile, analyze_files, readahead, wire
+from captures.analysis.dns import dns_label
+from captures.analysis.hops import Hop, LogicalMessage
+from captures.analysis.packets import decode_frame
+from captures.analysis.pcapfile import Warnings, read_frames
 from tests.support.corpus import corpus_files
 from tests.support.dnat import record_dnat
 
@@ -82,6 +87,7 @@ def test_a_text_table_emptied_between_batches_gives_the_same_bytes(tmp_path, mon
              CaptureFile(recorded.server, "server")]
     monkeypatch.setattr(readahead, "BATCH", 4)
     monkeypatch.setattr(wire, "MAX_TEXTS", 3)
+    monkeypatch.setattr(wire, "MAX_TEMPLATES", 2)
     alone, ahead = _both(files, monkeypatch)
     assert len(json.loads(ahead)["participants"]) > 3  # more texts than the table holds
     assert ahead == alone
@@ -89,6 +95,40 @@ def test_a_text_table_emptied_between_batches_gives_the_same_bytes(tmp_path, mon
     alone, ahead = _both([dns], monkeypatch)
     assert '"phase":"dns"' in ahead
     assert ahead == alone
+
+
+def _dns_records(path):
+    """Every DNS-carrying record of a capture, decoded as the reading process decodes it."""
+    with open(path, "rb") as fp:
+        _linktypes, frames = read_frames(fp, 0, Warnings(), str(path))
+        records = [decode_frame(frame) for frame in frames]
+    return [r for r in records if r is not None and r.dns]
+
+
+def test_a_lookup_asked_again_crosses_as_its_template():
+    """A DNS message alike in all but its ID to one sent before crosses the pipe as its ID and
+    a template's id; the analysing process rebuilds it whole, with its label's words."""
+    path = next(p for p in corpus_files() if "dns-search-suffix" in p.name)
+    records = _dns_records(path)
+    batch = wire.Batch()
+    for record in records:
+        batch.add(LogicalMessage(record, (), Hop(record.interface, record.direction, record.src,
+                                                 record.sport, record.dst, record.dport,
+                                                 record.time, None, 0)))
+    values = marshal.loads(marshal.dumps(batch.take()))
+    sent = values[7]  # the templates this batch added to the table
+    assert 0 < len(sent) < len(records)  # the repeated ones crossed as ids
+    texts, templates = [], []
+    decoded, _only_messages = wire.decode_batch(texts, templates, values)
+    assert len(templates) == len(sent)
+    for record, message in zip(records, decoded, strict=True):
+        for sent_info, got in zip(record.dns, message.record.dns, strict=True):
+            assert (got.id, got.is_response, got.rcode, got.name, got.qtype, got.answers,
+                    got.truncated, got.answers_cut) == (
+                sent_info.id, sent_info.is_response, sent_info.rcode, sent_info.name,
+                sent_info.qtype, sent_info.answers, sent_info.truncated, sent_info.answers_cut)
+        assert dns_label(message.record.dns) == dns_label(record.dns)
+        assert message.record.dns[0].words is not None  # made once, with its template
 
 
 def test_reading_warnings_land_where_one_process_puts_them(tmp_path, monkeypatch):
@@ -144,12 +184,12 @@ def test_an_analysis_that_fails_ends_its_reading_process(monkeypatch, forks):
     real_decode = readahead.wire.decode_batch
     batches = []
 
-    def decode_then_fail(texts, values):  # in the analysing process, its second batch
+    def decode_then_fail(texts, templates, values):  # in the analysing process, its 2nd batch
         batches.append(1)
         if len(batches) == 2:
             assert not _gone(forks[0])  # the reader was still there to be ended
             raise RuntimeError("the analysis itself failed")
-        return real_decode(texts, values)
+        return real_decode(texts, templates, values)
 
     monkeypatch.setattr(readahead.wire, "decode_batch", decode_then_fail)
     monkeypatch.setenv("KVIZ_ANALYSIS_READAHEAD", "always")
@@ -193,7 +233,7 @@ def test_what_the_parent_closes_is_closed_while_it_reads_ahead(monkeypatch, fork
     real_decode = readahead.wire.decode_batch
     seen = []
 
-    def decode_and_close(texts, values):  # in the analysing process, at its first batch
+    def decode_and_close(texts, templates, values):  # in the analysing process, at its first batch
         if not seen:
             state = Path(f"/proc/{forks[0]}/stat").read_text().rsplit(")", 1)[1].split()[0]
             assert state in "RSD"  # the reader runs (not a zombie), forked with the pipe
@@ -202,7 +242,7 @@ def test_what_the_parent_closes_is_closed_while_it_reads_ahead(monkeypatch, fork
                 seen.append(os.read(read_end, 1))  # EOF at once: no copy of the write end
             except BlockingIOError:
                 seen.append("a copy of the write end is still open")
-        return real_decode(texts, values)
+        return real_decode(texts, templates, values)
 
     monkeypatch.setattr(readahead, "_encode", encode_slowly)
     monkeypatch.setattr(readahead.wire, "decode_batch", decode_and_close)
