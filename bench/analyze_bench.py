@@ -428,13 +428,19 @@ def time_kviz(capture: Path, repeat: int, build: str) -> dict:
     return {"seconds": best, "rss_kb": peak_kb}
 
 
-def time_tshark(capture: Path, repeat: int, ports: dict) -> dict:
+def tshark_command(capture: Path, ports: dict) -> list[str]:
+    """`tshark -T fields` with the comparable fields, told the capture's ports."""
     cmd = ["tshark", "-r", str(capture), "-n", "-T", "fields", "-E", "separator=/t"]
     for field in TSHARK_FIELDS:
         cmd += ["-e", field]
     for kind, proto in (("dns", "dns"), ("http", "http"), ("tls", "tls")):
         if ports.get(kind) != STANDARD_PORTS[kind]:  # host-loopback fallback: OS-chosen ports
             cmd += ["-d", f"{'udp' if kind == 'dns' else 'tcp'}.port=={ports[kind]},{proto}"]
+    return cmd
+
+
+def time_tshark(capture: Path, repeat: int, ports: dict) -> dict:
+    cmd = tshark_command(capture, ports)
     best, peak_kb = math.inf, 0
     for _ in range(repeat):
         seconds, code, rss_kb, tail = timed_child(cmd, KVIZ_TIMEOUT)
